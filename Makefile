@@ -1,0 +1,37 @@
+# Two commands on a fresh machine: `make run` and `make test`. Each installs what it needs.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PLUGINS := $(wildcard plugins/nexus-aio-*)
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test test-core lint format bench soak clean
+
+install: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml $(wildcard plugins/*/setup.cfg)
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test,dev]' $(foreach p,$(PLUGINS),-e ./$(p))
+	touch $(STAMP)
+
+run: install
+	$(BIN)/python -m nexus_aio serve --host 127.0.0.1 --port 8000
+
+test: install
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy nexus_aio
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: install
+	$(BIN)/python scripts/bench.py
+
+clean:
+	rm -rf $(VENV) .nexus build *.egg-info

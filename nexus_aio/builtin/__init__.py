@@ -1,0 +1,1 @@
+"""Built-in features, each an internal plugin using the public hooks."""

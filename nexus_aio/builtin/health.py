@@ -1,0 +1,31 @@
+"""Built-in health components: the API itself and the stores."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ..hookspecs import hookimpl
+
+
+@hookimpl
+def health_components(nexus: Any) -> list[tuple[str, Any]]:
+    async def api() -> dict[str, Any]:
+        runtime = nexus.runtime
+        return {
+            "status": "healthy",
+            "running_executions": runtime.running if runtime else 0,
+            "max_concurrent_requests": nexus.settings.max_concurrent_requests,
+        }
+
+    async def database() -> dict[str, Any]:
+        started = time.perf_counter()
+        await nexus.runtime.executions.ping()
+        await nexus.runtime.sessions.ping()
+        return {
+            "status": "healthy",
+            "backend": type(nexus.runtime.executions).__name__,
+            "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+        }
+
+    return [("api", api), ("database", database)]

@@ -1,0 +1,34 @@
+"""Default stores: SQLite at ``database`` (``:memory:``-backed memory stores when asked)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..hookspecs import hookimpl
+
+
+@hookimpl(trylast=True)
+def storage_backend(nexus: Any, kind: str) -> Any:
+    settings = nexus.settings
+    memory = settings.database in ("memory", ":memory:")
+    if kind == "executions":
+        if memory:
+            from ..executions import MemoryExecutionStore
+
+            return MemoryExecutionStore()
+        from ..executions import SQLiteExecutionStore
+
+        return SQLiteExecutionStore(settings.database)
+    if kind == "sessions":
+        if memory:
+            from ..sessions import MemorySessionStore
+
+            return MemorySessionStore(ttl=settings.session_ttl)
+        from ..sessions import SQLiteSessionStore
+
+        return SQLiteSessionStore(settings.database, ttl=settings.session_ttl)
+    if kind == "ratelimit":
+        from ..ratelimit import MemoryRateLimiter
+
+        return MemoryRateLimiter()
+    return None

@@ -1,0 +1,141 @@
+"""Error types. Each carries its HTTP status and the envelope ``type``.
+
+Handlers raise; one place (the error-rendering plugin) turns any of these into the
+documented envelope, so no code path formats an error body by hand.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class NexusError(Exception):
+    """Base of every error the API reports with the envelope."""
+
+    status: int = 500
+    type: str = "InternalError"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        details: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = {} if details is None else details
+        self.headers = headers or {}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type, "message": self.message, "details": self.details}
+
+
+class ValidationError(NexusError):
+    """Bad input: missing, unknown or wrong-typed fields, malformed JSON."""
+
+    status = 400
+    type = "ValidationError"
+
+
+class SecurityError(ValidationError):
+    """Input refused by the security filter (dangerous keys, depth, key length)."""
+
+    type = "SecurityError"
+
+
+class BadRequest(NexusError):
+    status = 400
+    type = "BadRequest"
+
+
+class Unauthorized(NexusError):
+    status = 401
+    type = "Unauthorized"
+
+    def __init__(self, message: str = "Authentication required", **kw: Any) -> None:
+        kw.setdefault("headers", {"WWW-Authenticate": "Bearer"})
+        super().__init__(message, **kw)
+
+
+class Forbidden(NexusError):
+    status = 403
+    type = "Forbidden"
+
+
+class NotFound(NexusError):
+    status = 404
+    type = "NotFound"
+
+
+class WorkflowNotFound(NotFound):
+    type = "WorkflowNotFound"
+
+
+class ExecutionNotFound(NotFound):
+    type = "ExecutionNotFound"
+
+
+class SessionNotFound(NotFound):
+    type = "SessionNotFound"
+
+
+class MethodNotAllowed(NexusError):
+    status = 405
+    type = "MethodNotAllowed"
+
+
+class Conflict(NexusError):
+    status = 409
+    type = "Conflict"
+
+
+class PayloadTooLarge(NexusError):
+    status = 413
+    type = "PayloadTooLarge"
+
+
+class UnsupportedMediaType(NexusError):
+    status = 415
+    type = "UnsupportedMediaType"
+
+
+class IdempotencyConflict(NexusError):
+    status = 422
+    type = "IdempotencyConflict"
+
+
+class RateLimitExceeded(NexusError):
+    status = 429
+    type = "RateLimitExceeded"
+
+
+class WorkflowExecutionError(NexusError):
+    """The workflow raised: message kept, traceback only in the server log."""
+
+    status = 500
+    type = "WorkflowExecutionError"
+
+
+class ServiceUnavailable(NexusError):
+    status = 503
+    type = "ServiceUnavailable"
+
+
+class StoreUnavailable(ServiceUnavailable):
+    """A store (SQLite, Redis) cannot be read or written right now."""
+
+    type = "StoreUnavailable"
+
+
+class Timeout(NexusError):
+    status = 504
+    type = "Timeout"
+
+
+class RegistrationError(Exception):
+    """A workflow, endpoint or plugin cannot be registered (raised at startup, not over HTTP)."""
+
+
+class ConfigurationError(Exception):
+    """Settings that cannot work together (raised at startup)."""

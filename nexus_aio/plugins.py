@@ -1,0 +1,181 @@
+"""The per-app plugin manager and its typed facade.
+
+Order of registration: built-in plugins, then entry points of group ``nexus_aio``, then plugins
+passed to ``Nexus(plugins=[...])``. ``NEXUS_DISABLE_PLUGINS=a,b`` blocks plugins by name before
+they load. ``check_pending()`` makes a misspelt hook fail at startup.
+
+Request-time hooks are resolved once: :meth:`Hooks.implemented` tells the web layer whether a hook
+has any implementation, so an unimplemented hook costs nothing per request.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import inspect
+import logging
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+from . import hookspecs
+from .errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from .nexus import Nexus
+
+log = logging.getLogger("nexus_aio.plugins")
+
+# Internal plugins: every built-in feature, registered through the same hooks as third parties.
+DEFAULT_PLUGINS = (
+    "nexus_aio.builtin.errors",
+    "nexus_aio.builtin.core_routes",
+    "nexus_aio.builtin.permissions",
+    "nexus_aio.builtin.health",
+    "nexus_aio.builtin.stores",
+)
+ENTRY_POINT_GROUP = "nexus_aio"
+
+
+async def await_me_maybe(value: Any) -> Any:
+    """Hooks may return a value, a callable returning one, or an awaitable."""
+    if callable(value) and not inspect.isclass(value):
+        value = value()
+    if inspect.isawaitable(value):
+        value = await value
+    return value
+
+
+class PluginManager(pluggy.PluginManager):
+    def __init__(self) -> None:
+        super().__init__(hookspecs.PROJECT)
+        self.add_hookspecs(hookspecs)
+        self.versions: dict[str, str | None] = {}
+        self.builtin: set[str] = set()
+
+
+def build_plugin_manager(
+    extra: Iterable[Any] = (), disabled: Iterable[str] = (), load_entry_points: bool = True
+) -> PluginManager:
+    pm = PluginManager()
+    blocked = {name.strip() for name in disabled if name.strip()}
+    for name in blocked:
+        pm.set_blocked(name)
+    for modname in DEFAULT_PLUGINS:
+        if modname in blocked:
+            continue
+        module = importlib.import_module(modname)
+        pm.register(module, name=modname)
+        pm.builtin.add(modname)
+    if load_entry_points:
+        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            if ep.name in blocked or pm.has_plugin(ep.name) or pm.is_blocked(ep.name):
+                continue
+            try:
+                plugin = ep.load()
+            except Exception as exc:
+                raise ConfigurationError(
+                    f"Plugin {ep.name!r} (entry point {ep.value}) failed to load: {exc}"
+                ) from exc
+            pm.register(plugin, name=ep.name)
+            pm.versions[ep.name] = ep.dist.version if ep.dist else None
+    for i, plugin in enumerate(extra):
+        name = getattr(plugin, "__name__", None) or f"{type(plugin).__name__}-{i}"
+        if name in blocked:
+            continue
+        pm.register(plugin, name=name)
+    pm.check_pending()
+    return pm
+
+
+class Hooks:
+    """Typed calls into the plugin manager; the core never calls ``pm.hook.x(**untyped)``."""
+
+    def __init__(self, pm: PluginManager, nexus: Nexus) -> None:
+        self.pm = pm
+        self.nexus = nexus
+
+    def implemented(self, name: str, *, builtin: bool = True) -> bool:
+        """Whether any plugin implements ``name`` (``builtin=False``: any non-built-in one)."""
+        impls = getattr(self.pm.hook, name).get_hookimpls()
+        if not builtin:
+            impls = [i for i in impls if i.plugin_name not in self.pm.builtin]
+        return bool(impls)
+
+    def _collect(self, name: str) -> list[Any]:
+        results = getattr(self.pm.hook, name)(nexus=self.nexus)
+        items: list[Any] = []
+        for result in results:
+            if result is None:
+                continue
+            if inspect.isawaitable(result):
+                raise ConfigurationError(f"hook {name} must return its items synchronously")
+            items.extend(result)
+        return items
+
+    def register_workflows(self) -> list[Any]:
+        return self._collect("register_workflows")
+
+    def register_routes(self) -> list[Any]:
+        return self._collect("register_routes")
+
+    def register_middlewares(self) -> list[Any]:
+        return self._collect("register_middlewares")
+
+    def register_cleanup_ctx(self) -> list[Any]:
+        return self._collect("register_cleanup_ctx")
+
+    def health_components(self) -> list[tuple[str, Any]]:
+        return self._collect("health_components")
+
+    async def actor_from_request(self, request: Any) -> Any:
+        return await await_me_maybe(
+            self.pm.hook.actor_from_request(nexus=self.nexus, request=request)
+        )
+
+    async def permission_allowed(self, actor: Any, action: str, resource: str | None) -> bool:
+        results = self.pm.hook.permission_allowed(
+            nexus=self.nexus, actor=actor, action=action, resource=resource
+        )
+        for result in results:
+            if await await_me_maybe(result) is False:
+                return False
+        return True
+
+    async def handle_exception(self, request: Any, exception: BaseException) -> Any:
+        return await await_me_maybe(
+            self.pm.hook.handle_exception(nexus=self.nexus, request=request, exception=exception)
+        )
+
+    def execution_started(self, execution: Any) -> None:
+        self.pm.hook.execution_started(nexus=self.nexus, execution=execution)
+
+    def execution_finished(self, execution: Any) -> None:
+        self.pm.hook.execution_finished(nexus=self.nexus, execution=execution)
+
+    async def storage_backend(self, kind: str) -> Any:
+        return await await_me_maybe(self.pm.hook.storage_backend(nexus=self.nexus, kind=kind))
+
+    def openapi_spec(self, spec: Any) -> None:
+        self.pm.hook.openapi_spec(nexus=self.nexus, spec=spec)
+
+    def describe(self) -> list[dict[str, Any]]:
+        """Installed plugins with version and hooks, for ``GET /plugins`` and the CLI."""
+        out = []
+        for name, plugin in sorted(self.pm.list_name_plugin(), key=lambda np: np[0]):
+            hooks = sorted(h.name for h in self.pm.get_hookcallers(plugin) or [])
+            version = self.pm.versions.get(name)
+            if version is None and name in self.pm.builtin:
+                from . import __version__
+
+                version = __version__
+            out.append(
+                {
+                    "name": name,
+                    "version": version,
+                    "hooks": hooks,
+                    "builtin": name in self.pm.builtin,
+                }
+            )
+        return out

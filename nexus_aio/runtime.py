@@ -1,0 +1,395 @@
+"""Running workflows: timeouts, saturation, sessions, the event log and live followers.
+
+The ``Runtime`` is the one place an execution happens, whatever the mode:
+``sync`` runs in the request's own task (no extra task on the hot path); ``stream`` and ``async``
+run as background tasks whose events live followers (SSE) read as they are pushed.
+Sync code runs in a bounded thread pool so nothing blocks the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from .context import Context
+from .envelope import error_envelope, iso_timestamp, success_envelope
+from .errors import (
+    Forbidden,
+    NexusError,
+    ServiceUnavailable,
+    Timeout,
+    WorkflowExecutionError,
+)
+from .executions import TERMINAL, ExecutionEvent, ExecutionRecord, ExecutionStore
+from .sessions import Session, SessionLocks, SessionStore
+
+if TYPE_CHECKING:
+    from .plugins import Hooks
+    from .settings import Settings
+    from .workflow import CompiledWorkflow
+
+log = logging.getLogger("nexus_aio.runtime")
+
+
+@dataclass(slots=True)
+class Submission:
+    """A validated request to run a workflow, whatever the mode."""
+
+    workflow: CompiledWorkflow
+    inputs: dict[str, Any]  # validated kwargs
+    raw_inputs: dict[str, Any]  # as the client sent them (stored in the record)
+    execution_id: str
+    mode: str = "sync"
+    session_id: str | None = None
+    metadata: dict[str, Any] | None = None
+    actor: Any = None
+    request_id: str | None = None
+
+
+def actor_id(actor: Any) -> str | None:
+    if actor is None:
+        return None
+    if isinstance(actor, dict):
+        return str(actor.get("id")) if actor.get("id") is not None else None
+    return str(getattr(actor, "id", actor))
+
+
+class EventLog:
+    """The ordered events of one execution, with a wake-up for live followers."""
+
+    __slots__ = ("_changed", "events", "finished", "persist")
+
+    def __init__(self, persist: bool) -> None:
+        self.events: list[ExecutionEvent] = []
+        self.finished = False
+        self.persist = persist
+        self._changed: asyncio.Event | None = None
+
+    def push(self, event: str, data: Any) -> None:
+        self.events.append(ExecutionEvent(len(self.events) + 1, event, data, time.time()))
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
+
+    def finish(self) -> None:
+        self.finished = True
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
+
+    def changed(self) -> asyncio.Event:
+        """An event set at the next push or at finish (for followers that also keep time)."""
+        if self._changed is None:
+            self._changed = asyncio.Event()
+        return self._changed
+
+    async def follow(self, after_seq: int = 0) -> AsyncIterator[ExecutionEvent]:
+        index = max(after_seq, 0)
+        while True:
+            while index < len(self.events):
+                yield self.events[index]
+                index += 1
+            if self.finished:
+                return
+            if self._changed is None:
+                self._changed = asyncio.Event()
+            await self._changed.wait()
+
+
+class LiveExecution:
+    """An execution running in this process (stream or async mode)."""
+
+    __slots__ = ("log", "record", "task")
+
+    def __init__(self, record: ExecutionRecord, log_: EventLog) -> None:
+        self.record = record
+        self.log = log_
+        self.task: asyncio.Task[Any] | None = None
+
+
+class Runtime:
+    def __init__(
+        self,
+        settings: Settings,
+        hooks: Hooks,
+        executions: ExecutionStore,
+        sessions: SessionStore,
+    ) -> None:
+        self.settings = settings
+        self.hooks = hooks
+        self.executions = executions
+        self.sessions = sessions
+        self.session_locks = SessionLocks()
+        self.pool = ThreadPoolExecutor(
+            max_workers=settings.sync_workers, thread_name_prefix="nexus-sync"
+        )
+        self.running = 0
+        self.max_running = settings.max_concurrent_requests
+        self.live: dict[str, LiveExecution] = {}
+        self._observe_started = hooks.implemented("execution_started")
+        self._observe_finished = hooks.implemented("execution_finished")
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- plumbing -------------------------------------------------------------------------
+    async def run_sync_fn(self, fn: Callable[[], Any]) -> Any:
+        loop = self._loop or asyncio.get_running_loop()
+        return await loop.run_in_executor(self.pool, fn)
+
+    def _acquire(self) -> None:
+        if self.running >= self.max_running:
+            raise ServiceUnavailable(
+                f"Server is at its limit of {self.max_running} concurrent executions; retry shortly",
+                headers={"Retry-After": "1"},
+                details={"max_concurrent_requests": self.max_running},
+            )
+        self.running += 1
+
+    async def close(self) -> None:
+        tasks = [live.task for live in self.live.values() if live.task and not live.task.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- the core: one execution --------------------------------------------------------------
+    async def _execute(self, sub: Submission, record: ExecutionRecord, sink: Any) -> Any:
+        """Run ``sub`` inside its session (if any) with its timeout; returns the result."""
+        wf = sub.workflow
+        timeout = wf.timeout or self.settings.request_timeout
+        ctx = Context(
+            sub.execution_id,
+            wf.name,
+            metadata=sub.metadata,
+            actor=sub.actor,
+            request_id=sub.request_id,
+            sink=sink,
+        )
+        record.status = "running"
+        record.started_at = time.time()
+        if self._observe_started:
+            self.hooks.execution_started(record)
+        try:
+            if sub.session_id is None:
+                async with asyncio.timeout(timeout):
+                    return await wf.run(sub.inputs, ctx, self.run_sync_fn)
+            async with self.session_locks.hold(sub.session_id):
+                session = await self._load_session(sub)
+                ctx.session = orjson.loads(orjson.dumps(session.state))
+                async with asyncio.timeout(timeout):
+                    result = await wf.run(sub.inputs, ctx, self.run_sync_fn)
+                session.state = ctx.session
+                await self.sessions.save(session)
+                return result
+        except TimeoutError:
+            raise Timeout(
+                f"Workflow {wf.name!r} did not finish within {timeout:g} s and was cancelled",
+                details={"timeout": timeout},
+            ) from None
+        except NexusError:
+            raise
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.error(
+                "workflow %s failed (execution %s, request %s)",
+                wf.name,
+                sub.execution_id,
+                sub.request_id,
+                exc_info=exc,
+            )
+            message = str(exc) or type(exc).__name__
+            raise WorkflowExecutionError(
+                message, details={"exception": type(exc).__name__}
+            ) from exc
+
+    async def _load_session(self, sub: Submission) -> Session:
+        assert sub.session_id is not None
+        session = await self.sessions.get(sub.session_id)
+        owner = actor_id(sub.actor)
+        if session is None:
+            now = time.time()
+            return Session(sub.session_id, {}, now, now, now + self.sessions.ttl, owner)
+        if session.actor is not None and session.actor != owner:
+            raise Forbidden(
+                "This session belongs to another actor", details={"session_id": sub.session_id}
+            )
+        return session
+
+    def _new_record(self, sub: Submission, status: str) -> ExecutionRecord:
+        return ExecutionRecord(
+            id=sub.execution_id,
+            workflow=sub.workflow.name,
+            mode=sub.mode,
+            status=status,
+            inputs=sub.raw_inputs,
+            created_at=time.time(),
+            session_id=sub.session_id,
+            request_id=sub.request_id,
+            actor=actor_id(sub.actor),
+        )
+
+    def _finish(
+        self, record: ExecutionRecord, result: Any = None, error: NexusError | None = None
+    ) -> None:
+        record.finished_at = time.time()
+        if error is None:
+            record.status = "succeeded"
+            record.result = result
+        else:
+            record.error = error.to_dict()
+            record.status = "timed_out" if isinstance(error, Timeout) else "failed"
+        if self._observe_finished:
+            self.hooks.execution_finished(record)
+
+    def envelope_for(self, record: ExecutionRecord) -> tuple[int, dict[str, Any]]:
+        """The response a finished execution's client gets (also used for idempotent replays)."""
+        if record.status == "succeeded":
+            elapsed = (record.finished_at or 0) - (record.started_at or record.created_at)
+            return 200, success_envelope(record.result, record.id, elapsed)
+        err = record.error or {
+            "type": "WorkflowExecutionError",
+            "message": record.status,
+            "details": {},
+        }
+        return _STATUS_BY_RECORD.get(record.status, 500), {
+            "success": False,
+            "error": err,
+            "workflow_id": record.id,
+            "timestamp": iso_timestamp(),
+        }
+
+    # -- sync mode ----------------------------------------------------------------------------
+    async def run_sync(self, sub: Submission) -> dict[str, Any]:
+        """Run in the caller's task; returns the success envelope or raises a ``NexusError``."""
+        self._acquire()
+        record = self._new_record(sub, "running")
+        events = EventLog(persist=False)
+        started = time.perf_counter()
+        try:
+            result = await self._execute(sub, record, events)
+        except NexusError as exc:
+            self._finish(record, error=exc)
+            await self._save(record, events)
+            raise
+        except asyncio.CancelledError:
+            record.status = "cancelled"
+            record.finished_at = time.time()
+            await asyncio.shield(self._save(record, events))
+            raise
+        finally:
+            self.running -= 1
+        self._finish(record, result)
+        await self._save(record, events)
+        return success_envelope(result, sub.execution_id, time.perf_counter() - started)
+
+    async def _save(self, record: ExecutionRecord, events: EventLog, durable: bool = False) -> None:
+        await self.executions.save(record, durable=durable)
+        if events.events:
+            await self.executions.add_events(record.id, events.events)
+
+    # -- background modes (stream, async) -------------------------------------------------
+    async def start(self, sub: Submission) -> LiveExecution:
+        """Queue ``sub`` as a background task; followers read its ``EventLog`` live."""
+        self._acquire()
+        try:
+            record = self._new_record(sub, "queued")
+            durable = sub.mode == "async"
+            await self.executions.save(record, durable=durable)
+        except BaseException:
+            self.running -= 1
+            raise
+        live = LiveExecution(record, EventLog(persist=True))
+        self.live[record.id] = live
+        live.task = asyncio.create_task(self._run_background(sub, live))
+        return live
+
+    async def _run_background(self, sub: Submission, live: LiveExecution) -> None:
+        record, events = live.record, live.log
+        durable = sub.mode == "async"
+        events.push(
+            "start",
+            {"workflow_id": record.id, "name": record.workflow, "timestamp": iso_timestamp()},
+        )
+        started = time.perf_counter()
+        try:
+            try:
+                result = await self._execute(sub, record, events)
+            except NexusError as exc:
+                self._finish(record, error=exc)
+                events.push("error", error_envelope(exc, record.id))
+            except asyncio.CancelledError:
+                record.status = "cancelled"
+                record.finished_at = time.time()
+                record.error = {
+                    "type": "Cancelled",
+                    "message": "The execution was cancelled",
+                    "details": {},
+                }
+                events.push(
+                    "error",
+                    {
+                        "success": False,
+                        "error": record.error,
+                        "workflow_id": record.id,
+                        "timestamp": iso_timestamp(),
+                    },
+                )
+            else:
+                self._finish(record, result)
+                events.push(
+                    "complete", success_envelope(result, record.id, time.perf_counter() - started)
+                )
+        finally:
+            self.running -= 1
+            events.finish()
+            try:
+                await asyncio.shield(self._save(record, events, durable=durable))
+            except Exception:
+                log.exception("could not store execution %s", record.id)
+            finally:
+                self.live.pop(record.id, None)
+
+    async def cancel(self, execution_id: str) -> bool:
+        live = self.live.get(execution_id)
+        if live is None or live.task is None or live.task.done():
+            return False
+        live.task.cancel()
+        await asyncio.gather(live.task, return_exceptions=True)
+        return True
+
+    async def get_record(self, execution_id: str) -> ExecutionRecord | None:
+        live = self.live.get(execution_id)
+        if live is not None:
+            return live.record
+        return await self.executions.get(execution_id)
+
+    async def follow(self, execution_id: str, after_seq: int = 0) -> AsyncIterator[ExecutionEvent]:
+        """Stored events after ``after_seq``, then live ones until the execution ends."""
+        live = self.live.get(execution_id)
+        if live is not None:
+            async for event in live.log.follow(after_seq):
+                yield event
+            return
+        for event in await self.executions.events(execution_id, after_seq):
+            yield event
+
+    async def wait(self, execution_id: str, timeout: float) -> ExecutionRecord | None:
+        live = self.live.get(execution_id)
+        if live is not None and live.task is not None:
+            await asyncio.wait({live.task}, timeout=timeout)
+        return await self.get_record(execution_id)
+
+
+_STATUS_BY_RECORD = {"failed": 500, "timed_out": 504, "cancelled": 409, "interrupted": 500}
+
+
+def is_terminal(record: ExecutionRecord) -> bool:
+    return record.status in TERMINAL

@@ -1,0 +1,529 @@
+"""Sessions: state that outlives one execution, named by ``X-Session-ID``, with a sliding TTL.
+
+A workflow run inside a session reads ``ctx.session`` and the runtime saves it back when the run
+succeeds; every save pushes the expiry ``ttl`` seconds into the future, so a session lives as long
+as it is used. :class:`MemorySessionStore` serves tests and throwaway servers;
+:class:`SQLiteSessionStore` keeps sessions across restarts in the same database file as the
+executions. :class:`SessionLocks` makes runs of one session take turns, so two concurrent
+requests cannot both read the old state and lose one update.
+
+State is stored as JSON in both stores: a session must survive a restart or a move to another
+store, so the memory store refuses what SQLite could not hold rather than accepting it silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import sqlite3
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, TypeVar
+
+import orjson
+
+from .envelope import iso_timestamp
+from .errors import StoreUnavailable, ValidationError
+
+__all__ = [
+    "SESSION_ID_PATTERN",
+    "MemorySessionStore",
+    "SQLiteSessionStore",
+    "Session",
+    "SessionLocks",
+    "SessionStore",
+    "validate_session_id",
+]
+
+logger = logging.getLogger("nexus_aio.sessions")
+
+_T = TypeVar("_T")
+
+SESSION_ID_PATTERN: re.Pattern[str] = re.compile(r"\A[A-Za-z0-9._:-]{1,128}\Z")
+"""1 to 128 characters of ``A-Z a-z 0-9 . _ : -``: safe in headers, URLs, logs and SQL keys."""
+
+_SESSION_ID_RULE = "1 to 128 characters from A-Z a-z 0-9 . _ : -"
+
+
+def validate_session_id(value: Any) -> str:
+    """Return ``value`` if it is a usable session id; otherwise raise a 400 naming the field.
+
+    The id arrives from a client header or body and ends up in URLs, logs and storage keys, so it
+    is checked once at the edge instead of being escaped everywhere it goes.
+    """
+    if isinstance(value, str) and SESSION_ID_PATTERN.match(value) is not None:
+        return value
+    raise ValidationError(
+        "Invalid session id",
+        details={"field": "session_id", "expected": _SESSION_ID_RULE},
+    )
+
+
+# -- data -----------------------------------------------------------------------------------------
+@dataclass(slots=True)
+class Session:
+    """One session as read from a store; ``save()`` refreshes ``updated_at`` and ``expires_at``."""
+
+    id: str
+    state: dict[str, Any]
+    created_at: float  # epoch seconds
+    updated_at: float
+    expires_at: float
+    actor: str | None = None  # id of the actor that created it, when auth is on
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON for the API: times as ISO-8601 UTC strings ending in ``Z``."""
+        return {
+            "session_id": self.id,
+            "state": self.state,
+            "created_at": iso_timestamp(self.created_at),
+            "updated_at": iso_timestamp(self.updated_at),
+            "expires_at": iso_timestamp(self.expires_at),
+            "actor": self.actor,
+        }
+
+
+def _encode_state(session: Session) -> bytes:
+    """The state as JSON, or a 400: what cannot be JSON cannot be stored (or restored) anywhere."""
+    state = session.state
+    if not isinstance(state, dict):
+        raise ValidationError(
+            "Session state must be a JSON object",
+            details={"field": "session", "received": type(state).__name__},
+        )
+    try:
+        return orjson.dumps(state)
+    except orjson.JSONEncodeError as exc:
+        raise ValidationError(
+            f"Session state is not JSON-serialisable: {exc}",
+            details={"field": "session", "session_id": session.id},
+        ) from exc
+
+
+def _check_ttl(ttl: float) -> float:
+    if not ttl > 0:
+        raise ValueError(f"session ttl must be positive, got {ttl!r}")
+    return float(ttl)
+
+
+# -- interface ------------------------------------------------------------------------------------
+class SessionStore(ABC):
+    """Where sessions live. ``ttl`` is the sliding lifetime, in seconds, applied by ``save()``.
+
+    An expired session is gone: ``get()`` returns None for it (and deletes it), exactly as if it
+    never existed, so callers never see state past its lifetime even before a purge runs.
+    """
+
+    ttl: float
+
+    async def open(self) -> None:
+        """Acquire resources (connections, threads); called once at startup."""
+        return None
+
+    async def close(self) -> None:
+        """Release what ``open()`` acquired; safe to call twice."""
+        return None
+
+    @abstractmethod
+    async def get(self, session_id: str) -> Session | None:
+        """The live session, or None when absent or expired (an expired one is deleted)."""
+
+    @abstractmethod
+    async def save(self, session: Session) -> None:
+        """Store ``session`` and set ``updated_at`` = now, ``expires_at`` = now + ttl.
+
+        Raises ``ValidationError`` (field ``session``) when the state is not JSON-serialisable.
+        """
+
+    @abstractmethod
+    async def touch(self, session_id: str) -> None:
+        """Extend a live session's expiry to now + ttl without changing its state."""
+
+    @abstractmethod
+    async def delete(self, session_id: str) -> bool:
+        """Remove a session; True when it existed."""
+
+    @abstractmethod
+    async def count_active(self) -> int:
+        """How many sessions have not expired (for health and metrics)."""
+
+    @abstractmethod
+    async def purge_expired(self) -> int:
+        """Delete every expired session and return how many; the core calls it periodically."""
+
+    async def ping(self) -> None:
+        """Raise ``StoreUnavailable`` when the store cannot serve requests right now."""
+        return None
+
+
+# -- memory ---------------------------------------------------------------------------------------
+class _Stored:
+    """A saved session with its state kept as JSON, so later mutation by a caller is not a write."""
+
+    __slots__ = ("actor", "created_at", "expires_at", "state", "updated_at")
+
+    def __init__(
+        self,
+        state: bytes,
+        created_at: float,
+        updated_at: float,
+        expires_at: float,
+        actor: str | None,
+    ) -> None:
+        self.state = state
+        self.created_at = created_at
+        self.updated_at = updated_at
+        self.expires_at = expires_at
+        self.actor = actor
+
+
+class MemorySessionStore(SessionStore):
+    """Sessions in a dict: for tests and servers whose sessions may vanish on restart."""
+
+    def __init__(self, *, ttl: float = 3600, clock: Callable[[], float] = time.time) -> None:
+        self.ttl = _check_ttl(ttl)
+        self._clock = clock
+        self._sessions: dict[str, _Stored] = {}
+
+    async def get(self, session_id: str) -> Session | None:
+        stored = self._sessions.get(session_id)
+        if stored is None:
+            return None
+        if stored.expires_at <= self._clock():
+            del self._sessions[session_id]
+            return None
+        return Session(
+            session_id,
+            orjson.loads(stored.state),
+            stored.created_at,
+            stored.updated_at,
+            stored.expires_at,
+            stored.actor,
+        )
+
+    async def save(self, session: Session) -> None:
+        state = _encode_state(session)
+        now = self._clock()
+        session.updated_at = now
+        session.expires_at = now + self.ttl
+        self._sessions[session.id] = _Stored(
+            state, session.created_at, now, session.expires_at, session.actor
+        )
+
+    async def touch(self, session_id: str) -> None:
+        stored = self._sessions.get(session_id)
+        if stored is None:
+            return
+        now = self._clock()
+        if stored.expires_at <= now:
+            del self._sessions[session_id]
+        else:
+            stored.expires_at = now + self.ttl
+
+    async def delete(self, session_id: str) -> bool:
+        return self._sessions.pop(session_id, None) is not None
+
+    async def count_active(self) -> int:
+        now = self._clock()
+        return sum(1 for stored in self._sessions.values() if stored.expires_at > now)
+
+    async def purge_expired(self) -> int:
+        now = self._clock()
+        expired = [sid for sid, stored in self._sessions.items() if stored.expires_at <= now]
+        for sid in expired:
+            del self._sessions[sid]
+        return len(expired)
+
+
+# -- SQLite ---------------------------------------------------------------------------------------
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    actor TEXT
+);
+CREATE INDEX IF NOT EXISTS sessions_expires_at ON sessions (expires_at);
+"""
+
+_UPSERT = """
+INSERT INTO sessions (id, state, created_at, updated_at, expires_at, actor)
+VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (id) DO UPDATE SET
+    state = excluded.state,
+    created_at = excluded.created_at,
+    updated_at = excluded.updated_at,
+    expires_at = excluded.expires_at,
+    actor = excluded.actor
+"""
+
+
+class SQLiteSessionStore(SessionStore):
+    """Sessions in the embedded SQLite database, surviving restarts.
+
+    One dedicated thread owns the connection, so SQLite never blocks the event loop and needs no
+    locking of its own. Unlike execution records, session writes are not deferred: the next
+    request of the session may land right after this one, and must read what this one wrote.
+    Each write is a single autocommitted statement, committed before ``save()`` returns (WAL with
+    ``synchronous=NORMAL``: safe against a process crash; a power cut may lose the last commits).
+
+    The table lives in the same file as the executions store's tables; this class creates only
+    ``sessions`` (and its index) and never touches the others. ``busy_timeout`` (seconds) is how
+    long a write waits for another process's lock before the store reports itself unavailable.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        ttl: float = 3600,
+        clock: Callable[[], float] = time.time,
+        busy_timeout: float = 2.0,
+    ) -> None:
+        self.path = path
+        self.ttl = _check_ttl(ttl)
+        self._clock = clock
+        self._busy_timeout = busy_timeout
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def open(self) -> None:
+        if self._executor is not None:
+            raise RuntimeError("store is already open")
+        self._create_parent_directory()
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="nexus-sessions")
+        try:
+            await self._call(self._connect)
+        except BaseException as exc:
+            self._executor.shutdown(wait=False)
+            self._executor = None
+            if isinstance(exc, sqlite3.Error):
+                raise StoreUnavailable(
+                    f"SQLite session store at {self.path} cannot be opened: {exc}"
+                ) from exc
+            raise
+
+    async def close(self) -> None:
+        if self._executor is None:
+            return
+        try:
+            await self._call(self._disconnect)
+        finally:
+            self._executor.shutdown(wait=False)
+            self._executor = None
+
+    def _create_parent_directory(self) -> None:
+        if self.path == ":memory:" or self.path.startswith("file:"):
+            return
+        parent = os.path.dirname(os.path.abspath(self.path))
+        try:
+            os.makedirs(parent, exist_ok=True)
+        except OSError as exc:
+            raise StoreUnavailable(
+                f"SQLite session store at {self.path} cannot be opened: cannot create directory"
+                f" {parent}: {exc.strerror or exc}"
+            ) from exc
+
+    def _connect(self) -> None:
+        conn = sqlite3.connect(
+            self.path,
+            timeout=self._busy_timeout,
+            isolation_level=None,  # autocommit: every write statement is its own transaction
+            check_same_thread=False,  # created here, used only by this same worker thread
+            uri=True,
+        )
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] not in ("wal", "memory"):
+                conn.execute("PRAGMA journal_mode = WAL")
+            # Skipping CREATE when the table exists lets a read-only database still open.
+            exists = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sessions'"
+            ).fetchone()
+            if exists is None:
+                conn.executescript(_SCHEMA)
+            conn.execute("PRAGMA synchronous = NORMAL")
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+
+    def _disconnect(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # -- worker plumbing ---------------------------------------------------------------------
+    async def _call(self, fn: Callable[..., _T], *args: Any) -> _T:
+        if self._executor is None:
+            raise StoreUnavailable(f"SQLite session store at {self.path} is not open")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def _read(self, fn: Callable[..., _T], *args: Any) -> _T:
+        try:
+            return await self._call(fn, *args)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(
+                f"SQLite session store at {self.path} cannot be read: {exc}"
+            ) from exc
+
+    async def _write(self, fn: Callable[..., _T], *args: Any) -> _T:
+        try:
+            return await self._call(fn, *args)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(
+                f"SQLite session store at {self.path} is not writable: {exc}"
+            ) from exc
+
+    def _connection(self) -> sqlite3.Connection:
+        """The open connection; raised as unavailable when a call races with ``close()``."""
+        if self._conn is None:
+            raise sqlite3.ProgrammingError("the store is closed")
+        return self._conn
+
+    # -- worker-thread bodies ------------------------------------------------------------------
+    def _get_row(self, session_id: str, now: float) -> tuple[Any, ...] | None:
+        conn = self._connection()
+        row: tuple[Any, ...] | None = conn.execute(
+            "SELECT state, created_at, updated_at, expires_at, actor FROM sessions WHERE id = ?",
+            (session_id,),
+        ).fetchone()
+        if row is None or row[3] > now:
+            return row
+        try:
+            conn.execute("DELETE FROM sessions WHERE id = ? AND expires_at <= ?", (session_id, now))
+        except sqlite3.Error as exc:
+            # Housekeeping only: the read already answered, and a purge will retry later.
+            logger.warning("SQLite session store at %s: cannot delete expired: %s", self.path, exc)
+        return None
+
+    def _execute(self, sql: str, params: tuple[Any, ...]) -> int:
+        return self._connection().execute(sql, params).rowcount
+
+    def _scalar(self, sql: str, params: tuple[Any, ...]) -> Any:
+        return self._connection().execute(sql, params).fetchone()[0]
+
+    # -- interface ---------------------------------------------------------------------------
+    async def get(self, session_id: str) -> Session | None:
+        row = await self._read(self._get_row, session_id, self._clock())
+        if row is None:
+            return None
+        state, created_at, updated_at, expires_at, actor = row
+        return Session(session_id, orjson.loads(state), created_at, updated_at, expires_at, actor)
+
+    async def save(self, session: Session) -> None:
+        state = _encode_state(session).decode()
+        now = self._clock()
+        expires_at = now + self.ttl
+        params = (session.id, state, session.created_at, now, expires_at, session.actor)
+        await self._write(self._execute, _UPSERT, params)
+        session.updated_at = now
+        session.expires_at = expires_at
+
+    async def touch(self, session_id: str) -> None:
+        now = self._clock()
+        await self._write(
+            self._execute,
+            "UPDATE sessions SET expires_at = ? WHERE id = ? AND expires_at > ?",
+            (now + self.ttl, session_id, now),
+        )
+
+    async def delete(self, session_id: str) -> bool:
+        deleted = await self._write(
+            self._execute, "DELETE FROM sessions WHERE id = ?", (session_id,)
+        )
+        return deleted > 0
+
+    async def count_active(self) -> int:
+        count: int = await self._read(
+            self._scalar, "SELECT COUNT(*) FROM sessions WHERE expires_at > ?", (self._clock(),)
+        )
+        return count
+
+    async def purge_expired(self) -> int:
+        return await self._write(
+            self._execute, "DELETE FROM sessions WHERE expires_at <= ?", (self._clock(),)
+        )
+
+    async def ping(self) -> None:
+        await self._read(self._scalar, "SELECT 1", ())
+
+
+# -- per-session serialisation --------------------------------------------------------------------
+class _LockEntry:
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0  # holders plus waiters
+
+
+class _Hold:
+    """``async with`` body of :meth:`SessionLocks.hold`: count in, lock, unlock, count out."""
+
+    __slots__ = ("_entries", "_entry", "_session_id")
+
+    def __init__(self, entries: dict[str, _LockEntry], session_id: str) -> None:
+        self._entries = entries
+        self._session_id = session_id
+        self._entry: _LockEntry | None = None
+
+    async def __aenter__(self) -> None:
+        entry = self._entries.get(self._session_id)
+        if entry is None:
+            entry = self._entries[self._session_id] = _LockEntry()
+        entry.users += 1
+        try:
+            await entry.lock.acquire()
+        except BaseException:  # cancelled while waiting: we never held it
+            self._release_entry(entry)
+            raise
+        self._entry = entry
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        entry = self._entry
+        assert entry is not None, "hold() exited without entering"
+        self._entry = None
+        entry.lock.release()
+        self._release_entry(entry)
+
+    def _release_entry(self, entry: _LockEntry) -> None:
+        entry.users -= 1
+        if entry.users == 0 and self._entries.get(self._session_id) is entry:
+            del self._entries[self._session_id]
+
+
+class SessionLocks:
+    """Serializes executions of one session in this process: ``async with locks.hold(sid): ...``.
+
+    Each id gets a refcounted ``asyncio.Lock``; the entry is removed as soon as nobody holds or
+    waits for it, so memory follows the number of sessions in use, not the number ever seen.
+    Different ids never block each other. Runs in other processes are not covered (the stores
+    have no cross-process lock); the last save wins there.
+    """
+
+    __slots__ = ("_entries",)
+
+    def __init__(self) -> None:
+        self._entries: dict[str, _LockEntry] = {}
+
+    def hold(self, session_id: str) -> AbstractAsyncContextManager[None]:
+        return _Hold(self._entries, session_id)
+
+    def __len__(self) -> int:
+        return len(self._entries)

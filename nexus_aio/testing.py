@@ -1,0 +1,110 @@
+"""Test helpers for nexus_aio apps and plugins, loaded by pytest through the ``pytest11`` entry point.
+
+Servers are real: an aiohttp ``AppRunner`` on a real loopback socket (port 0), so tests talk
+HTTP with any client.
+
+Fixtures:
+- ``nexus_server``: ``url = await nexus_server(app)`` serves ``app`` in the test's event loop
+  (use async clients: aiohttp, httpx.AsyncClient).
+- ``nexus_thread_server``: ``url = nexus_thread_server(app)`` serves ``app`` in a background
+  thread with its own loop (use blocking clients: requests, httpx.Client).
+Both stop the server at the end of the test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from aiohttp import web
+
+try:  # async fixtures that work in pytest-asyncio's strict and auto modes alike
+    from pytest_asyncio import fixture as async_fixture
+except ImportError:  # pragma: no cover - pytest-asyncio absent: only the thread fixture works
+    async_fixture = pytest.fixture
+
+if TYPE_CHECKING:
+    from .nexus import Nexus
+
+
+class RunningServer:
+    """A started ``AppRunner`` on 127.0.0.1 with its base URL."""
+
+    def __init__(self, runner: web.AppRunner, url: str) -> None:
+        self.runner = runner
+        self.url = url
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+
+
+async def start_server(app: Nexus, host: str = "127.0.0.1", port: int = 0) -> RunningServer:
+    """Serve ``app`` on a real socket in the running loop; ``await server.stop()`` when done."""
+    runner = web.AppRunner(
+        app.create_app(), access_log=None, shutdown_timeout=app.settings.shutdown_timeout
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    sockets = runner.addresses
+    bound_port = sockets[0][1]
+    return RunningServer(runner, f"http://{host}:{bound_port}{app.settings.api_prefix}")
+
+
+class ThreadedServer:
+    """Serve an app from a background thread (for blocking clients like ``requests``)."""
+
+    def __init__(self, app: Nexus) -> None:
+        self.app = app
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(
+            target=self.loop.run_forever, name="nexus-test-server", daemon=True
+        )
+        self.server: RunningServer | None = None
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        future = asyncio.run_coroutine_threadsafe(start_server(self.app), self.loop)
+        self.server = future.result(timeout=30)
+        return self.server.url
+
+    def call(self, coro: Awaitable[Any], timeout: float = 30) -> Any:
+        """Run a coroutine in the server's loop (e.g. to inspect stores)."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)  # type: ignore[arg-type]
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self.server is not None:
+                asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(timeout=30)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(timeout=10)
+            self.loop.close()
+
+
+@async_fixture
+async def nexus_server() -> AsyncIterator[Callable[[Nexus], Awaitable[str]]]:
+    servers: list[RunningServer] = []
+
+    async def start(app: Nexus) -> str:
+        server = await start_server(app)
+        servers.append(server)
+        return server.url
+
+    yield start
+    for server in reversed(servers):
+        await server.stop()
+
+
+@pytest.fixture
+def nexus_thread_server() -> Iterator[Callable[[Nexus], str]]:
+    with contextlib.ExitStack() as stack:
+
+        def start(app: Nexus) -> str:
+            return stack.enter_context(ThreadedServer(app))
+
+        yield start

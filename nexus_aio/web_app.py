@@ -1,0 +1,220 @@
+"""Builds the aiohttp application from a ``Nexus``: routes, middlewares, stores, lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from . import errors
+from .envelope import new_request_id
+from .errors import ConfigurationError, NexusError
+from .keys import ACTOR, EXECUTION_ID, NEXUS, REQUEST_ID
+from .logs import access_logger
+from .runtime import Runtime
+from .web_responses import error_response
+
+if TYPE_CHECKING:
+    from .nexus import Nexus
+
+log = logging.getLogger("nexus_aio")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_HTTP_ERRORS: dict[int, type[NexusError]] = {
+    400: errors.BadRequest,
+    401: errors.Unauthorized,
+    403: errors.Forbidden,
+    404: errors.NotFound,
+    405: errors.MethodNotAllowed,
+    409: errors.Conflict,
+    413: errors.PayloadTooLarge,
+    415: errors.UnsupportedMediaType,
+    429: errors.RateLimitExceeded,
+    503: errors.ServiceUnavailable,
+    504: errors.Timeout,
+}
+
+
+def nexus_error_from_http(request: web.Request, exc: web.HTTPException) -> NexusError:
+    """aiohttp's own 404/405/413... as our envelope errors."""
+    cls = _HTTP_ERRORS.get(exc.status, NexusError)
+    headers: dict[str, str] = {}
+    if exc.status == 404:
+        message = f"No route for {request.method} {request.path}"
+    elif exc.status == 405:
+        allowed = exc.headers.get("Allow", "")
+        headers["Allow"] = allowed
+        message = f"Method {request.method} not allowed for {request.path}; allowed: {allowed}"
+    elif exc.status == 413:
+        limit = request.app[NEXUS].settings.max_request_size
+        message = f"Request body exceeds the limit of {limit} bytes"
+        err = errors.PayloadTooLarge(message, details={"max_request_size": limit})
+        err.headers["Connection"] = "close"
+        return err
+    else:
+        message = exc.text or exc.reason
+    err = cls(message, headers=headers)
+    if cls is NexusError:
+        err.status = exc.status
+        err.type = exc.reason.replace(" ", "")
+    return err
+
+
+def make_core_middleware(nexus: Nexus) -> Any:
+    """Request id, actor, error rendering and the access log: one middleware for all of it."""
+    hooks = nexus.hooks
+    resolve_actor = hooks.implemented("actor_from_request")
+    custom_errors = hooks.implemented("handle_exception", builtin=False)
+    access = access_logger(nexus.settings)
+    compress = nexus.settings.response_compression
+
+    @web.middleware
+    async def core_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        rid = request.headers.get("X-Request-ID")
+        if not rid or len(rid) > 200 or not rid.isprintable():
+            rid = new_request_id()
+        request[REQUEST_ID] = rid
+        try:
+            if resolve_actor:
+                request[ACTOR] = await hooks.actor_from_request(request)
+            response = await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            response = await render_error(
+                request, nexus_error_from_http(request, exc), custom_errors
+            )
+        except NexusError as exc:
+            response = await render_error(request, exc, custom_errors)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.error(
+                "unhandled error on %s %s (request %s)",
+                request.method,
+                request.path,
+                rid,
+                exc_info=exc,
+            )
+            response = await render_error(
+                request, errors.NexusError("Internal server error"), custom_errors, exc
+            )
+        if not response.prepared:
+            response.headers["X-Request-ID"] = rid
+            if (
+                compress
+                and isinstance(response, web.Response)
+                and response.body is not None
+                and len(response.body) > 1024
+            ):  # type: ignore[arg-type]
+                response.enable_compression()
+        if access is not None:
+            access(request, response, time.perf_counter() - started)
+        return response
+
+    async def render_error(
+        request: web.Request, exc: NexusError, custom: bool, original: BaseException | None = None
+    ) -> web.StreamResponse:
+        if custom:
+            response = await hooks.handle_exception(request, original or exc)
+            if response is not None:
+                return response
+        return error_response(exc, request.get(EXECUTION_ID))
+
+    return core_middleware
+
+
+def _prefixed(prefix: str, route: web.RouteDef) -> web.RouteDef:
+    return web.RouteDef(route.method, prefix + route.path, route.handler, route.kwargs)
+
+
+def build_app(nexus: Nexus) -> web.Application:
+    settings = nexus.settings = nexus.settings.freeze()
+    hooks = nexus.hooks
+    middlewares = [make_core_middleware(nexus), *hooks.register_middlewares()]
+    app = web.Application(middlewares=middlewares, client_max_size=settings.max_request_size)
+    app[NEXUS] = nexus
+    nexus.health_components = hooks.health_components()
+    seen: dict[tuple[str, str], Any] = {}
+    routes = []
+    for route in hooks.register_routes():
+        if not isinstance(route, web.RouteDef):
+            raise ConfigurationError(
+                f"register_routes must return web.RouteDef items, got {route!r}"
+            )
+        key = (route.method, route.path)
+        if key in seen:
+            raise ConfigurationError(
+                f"Duplicate route {route.method} {route.path}: {seen[key]!r} and {route.handler!r}"
+            )
+        seen[key] = route.handler
+        routes.append(_prefixed(settings.api_prefix, route))
+    app.add_routes(routes)
+    app.cleanup_ctx.append(_runtime_ctx)
+    app.cleanup_ctx.extend(hooks.register_cleanup_ctx())
+    app.on_startup.append(_mark_started)
+    return app
+
+
+async def _mark_started(app: web.Application) -> None:
+    app[NEXUS].started_at = time.time()
+
+
+async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Open the stores the ``storage_backend`` hook picks; recover interrupted executions."""
+    nexus: Nexus = app[NEXUS]
+    executions = await nexus.hooks.storage_backend("executions")
+    sessions = await nexus.hooks.storage_backend("sessions")
+    if executions is None or sessions is None:
+        raise ConfigurationError(
+            "no storage_backend plugin supplied the executions/sessions stores"
+        )
+    await executions.open()
+    await sessions.open()
+    try:
+        interrupted = await executions.mark_interrupted()
+        if interrupted:
+            log.warning(
+                "%d executions were interrupted by the last shutdown; marked interrupted",
+                interrupted,
+            )
+    except NexusError as exc:
+        log.warning("could not recover interrupted executions: %s", exc.message)
+    runtime = Runtime(nexus.settings, nexus.hooks, executions, sessions)
+    nexus.runtime = runtime
+    try:
+        yield
+    finally:
+        await runtime.close()
+        nexus.runtime = None
+        await sessions.close()
+        await executions.close()
+
+
+def serve(
+    nexus: Nexus,
+    host: str | None = None,
+    port: int | None = None,
+    sock: Any = None,
+    reuse_port: bool | None = None,
+    print_fn: Callable[[str], None] | None = None,
+) -> None:
+    """Serve until SIGINT/SIGTERM; in-flight requests get ``shutdown_timeout`` seconds."""
+    app = nexus.create_app()
+    settings = nexus.settings
+    web.run_app(
+        app,
+        host=None if sock is not None else (host or settings.api_host),
+        port=None if sock is not None else (port or settings.api_port),
+        sock=sock,
+        reuse_port=reuse_port,
+        access_log=None,
+        shutdown_timeout=settings.shutdown_timeout,
+        print=print_fn,
+        handle_signals=True,
+    )

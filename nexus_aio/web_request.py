@@ -1,0 +1,175 @@
+"""Reading requests: the JSON body within the size limit, the execute request's fields."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from aiohttp import web
+
+from .errors import BadRequest, PayloadTooLarge, ValidationError
+from .keys import ACTOR, REQUEST_ID, nexus_of
+from .schema import coerce_text
+from .security import check_payload
+
+if TYPE_CHECKING:
+    from .workflow import CompiledWorkflow
+
+EXECUTE_FIELDS = frozenset({"inputs", "session_id", "context", "mode"})
+MODES = ("sync", "stream", "async")
+
+
+async def read_json(request: web.Request, *, empty: Any = None) -> Any:
+    """The body parsed as JSON (any content type); ``empty`` when there is no body.
+
+    A declared ``Content-Length`` over the limit is refused before reading anything; a chunked body
+    is refused as soon as it crosses the limit (aiohttp's ``client_max_size``).
+    """
+    limit = nexus_of(request).settings.max_request_size
+    length = request.content_length
+    if length is not None and length > limit:
+        raise PayloadTooLarge(
+            f"Request body exceeds the limit of {limit} bytes",
+            details={"max_request_size": limit, "content_length": length},
+            headers={"Connection": "close"},
+        )
+    if not request.body_exists:
+        return empty
+    raw = await request.read()
+    if not raw.strip():
+        return empty
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ValidationError(
+            f"Malformed JSON body: {exc}",
+            details={"field": "body", "expected": "JSON", "received": "malformed JSON"},
+        ) from None
+
+
+@dataclass(slots=True)
+class ExecuteRequest:
+    inputs: Any
+    mode: str
+    session_id: str | None
+    context: dict[str, Any] | None
+
+
+def _field_error(field: str, expected: str, value: Any) -> ValidationError:
+    from .schema import json_type_name
+
+    received = json_type_name(value)
+    return ValidationError(
+        f"Invalid parameter: {field}",
+        details={
+            "field": field,
+            "expected": expected,
+            "received": received,
+            "errors": [
+                {
+                    "field": field,
+                    "expected": expected,
+                    "received": received,
+                    "message": f"{field} must be {expected}",
+                }
+            ],
+        },
+    )
+
+
+def _query_body(request: web.Request, workflow: CompiledWorkflow) -> dict[str, Any]:
+    """A GET execute (browser ``EventSource``): inputs as ``inputs=<JSON>`` or one parameter each."""
+    query = request.query
+    body: dict[str, Any] = {}
+    if "session_id" in query:
+        body["session_id"] = query["session_id"]
+    if "inputs" in query:
+        try:
+            body["inputs"] = orjson.loads(query["inputs"])
+        except orjson.JSONDecodeError as exc:
+            raise ValidationError(
+                f"Malformed JSON in the inputs query parameter: {exc}",
+                details={"field": "inputs", "expected": "JSON", "received": "malformed JSON"},
+            ) from None
+        return body
+    fields = workflow.schema.fields
+    inputs: dict[str, Any] = {}
+    for key, text in query.items():
+        if key in ("mode", "session_id"):
+            continue
+        field = fields.get(key)
+        inputs[key] = coerce_text(field.annotation, text, key) if field is not None else text
+    body["inputs"] = inputs
+    return body
+
+
+async def read_execute_request(request: web.Request, workflow: CompiledWorkflow) -> ExecuteRequest:
+    """Parse and check ``{"inputs", "session_id", "context", "mode"}`` (security filter included)."""
+    nexus = nexus_of(request)
+    if request.method == "GET":
+        body: Any = _query_body(request, workflow)
+    else:
+        body = await read_json(request, empty={})
+    if not isinstance(body, dict):
+        raise _field_error("body", "object", body)
+    unknown = body.keys() - EXECUTE_FIELDS
+    if unknown:
+        field = sorted(unknown)[0]
+        raise ValidationError(
+            f"Unknown request field: {field} (allowed: inputs, session_id, context, mode)",
+            details={
+                "field": field,
+                "expected": "nothing",
+                "received": "unknown field",
+                "errors": [
+                    {
+                        "field": f,
+                        "expected": "nothing",
+                        "received": "unknown field",
+                        "message": f"Unknown request field: {f}",
+                    }
+                    for f in sorted(unknown)
+                ],
+            },
+        )
+    check_payload(body, nexus.security_limits())
+    inputs = body.get("inputs", {})
+    query = request.query
+    mode = query.get("mode") or body.get("mode") or "sync"
+    if mode not in MODES:
+        raise ValidationError(
+            f"Invalid mode {mode!r}: use one of {', '.join(MODES)}",
+            details={
+                "field": "mode",
+                "expected": "one of sync, stream, async",
+                "received": str(mode),
+            },
+        )
+    context = body.get("context")
+    if context is not None and not isinstance(context, dict):
+        raise _field_error("context", "object", context)
+    session_id = body.get("session_id")
+    if session_id is not None and not isinstance(session_id, str):
+        raise _field_error("session_id", "string", session_id)
+    header_sid = request.headers.get("X-Session-ID")
+    if header_sid is not None:
+        if session_id is not None and session_id != header_sid:
+            raise BadRequest(
+                "X-Session-ID header and body session_id differ",
+                details={"field": "session_id", "header": header_sid, "body": session_id},
+            )
+        session_id = header_sid
+    if session_id is not None:
+        from .sessions import validate_session_id
+
+        session_id = validate_session_id(session_id)
+    return ExecuteRequest(inputs, mode, session_id, context)
+
+
+def request_actor(request: web.Request) -> Any:
+    return request.get(ACTOR)
+
+
+def request_id(request: web.Request) -> str | None:
+    return request.get(REQUEST_ID)

@@ -1,0 +1,181 @@
+"""The core routes: execute, schema, list, health, plugins."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from aiohttp import web
+
+from . import __version__
+from .errors import Forbidden, NexusError, Unauthorized
+from .keys import ACTOR, EXECUTION_ID, REQUEST_ID, WORKFLOW_NAME, nexus_of
+from .web_request import read_execute_request
+from .web_responses import json_response
+
+HEALTH_CHECK_TIMEOUT = 2.0
+
+
+async def check_permission(request: web.Request, action: str, resource: str | None = None) -> None:
+    """Ask ``permission_allowed`` (only when a non-built-in plugin implements it)."""
+    nexus = nexus_of(request)
+    if not nexus.hooks.implemented("permission_allowed", builtin=False):
+        return
+    actor = request.get(ACTOR)
+    if not await nexus.hooks.permission_allowed(actor, action, resource):
+        if actor is None:
+            raise Unauthorized("Authentication required")
+        raise Forbidden(
+            f"Not allowed to {action} {resource or ''}".strip(),
+            details={"action": action, "resource": resource},
+        )
+
+
+def make_execute_handler(nexus: Any) -> Any:
+    workflows = nexus.workflows
+    needs_permission = nexus.hooks.implemented("permission_allowed", builtin=False)
+
+    async def execute(request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        workflow = workflows.get(name)
+        if workflow is None:
+            nexus.get_workflow(name)  # raises WorkflowNotFound
+        request[WORKFLOW_NAME] = name
+        if needs_permission:
+            await check_permission(request, "execute", name)
+        parsed = await read_execute_request(request, workflow)
+        sub = nexus.submission(
+            name,
+            parsed.inputs,
+            mode=parsed.mode,
+            session_id=parsed.session_id,
+            context=parsed.context,
+            actor=request.get(ACTOR),
+            request_id=request[REQUEST_ID],
+            checked=True,
+        )
+        request[EXECUTION_ID] = sub.execution_id
+        runtime = nexus.runtime
+        headers = {"X-Session-ID": sub.session_id} if sub.session_id else None
+        if sub.mode == "sync":
+            envelope = await runtime.run_sync(sub)
+            if sub.session_id:
+                envelope["session_id"] = sub.session_id
+            return json_response(envelope, headers=headers)
+        if sub.mode == "stream":
+            from .web_sse import stream_submission
+
+            return await stream_submission(request, sub)
+        live = await runtime.start(sub)
+        return accepted_response(request, live.record.id, sub.session_id)
+
+    return execute
+
+
+def accepted_response(
+    request: web.Request, execution_id: str, session_id: str | None
+) -> web.Response:
+    prefix = nexus_of(request).settings.api_prefix
+    base = f"{prefix}/executions/{execution_id}"
+    body: dict[str, Any] = {
+        "success": True,
+        "workflow_id": execution_id,
+        "status": "queued",
+        "links": {
+            "self": base,
+            "events": f"{base}/events",
+            "wait": f"{base}?wait=30",
+            "cancel": base,
+        },
+    }
+    headers = {"Location": base}
+    if session_id:
+        body["session_id"] = session_id
+        headers["X-Session-ID"] = session_id
+    return json_response(body, status=202, headers=headers)
+
+
+async def schema(request: web.Request) -> web.Response:
+    nexus = nexus_of(request)
+    name = request.match_info["name"]
+    request[WORKFLOW_NAME] = name
+    workflow = nexus.get_workflow(name)
+    await check_permission(request, "read", name)
+    body = {
+        "name": workflow.name,
+        "description": workflow.description,
+        "inputs": workflow.schema.describe(),
+        "outputs": workflow.outputs,
+    }
+    return json_response(body)
+
+
+async def list_workflows(request: web.Request) -> web.Response:
+    nexus = nexus_of(request)
+    await check_permission(request, "list", None)
+    prefix = nexus.settings.api_prefix
+    return json_response({name: wf.describe(prefix) for name, wf in nexus.workflows.items()})
+
+
+async def health(request: web.Request) -> web.Response:
+    nexus = nexus_of(request)
+    started = nexus.started_at or time.time()
+    try:
+        active = await nexus.runtime.sessions.count_active()
+    except NexusError:
+        active = None
+    return json_response(
+        {
+            "status": "healthy",
+            "version": __version__,
+            "uptime": round(time.time() - started, 3),
+            "workflows": len(nexus.workflows),
+            "active_sessions": active,
+        }
+    )
+
+
+async def run_health_components(nexus: Any) -> dict[str, dict[str, Any]]:
+    """Every ``health_components`` check, concurrently, each bounded by a timeout."""
+    components = nexus.health_components
+
+    async def one(check: Any) -> dict[str, Any]:
+        started = time.perf_counter()
+        try:
+            result = await asyncio.wait_for(check(), HEALTH_CHECK_TIMEOUT)
+        except TimeoutError:
+            result = {"status": "unhealthy", "error": f"timed out after {HEALTH_CHECK_TIMEOUT} s"}
+        except NexusError as exc:
+            result = {"status": "unhealthy", "error": exc.message}
+        except Exception as exc:
+            result = {"status": "unhealthy", "error": f"{type(exc).__name__}: {exc}"}
+        if not isinstance(result, dict) or result.get("status") not in STATUS_RANK:
+            result = {"status": "unhealthy", "error": f"bad health result: {result!r}"}
+        result.setdefault("latency_ms", round((time.perf_counter() - started) * 1000, 3))
+        return result
+
+    results = await asyncio.gather(*(one(check) for _, check in components))
+    return {name: result for (name, _), result in zip(components, results, strict=True)}
+
+
+STATUS_RANK = {"healthy": 0, "degraded": 1, "unhealthy": 2}
+
+
+def overall_status(components: dict[str, dict[str, Any]]) -> str:
+    worst = max((STATUS_RANK[c["status"]] for c in components.values()), default=0)
+    return next(k for k, v in STATUS_RANK.items() if v == worst)
+
+
+async def health_detailed(request: web.Request) -> web.Response:
+    nexus = nexus_of(request)
+    components = await run_health_components(nexus)
+    return json_response(
+        {"status": overall_status(components), "version": __version__, "components": components}
+    )
+
+
+async def list_plugins(request: web.Request) -> web.Response:
+    nexus = nexus_of(request)
+    await check_permission(request, "read", "plugins")
+    return json_response({"plugins": nexus.hooks.describe()})

@@ -1,0 +1,469 @@
+"""Session stores (memory and SQLite, same contract), session ids and per-session locks."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nexus_aio.errors import StoreUnavailable, ValidationError
+from nexus_aio.sessions import (
+    MemorySessionStore,
+    Session,
+    SessionLocks,
+    SessionStore,
+    SQLiteSessionStore,
+    validate_session_id,
+)
+
+T0 = 1_700_000_000.0
+TTL = 100.0
+
+
+class FakeClock:
+    def __init__(self, t: float = T0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def new_session(session_id: str = "s1", state: Any = None, actor: str | None = None) -> Session:
+    return Session(session_id, {"n": 1} if state is None else state, T0, T0, T0 + TTL, actor)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def store(
+    request: pytest.FixtureRequest, clock: FakeClock, tmp_path: Path
+) -> AsyncIterator[SessionStore]:
+    made: SessionStore
+    if request.param == "memory":
+        made = MemorySessionStore(ttl=TTL, clock=clock)
+    else:
+        made = SQLiteSessionStore(str(tmp_path / "nexus.db"), ttl=TTL, clock=clock)
+    await made.open()
+    yield made
+    await made.close()
+
+
+# -- session ids ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("value", ["a", "session-123", "user:42.chat_7", "x" * 128])
+def test_validate_session_id_accepts_safe_ids(value: str) -> None:
+    assert validate_session_id(value) == value
+
+
+@pytest.mark.parametrize(
+    "value", ["", "x" * 129, "has space", "slash/es", "nl\n", "ünicode", 42, None, ["a"]]
+)
+def test_validate_session_id_rejects_unsafe_ids(value: Any) -> None:
+    with pytest.raises(ValidationError) as info:
+        validate_session_id(value)
+    assert info.value.status == 400
+    assert info.value.details["field"] == "session_id"
+
+
+def test_session_to_dict_uses_iso_utc_times() -> None:
+    session = Session("s1", {"a": 1}, T0, T0 + 1.5, T0 + 3600, "alice")
+    assert session.to_dict() == {
+        "session_id": "s1",
+        "state": {"a": 1},
+        "created_at": "2023-11-14T22:13:20.000Z",
+        "updated_at": "2023-11-14T22:13:21.500Z",
+        "expires_at": "2023-11-14T23:13:20.000Z",
+        "actor": "alice",
+    }
+
+
+# -- the store contract, for both stores ----------------------------------------------------------
+async def test_get_unknown_session_is_none(store: SessionStore) -> None:
+    assert await store.get("nope") is None
+
+
+async def test_save_then_get_round_trips(store: SessionStore, clock: FakeClock) -> None:
+    clock.t = T0 + 5
+    session = new_session(state={"cart": [1, 2], "user": {"name": "é"}}, actor="alice")
+    await store.save(session)
+    assert (session.updated_at, session.expires_at) == (T0 + 5, T0 + 5 + TTL)
+    assert await store.get("s1") == Session(
+        "s1", {"cart": [1, 2], "user": {"name": "é"}}, T0, T0 + 5, T0 + 5 + TTL, "alice"
+    )
+
+
+async def test_saved_state_is_a_snapshot(store: SessionStore) -> None:
+    session = new_session(state={"items": [1]})
+    await store.save(session)
+    session.state["items"].append(2)
+    loaded = await store.get("s1")
+    assert loaded is not None and loaded.state == {"items": [1]}
+    loaded.state["items"].append(3)
+    again = await store.get("s1")
+    assert again is not None and again.state == {"items": [1]}
+
+
+async def test_save_overwrites_state(store: SessionStore) -> None:
+    await store.save(new_session(state={"step": 1}))
+    await store.save(new_session(state={"step": 2}))
+    loaded = await store.get("s1")
+    assert loaded is not None and loaded.state == {"step": 2}
+
+
+async def test_session_expires_after_ttl(store: SessionStore, clock: FakeClock) -> None:
+    await store.save(new_session())
+    clock.t = T0 + TTL - 0.001
+    assert await store.get("s1") is not None
+    clock.t = T0 + TTL
+    assert await store.get("s1") is None
+    assert await store.purge_expired() == 0  # get() already deleted it
+
+
+async def test_save_slides_the_expiry(store: SessionStore, clock: FakeClock) -> None:
+    await store.save(new_session())
+    clock.t = T0 + 90
+    loaded = await store.get("s1")
+    assert loaded is not None
+    await store.save(loaded)
+    clock.t = T0 + 150  # past the first expiry, within the second
+    loaded = await store.get("s1")
+    assert loaded is not None and loaded.expires_at == T0 + 90 + TTL
+    assert loaded.created_at == T0
+    clock.t = T0 + 190
+    assert await store.get("s1") is None
+
+
+async def test_touch_extends_without_changing_state(store: SessionStore, clock: FakeClock) -> None:
+    await store.save(new_session(state={"keep": True}))
+    clock.t = T0 + 90
+    await store.touch("s1")
+    clock.t = T0 + 150
+    loaded = await store.get("s1")
+    assert loaded is not None
+    assert loaded.state == {"keep": True}
+    assert (loaded.updated_at, loaded.expires_at) == (T0, T0 + 90 + TTL)
+
+
+async def test_touch_neither_creates_nor_revives(store: SessionStore, clock: FakeClock) -> None:
+    await store.touch("ghost")
+    assert await store.get("ghost") is None
+    await store.save(new_session())
+    clock.t = T0 + TTL + 1
+    await store.touch("s1")
+    assert await store.get("s1") is None
+
+
+async def test_delete_reports_whether_it_existed(store: SessionStore) -> None:
+    await store.save(new_session())
+    assert await store.delete("s1") is True
+    assert await store.get("s1") is None
+    assert await store.delete("s1") is False
+
+
+async def test_count_active_ignores_expired(store: SessionStore, clock: FakeClock) -> None:
+    await store.save(new_session("old"))
+    clock.t = T0 + 50
+    await store.save(new_session("new1"))
+    await store.save(new_session("new2"))
+    assert await store.count_active() == 3
+    clock.t = T0 + TTL
+    assert await store.count_active() == 2
+
+
+async def test_purge_expired_removes_only_expired(store: SessionStore, clock: FakeClock) -> None:
+    for i in range(3):
+        await store.save(new_session(f"old{i}"))
+    clock.t = T0 + 50
+    await store.save(new_session("live"))
+    clock.t = T0 + TTL + 1
+    assert await store.purge_expired() == 3
+    assert await store.purge_expired() == 0
+    assert await store.count_active() == 1
+    assert await store.get("live") is not None
+
+
+@pytest.mark.parametrize(
+    "state",
+    [{"obj": object()}, {"when": {1, 2}}, {1: "int key"}, ["not", "a", "dict"]],
+    ids=["object", "set", "int-key", "list"],
+)
+async def test_save_refuses_non_json_state(store: SessionStore, state: Any) -> None:
+    session = new_session(state=state)
+    with pytest.raises(ValidationError) as info:
+        await store.save(session)
+    assert info.value.details["field"] == "session"
+    assert await store.get("s1") is None
+    assert session.expires_at == T0 + TTL  # untouched: nothing was saved
+
+
+async def test_ping_succeeds_when_open(store: SessionStore) -> None:
+    await store.ping()
+
+
+# -- SQLite specifics -----------------------------------------------------------------------------
+async def test_sqlite_survives_restart(tmp_path: Path, clock: FakeClock) -> None:
+    path = str(tmp_path / "nexus.db")
+    first = SQLiteSessionStore(path, ttl=TTL, clock=clock)
+    await first.open()
+    await first.save(new_session(state={"step": 3}, actor="bob"))
+    await first.close()
+
+    second = SQLiteSessionStore(path, ttl=TTL, clock=clock)
+    await second.open()
+    try:
+        assert await second.get("s1") == Session("s1", {"step": 3}, T0, T0, T0 + TTL, "bob")
+    finally:
+        await second.close()
+
+
+async def test_sqlite_save_is_committed_before_returning(tmp_path: Path) -> None:
+    path = tmp_path / "nexus.db"
+    store = SQLiteSessionStore(str(path))
+    await store.open()
+    try:
+        await store.save(new_session(state={"durable": 1}))
+        with sqlite3.connect(path) as other:
+            rows = other.execute("SELECT id, state FROM sessions").fetchall()
+        other.close()
+        assert rows == [("s1", '{"durable":1}')]
+    finally:
+        await store.close()
+
+
+async def test_sqlite_creates_parent_directories(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b" / "nexus.db"
+    store = SQLiteSessionStore(str(path))
+    await store.open()
+    await store.close()
+    assert path.is_file()
+
+
+async def test_sqlite_in_memory_works(clock: FakeClock) -> None:
+    store = SQLiteSessionStore(":memory:", ttl=TTL, clock=clock)
+    await store.open()
+    try:
+        await store.save(new_session())
+        assert await store.count_active() == 1
+    finally:
+        await store.close()
+
+
+async def test_sqlite_leaves_other_tables_alone(tmp_path: Path) -> None:
+    path = tmp_path / "nexus.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE executions (id TEXT PRIMARY KEY)")
+        conn.execute("INSERT INTO executions VALUES ('wf-1')")
+    conn.close()
+    store = SQLiteSessionStore(str(path), ttl=TTL)
+    await store.open()
+    await store.save(new_session())
+    await store.purge_expired()
+    await store.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT id FROM executions").fetchall() == [("wf-1",)]
+    conn.close()
+
+
+async def test_sqlite_shares_a_file_with_the_executions_store(tmp_path: Path) -> None:
+    from nexus_aio.executions import SQLiteExecutionStore
+
+    path = str(tmp_path / "nexus.db")
+    executions = SQLiteExecutionStore(path)
+    sessions = SQLiteSessionStore(path)
+    await executions.open()
+    await sessions.open()
+    try:
+        await sessions.save(new_session())
+        assert await sessions.get("s1") is not None
+    finally:
+        await sessions.close()
+        await executions.close()
+
+
+async def test_sqlite_read_only_database_reports_unavailable(tmp_path: Path) -> None:
+    path = tmp_path / "nexus.db"
+    writer = SQLiteSessionStore(str(path))
+    await writer.open()
+    await writer.save(new_session())
+    await writer.close()
+
+    reader = SQLiteSessionStore(f"file:{path}?mode=ro")
+    await reader.open()
+    try:
+        assert await reader.get("s1") is not None  # reads still work
+        with pytest.raises(StoreUnavailable, match=r"not writable.*readonly"):
+            await reader.save(new_session("s2"))
+    finally:
+        await reader.close()
+
+
+async def test_sqlite_locked_database_reports_unavailable(tmp_path: Path) -> None:
+    path = tmp_path / "nexus.db"
+    store = SQLiteSessionStore(str(path), busy_timeout=0.05)
+    await store.open()
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        with pytest.raises(StoreUnavailable, match=r"not writable.*locked") as info:
+            await store.save(new_session())
+        assert info.value.status == 503
+        other.execute("ROLLBACK")
+        await store.save(new_session())  # usable again once the lock is gone
+    finally:
+        other.close()
+        await store.close()
+
+
+async def test_sqlite_unopenable_path_reports_unavailable(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    store = SQLiteSessionStore(str(blocker / "nexus.db"))
+    with pytest.raises(StoreUnavailable, match="cannot be opened"):
+        await store.open()
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda s: s.get("s1"),
+        lambda s: s.save(new_session()),
+        lambda s: s.count_active(),
+        lambda s: s.ping(),
+    ],
+    ids=["get", "save", "count_active", "ping"],
+)
+async def test_sqlite_closed_store_reports_unavailable(
+    tmp_path: Path, call: Callable[[SessionStore], Any]
+) -> None:
+    store = SQLiteSessionStore(str(tmp_path / "nexus.db"))
+    await store.open()
+    await store.close()
+    await store.close()  # twice is fine
+    with pytest.raises(StoreUnavailable, match="not open"):
+        await call(store)
+
+
+def test_stores_reject_non_positive_ttl() -> None:
+    with pytest.raises(ValueError):
+        MemorySessionStore(ttl=0)
+    with pytest.raises(ValueError):
+        SQLiteSessionStore(":memory:", ttl=-1)
+
+
+# -- SessionLocks ---------------------------------------------------------------------------------
+async def _increment(locks: SessionLocks | None, box: dict[str, int], session_id: str) -> None:
+    async def body() -> None:
+        value = box["n"]
+        await asyncio.sleep(0)  # let the others run between read and write
+        box["n"] = value + 1
+
+    if locks is None:
+        await body()
+    else:
+        async with locks.hold(session_id):
+            await body()
+
+
+async def test_unlocked_increments_lose_updates() -> None:
+    box = {"n": 0}
+    await asyncio.gather(*(_increment(None, box, "s1") for _ in range(50)))
+    assert box["n"] < 50  # the race the locks exist to prevent is real
+
+
+async def test_hold_serializes_one_session() -> None:
+    locks = SessionLocks()
+    box = {"n": 0}
+    await asyncio.gather(*(_increment(locks, box, "s1") for _ in range(50)))
+    assert box["n"] == 50
+    assert len(locks) == 0
+
+
+async def test_different_sessions_run_in_parallel() -> None:
+    locks = SessionLocks()
+    release_a = asyncio.Event()
+    b_done = asyncio.Event()
+
+    async def hold_a() -> None:
+        async with locks.hold("a"):
+            await release_a.wait()
+
+    async def run_b() -> None:
+        async with locks.hold("b"):
+            b_done.set()
+
+    task_a = asyncio.create_task(hold_a())
+    await asyncio.sleep(0)
+    assert len(locks) == 1
+    await asyncio.wait_for(run_b(), timeout=1)  # would deadlock if "b" waited for "a"
+    assert b_done.is_set()
+    release_a.set()
+    await task_a
+    assert len(locks) == 0
+
+
+async def test_same_session_waits_for_the_holder() -> None:
+    locks = SessionLocks()
+    release = asyncio.Event()
+    entered: list[str] = []
+
+    async def first() -> None:
+        async with locks.hold("s1"):
+            entered.append("first")
+            await release.wait()
+
+    async def second() -> None:
+        async with locks.hold("s1"):
+            entered.append("second")
+
+    tasks = [asyncio.create_task(first()), asyncio.create_task(second())]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert entered == ["first"]
+    assert len(locks) == 1  # one entry, shared by holder and waiter
+    release.set()
+    await asyncio.gather(*tasks)
+    assert entered == ["first", "second"]
+    assert len(locks) == 0
+
+
+async def test_cancelled_waiter_leaves_no_entry_behind() -> None:
+    locks = SessionLocks()
+    release = asyncio.Event()
+
+    async def holder() -> None:
+        async with locks.hold("s1"):
+            await release.wait()
+
+    async def waiter() -> None:
+        async with locks.hold("s1"):
+            pytest.fail("a cancelled waiter must never enter")
+
+    held = asyncio.create_task(holder())
+    await asyncio.sleep(0)
+    waiting = asyncio.create_task(waiter())
+    await asyncio.sleep(0)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    release.set()
+    await held
+    assert len(locks) == 0
+    async with locks.hold("s1"):  # still usable
+        assert len(locks) == 1
+
+
+async def test_exception_inside_hold_releases_the_lock() -> None:
+    locks = SessionLocks()
+    with pytest.raises(RuntimeError):
+        async with locks.hold("s1"):
+            raise RuntimeError("workflow failed")
+    assert len(locks) == 0
+    async with asyncio.timeout(1):
+        async with locks.hold("s1"):
+            pass
