@@ -44,7 +44,7 @@ def register_module(app: Nexus, module: ModuleType) -> list[str]:
 
 
 def load_directory(app: Nexus, directory: str | os.PathLike[str]) -> list[str]:
-    """Import every ``*.py`` in ``directory`` (not starting with ``_``) and register what it holds."""
+    """Import each ``*.py`` in ``directory`` (not starting with ``_``); register what it holds."""
     path = Path(directory)
     if not path.is_dir():
         raise ConfigurationError(f"Workflow directory {str(path)!r} does not exist")

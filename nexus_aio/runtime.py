@@ -145,7 +145,7 @@ class Runtime:
     def _acquire(self) -> None:
         if self.running >= self.max_running:
             raise ServiceUnavailable(
-                f"Server is at its limit of {self.max_running} concurrent executions; retry shortly",
+                f"Server is at its limit of {self.max_running} concurrent executions; retry soon",
                 headers={"Retry-After": "1"},
                 details={"max_concurrent_requests": self.max_running},
             )
@@ -266,6 +266,34 @@ class Runtime:
             "timestamp": iso_timestamp(),
         }
 
+    async def record_rejected(
+        self,
+        execution_id: str,
+        workflow: str,
+        error: NexusError,
+        *,
+        request_id: str | None = None,
+        actor: Any = None,
+    ) -> None:
+        """Record a request refused before running (bad input), under the id its client saw."""
+        now = time.time()
+        record = ExecutionRecord(
+            id=execution_id,
+            workflow=workflow,
+            mode="sync",
+            status="failed",
+            inputs={},
+            created_at=now,
+            finished_at=now,
+            error=error.to_dict(),
+            request_id=request_id,
+            actor=actor_id(actor),
+        )
+        try:
+            await self.executions.save(record)
+        except NexusError:
+            log.warning("could not record rejected execution %s", execution_id)
+
     # -- sync mode ----------------------------------------------------------------------------
     async def run_sync(self, sub: Submission) -> dict[str, Any]:
         """Run in the caller's task; returns the success envelope or raises a ``NexusError``."""
@@ -381,10 +409,10 @@ class Runtime:
         for event in await self.executions.events(execution_id, after_seq):
             yield event
 
-    async def wait(self, execution_id: str, timeout: float) -> ExecutionRecord | None:
+    async def wait(self, execution_id: str, seconds: float) -> ExecutionRecord | None:
         live = self.live.get(execution_id)
         if live is not None and live.task is not None:
-            await asyncio.wait({live.task}, timeout=timeout)
+            await asyncio.wait({live.task}, timeout=seconds)
         return await self.get_record(execution_id)
 
 

@@ -1,4 +1,4 @@
-"""Test helpers for nexus_aio apps and plugins, loaded by pytest through the ``pytest11`` entry point.
+"""Test helpers for nexus_aio apps and plugins, loaded by pytest via the ``pytest11`` entry point.
 
 Servers are real: an aiohttp ``AppRunner`` on a real loopback socket (port 0), so tests talk
 HTTP with any client.
@@ -25,7 +25,7 @@ from aiohttp import web
 try:  # async fixtures that work in pytest-asyncio's strict and auto modes alike
     from pytest_asyncio import fixture as async_fixture
 except ImportError:  # pragma: no cover - pytest-asyncio absent: only the thread fixture works
-    async_fixture = pytest.fixture
+    async_fixture = pytest.fixture  # type: ignore[assignment]
 
 if TYPE_CHECKING:
     from .nexus import Nexus

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from .nexus import Nexus
 
 log = logging.getLogger("nexus_aio")
+COMPRESS_MIN_BYTES = 1024  # smaller bodies gain nothing from gzip
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _HTTP_ERRORS: dict[int, type[NexusError]] = {
@@ -52,9 +53,9 @@ def nexus_error_from_http(request: web.Request, exc: web.HTTPException) -> Nexus
     elif exc.status == 413:
         limit = request.app[NEXUS].settings.max_request_size
         message = f"Request body exceeds the limit of {limit} bytes"
-        err = errors.PayloadTooLarge(message, details={"max_request_size": limit})
-        err.headers["Connection"] = "close"
-        return err
+        return errors.PayloadTooLarge(
+            message, details={"max_request_size": limit}, headers={"Connection": "close"}
+        )
     else:
         message = exc.text or exc.reason
     err = cls(message, headers=headers)
@@ -106,13 +107,10 @@ def make_core_middleware(nexus: Nexus) -> Any:
             )
         if not response.prepared:
             response.headers["X-Request-ID"] = rid
-            if (
-                compress
-                and isinstance(response, web.Response)
-                and response.body is not None
-                and len(response.body) > 1024
-            ):  # type: ignore[arg-type]
-                response.enable_compression()
+            if compress and isinstance(response, web.Response):
+                body = response.body
+                if isinstance(body, bytes | bytearray) and len(body) > COMPRESS_MIN_BYTES:
+                    response.enable_compression()
         if access is not None:
             access(request, response, time.perf_counter() - started)
         return response

@@ -79,7 +79,7 @@ def _field_error(field: str, expected: str, value: Any) -> ValidationError:
 
 
 def _query_body(request: web.Request, workflow: CompiledWorkflow) -> dict[str, Any]:
-    """A GET execute (browser ``EventSource``): inputs as ``inputs=<JSON>`` or one parameter each."""
+    """GET execute (browser ``EventSource``): inputs as ``inputs=<JSON>`` or one parameter each."""
     query = request.query
     body: dict[str, Any] = {}
     if "session_id" in query:
@@ -105,7 +105,7 @@ def _query_body(request: web.Request, workflow: CompiledWorkflow) -> dict[str, A
 
 
 async def read_execute_request(request: web.Request, workflow: CompiledWorkflow) -> ExecuteRequest:
-    """Parse and check ``{"inputs", "session_id", "context", "mode"}`` (security filter included)."""
+    """Parse and check ``{"inputs", "session_id", "context", "mode"}`` (security filter too)."""
     nexus = nexus_of(request)
     if request.method == "GET":
         body: Any = _query_body(request, workflow)

@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from . import __version__
+from .envelope import new_execution_id
 from .errors import Forbidden, NexusError, Unauthorized
 from .keys import ACTOR, EXECUTION_ID, REQUEST_ID, WORKFLOW_NAME, nexus_of
 from .web_request import read_execute_request
@@ -44,19 +45,27 @@ def make_execute_handler(nexus: Any) -> Any:
         request[WORKFLOW_NAME] = name
         if needs_permission:
             await check_permission(request, "execute", name)
-        parsed = await read_execute_request(request, workflow)
-        sub = nexus.submission(
-            name,
-            parsed.inputs,
-            mode=parsed.mode,
-            session_id=parsed.session_id,
-            context=parsed.context,
-            actor=request.get(ACTOR),
-            request_id=request[REQUEST_ID],
-            checked=True,
-        )
-        request[EXECUTION_ID] = sub.execution_id
+        execution_id = request[EXECUTION_ID] = new_execution_id()
         runtime = nexus.runtime
+        try:
+            parsed = await read_execute_request(request, workflow)
+            sub = nexus.submission(
+                name,
+                parsed.inputs,
+                mode=parsed.mode,
+                session_id=parsed.session_id,
+                context=parsed.context,
+                actor=request.get(ACTOR),
+                request_id=request[REQUEST_ID],
+                execution_id=execution_id,
+                checked=True,
+            )
+        except NexusError as exc:
+            # The client sees this workflow_id: keep a record so it can be looked up.
+            await runtime.record_rejected(
+                execution_id, name, exc, request_id=request[REQUEST_ID], actor=request.get(ACTOR)
+            )
+            raise
         headers = {"X-Session-ID": sub.session_id} if sub.session_id else None
         if sub.mode == "sync":
             envelope = await runtime.run_sync(sub)
@@ -121,8 +130,9 @@ async def list_workflows(request: web.Request) -> web.Response:
 async def health(request: web.Request) -> web.Response:
     nexus = nexus_of(request)
     started = nexus.started_at or time.time()
+    runtime = nexus.runtime
     try:
-        active = await nexus.runtime.sessions.count_active()
+        active = await runtime.sessions.count_active() if runtime is not None else 0
     except NexusError:
         active = None
     return json_response(

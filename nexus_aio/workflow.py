@@ -191,7 +191,11 @@ def compile_workflow(
         raise RegistrationError(f"Workflow {name!r}: timeout must be positive")
     if rate_limit is not None and rate_limit <= 0:
         raise RegistrationError(f"Workflow {name!r}: rate_limit must be positive")
-    extra = {"timeout": timeout, "rate_limit": rate_limit, "rate_limit_burst": rate_limit_burst}
+    extra: dict[str, Any] = {
+        "timeout": timeout,
+        "rate_limit": rate_limit,
+        "rate_limit_burst": rate_limit_burst,
+    }
     if isinstance(target, Workflow):
         return _compile_dag(name, target, description or target.description, extra)
     compiled = Callable_.compile(target, f"Workflow {name!r}")
