@@ -119,7 +119,7 @@ class Settings:
         if name.startswith("_") or name in _field_types():
             if getattr(self, "_frozen", False):
                 raise ConfigurationError(
-                    f"Setting {name!r} cannot change once the app is built; set it before create_app"
+                    f"Setting {name!r} is frozen once the app is built; set it before create_app()"
                 )
             object.__setattr__(self, name, value)
         else:

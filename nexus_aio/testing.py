@@ -15,7 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +36,99 @@ except ImportError:  # pragma: no cover - pytest-asyncio absent: only the thread
 
 if TYPE_CHECKING:
     from .nexus import Nexus
+
+
+def make_app(**settings: Any) -> Nexus:
+    """A ``Nexus`` on in-memory stores with the bundled example workflows registered."""
+    from .discovery import load_examples
+    from .nexus import Nexus
+
+    settings.setdefault("database", ":memory:")
+    app = Nexus(**settings)
+    load_examples(app)
+    return app
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    """Block until ``proc`` listens on ``port`` (raises if it exits first)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before listening")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"server did not listen on {port} within {timeout} s")
+
+
+class ServerProcess:
+    """``python -m nexus_aio <args> --port P`` as a real subprocess on a free port.
+
+    Its output goes to a temporary file (a pipe nobody reads would fill and stall the server);
+    :meth:`stop` returns it.
+    """
+
+    def __init__(
+        self,
+        args: list[str],
+        cwd: str | os.PathLike[str] | None = None,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+    ) -> None:
+        self.port = port or free_port()
+        self.args = args
+        self.cwd = cwd
+        self.env = {**os.environ, "NEXUS_DATABASE": ":memory:", **(env or {})}
+        self.output = tempfile.TemporaryFile()
+        self._text = ""
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "nexus_aio", *args, "--port", str(self.port)],
+            cwd=cwd,
+            env=self.env,
+            stdout=self.output,
+            stderr=subprocess.STDOUT,
+        )
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> ServerProcess:
+        try:
+            wait_for_port(self.port, self.proc)
+        except BaseException as exc:
+            out = self.stop()
+            raise RuntimeError(f"{exc}; server output:\n{out}") from exc
+        return self
+
+    def read_output(self) -> str:
+        """Everything the server printed so far."""
+        if self.output.closed:
+            return self._text
+        self.output.seek(0)
+        return self.output.read().decode(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> str:
+        """Stop the server (SIGTERM by default) and return everything it printed."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if not self.output.closed:
+            self._text = self.read_output()
+            self.output.close()
+        return self._text
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 class RunningServer:
@@ -98,6 +198,25 @@ async def nexus_server() -> AsyncIterator[Callable[[Nexus], Awaitable[str]]]:
     yield start
     for server in reversed(servers):
         await server.stop()
+
+
+@pytest.fixture
+def server_process() -> Iterator[Callable[..., ServerProcess]]:
+    """``server_process(["serve", "--app", "mod:app"], cwd=..., env=...)``: a started subprocess."""
+    started: list[ServerProcess] = []
+
+    def start(
+        args: list[str],
+        cwd: str | os.PathLike[str] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> ServerProcess:
+        server = ServerProcess(args, cwd, env)
+        started.append(server)
+        return server.__enter__()
+
+    yield start
+    for server in started:
+        server.stop()
 
 
 @pytest.fixture
