@@ -38,6 +38,7 @@ __all__ = [
     "coerce_text",
     "json_type_name",
     "output_schema",
+    "received_type_name",
     "type_json_schema",
 ]
 
@@ -89,6 +90,16 @@ def json_type_name(value: Any) -> str:
     return type(value).__name__
 
 
+def received_type_name(value: Any) -> str:
+    """The JSON type of ``value`` as a client sees it, for "received" in error details.
+
+    JSON (RFC 8259) has one number type, so ``123`` and ``1.5`` are both "number" here (as in
+    the spec's example); "integer" only appears as an expectation.
+    """
+    name = json_type_name(value)
+    return "number" if name == "integer" else name
+
+
 # --------------------------------------------------------------------------- problems
 
 
@@ -131,7 +142,7 @@ class _Problem:
 
 
 def _type_problem(expected: str, value: Any) -> _Problem:
-    return _Problem("type", expected, json_type_name(value))
+    return _Problem("type", expected, received_type_name(value))
 
 
 def _add_segment(problems: list[_Problem], start: int, segment: str) -> None:
@@ -264,7 +275,7 @@ def _check_float(value: Any, problems: list[_Problem]) -> Any:
         try:
             return float(value)
         except OverflowError:
-            problems.append(_Problem("invalid", "number", "integer", "too large for a number"))
+            problems.append(_Problem("invalid", "number", "number", "too large for a number"))
             return value
     problems.append(_type_problem("number", value))
     return value
@@ -512,7 +523,9 @@ def _dict_check(value_type: _Compiled) -> Check:
         for key, item in value.items():
             before = len(problems)
             if not isinstance(key, str):
-                problems.append(_Problem("type", "string", json_type_name(key), None, f".{key}"))
+                problems.append(
+                    _Problem("type", "string", received_type_name(key), None, f".{key}")
+                )
             out[key] = value_check(item, problems)
             if len(problems) != before:
                 _add_segment(problems, before, f".{key}")
@@ -594,7 +607,9 @@ def _object_check(name: str, plan: list[tuple[str, Check, str, bool]], build: ty
             for key in value:
                 if key not in names:
                     problems.append(
-                        _Problem("unknown", "nothing", json_type_name(value[key]), None, f".{key}")
+                        _Problem(
+                            "unknown", "nothing", received_type_name(value[key]), None, f".{key}"
+                        )
                     )
         if build is None or len(problems) != start:
             return out
@@ -636,9 +651,10 @@ class InputSchema:
             self.fields[fld.name] = fld
             compiled = compiler.compile(fld.annotation, f"parameter {fld.name!r}")
             check = None if compiled.check is _accept_any else compiled.check
+            # An optional field without a default is left out, so the callee's own default applies.
             default = MISSING if fld.required else fld.default
             copy_default = default is not MISSING and not isinstance(default, _IMMUTABLE_DEFAULTS)
-            plan.append((fld.name, check, default, copy_default, compiled.expected))
+            plan.append((fld.name, check, fld.required, default, copy_default, compiled.expected))
         self._plan = tuple(plan)
         self._describe: dict[str, dict[str, Any]] | None = None
         self._marshmallow: dict[str, type] = {}
@@ -681,7 +697,8 @@ class InputSchema:
                 )
             if isinstance(annotation, str):
                 raise RegistrationError(
-                    f"parameter {name!r}: cannot resolve the annotation {annotation!r}"
+                    f"parameter {name!r}: cannot resolve the annotation {annotation!r} "
+                    "(is it importable from the function's module?)"
                 )
             required = param.default is inspect.Parameter.empty
             stripped_description = _strip(annotation)[1]
@@ -703,12 +720,12 @@ class InputSchema:
         """
         if not isinstance(inputs, dict):
             raise _validation_error(
-                [_Problem("type", "object", json_type_name(inputs), None, "inputs")]
+                [_Problem("type", "object", received_type_name(inputs), None, "inputs")]
             )
         problems: list[_Problem] = []
         out: dict[str, Any] = {}
         found = 0
-        for name, check, default, copy_default, expected in self._plan:
+        for name, check, required, default, copy_default, expected in self._plan:
             if name in inputs:
                 found += 1
                 if check is None:
@@ -722,10 +739,12 @@ class InputSchema:
                     problems.append(_Problem("invalid", expected, "object", "nested too deeply"))
                 if len(problems) != before:
                     _add_segment(problems, before, name)
-            elif default is MISSING:
+            elif required:
                 problems.append(_Problem("missing", expected, "missing", None, name))
-            else:
-                out[name] = copy.deepcopy(default) if copy_default else default
+            elif copy_default:
+                out[name] = copy.deepcopy(default)
+            elif default is not MISSING:
+                out[name] = default
         if found != len(inputs):
             self._report_unknown(inputs, problems)
         if problems:
@@ -736,7 +755,7 @@ class InputSchema:
         for key, value in inputs.items():
             if key not in self.fields:
                 problems.append(
-                    _Problem("unknown", "nothing", json_type_name(value), None, str(key))
+                    _Problem("unknown", "nothing", received_type_name(value), None, str(key))
                 )
 
     def describe(self) -> dict[str, dict[str, Any]]:

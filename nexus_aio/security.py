@@ -124,7 +124,7 @@ def _is_flat_and_clean(value: dict[Any, Any], limits: SecurityLimits) -> bool:
             or key.__class__ is not str
             or len(key) > max_key_length
             or key in DANGEROUS_KEYS
-            or key[:2] == "__"
+            or key[:1] == "_"
         ):
             return False
     return True
@@ -151,20 +151,27 @@ def _walk(root: Any, limits: SecurityLimits, path: str) -> None:
                     f"Input has more than {max_items} keys and items")  # fmt: skip
         if isinstance(value, dict):
             for key, item in value.items():
-                if isinstance(key, str):
-                    if is_dangerous_key(key):
-                        _refuse(path, (where, key), "dangerous_key", None,
-                                f"Key not allowed: {key!r}")  # fmt: skip
-                    if len(key) > max_key_length:
-                        shown = key[:32] + "..."
-                        _refuse(path, (where, shown), "key_too_long", max_key_length,
-                                f"Key longer than {max_key_length} characters")  # fmt: skip
+                # Cheap screen first (a 1-char slice is a cached string: no allocation); the
+                # exact rules run only for keys that look suspicious.
+                if key.__class__ is str:
+                    if len(key) > max_key_length or key[:1] == "_" or key in DANGEROUS_KEYS:
+                        _check_key(key, limits, path, where)
+                elif isinstance(key, str):
+                    _check_key(key, limits, path, where)
                 if item.__class__ not in _SCALARS and isinstance(item, _CONTAINERS):
                     stack.append((item, depth + 1, (where, key)))
         else:
             for index, item in enumerate(value):
                 if item.__class__ not in _SCALARS and isinstance(item, _CONTAINERS):
                     stack.append((item, depth + 1, (where, index)))
+
+
+def _check_key(key: str, limits: SecurityLimits, path: str, where: _Location) -> None:
+    if is_dangerous_key(key):
+        _refuse(path, (where, key), "dangerous_key", None, f"Key not allowed: {key!r}")
+    if len(key) > limits.max_key_length:
+        _refuse(path, (where, key[:32] + "..."), "key_too_long", limits.max_key_length,
+                f"Key longer than {limits.max_key_length} characters")  # fmt: skip
 
 
 def _field(path: str, where: _Location) -> str:
