@@ -86,6 +86,7 @@ class Nexus:
         self.started_at: float | None = None
         self.health_components: list[tuple[str, Any]] = []
         self._plugin_workflows_loaded = False
+        self._limits: tuple[Settings, SecurityLimits] | None = None
 
     @property
     def api(self) -> Settings:
@@ -185,10 +186,15 @@ class Nexus:
             ) from None
 
     def security_limits(self) -> SecurityLimits:
+        """The input limits, built once per settings object (the settings freeze at build)."""
         s = self.settings
-        return SecurityLimits(
-            max_depth=s.max_depth, max_key_length=s.max_key_length, max_items=s.max_items
-        )
+        cached = self._limits
+        if cached is None or cached[0] is not s:
+            limits = SecurityLimits(
+                max_depth=s.max_depth, max_key_length=s.max_key_length, max_items=s.max_items
+            )
+            self._limits = cached = (s, limits)
+        return cached[1]
 
     def submission(
         self,

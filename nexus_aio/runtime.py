@@ -103,6 +103,56 @@ class EventLog:
             await self._changed.wait()
 
 
+class Deadlines:
+    """Cancels executions that run past their timeout, with one timer for all of them.
+
+    ``asyncio.timeout`` schedules and cancels a timer handle per execution; on the hot path a
+    dict insert and delete is cheaper, and a tick of ``TICK`` seconds is precise enough for
+    timeouts measured in seconds.
+    """
+
+    TICK = 0.05
+
+    def __init__(self) -> None:
+        self._due: dict[asyncio.Task[Any], float] = {}
+        self._expired: set[asyncio.Task[Any]] = set()
+        self._watchdog: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def add(self, task: asyncio.Task[Any], timeout: float) -> None:
+        if self._watchdog is None:
+            self._loop = asyncio.get_running_loop()
+            self._watchdog = self._loop.create_task(self._watch())
+        self._due[task] = self._loop.time() + timeout  # type: ignore[union-attr]
+
+    def discard(self, task: asyncio.Task[Any]) -> None:
+        self._due.pop(task, None)
+        self._expired.discard(task)
+
+    def expired(self, task: asyncio.Task[Any]) -> bool:
+        """Whether ``task`` was cancelled because its deadline passed."""
+        return task in self._expired
+
+    async def _watch(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.TICK)
+            if not self._due:
+                continue
+            now = loop.time()
+            for task, due in list(self._due.items()):
+                if due <= now:
+                    del self._due[task]
+                    self._expired.add(task)
+                    task.cancel()
+
+    async def close(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            await asyncio.gather(self._watchdog, return_exceptions=True)
+            self._watchdog = None
+
+
 class LiveExecution:
     """An execution running in this process (stream or async mode)."""
 
@@ -127,6 +177,7 @@ class Runtime:
         self.executions = executions
         self.sessions = sessions
         self.session_locks = SessionLocks()
+        self.deadlines = Deadlines()
         self.pool = ThreadPoolExecutor(
             max_workers=settings.sync_workers, thread_name_prefix="nexus-sync"
         )
@@ -152,6 +203,7 @@ class Runtime:
         self.running += 1
 
     async def close(self) -> None:
+        await self.deadlines.close()
         tasks = [live.task for live in self.live.values() if live.task and not live.task.done()]
         for task in tasks:
             task.cancel()
@@ -176,26 +228,28 @@ class Runtime:
         record.started_at = time.time()
         if self._observe_started:
             self.hooks.execution_started(record)
+        task = asyncio.current_task()
+        assert task is not None
+        self.deadlines.add(task, timeout)
         try:
             if sub.session_id is None:
-                async with asyncio.timeout(timeout):
-                    return await wf.run(sub.inputs, ctx, self.run_sync_fn)
+                return await wf.run(sub.inputs, ctx, self.run_sync_fn)
             async with self.session_locks.hold(sub.session_id):
                 session = await self._load_session(sub)
                 ctx.session = orjson.loads(orjson.dumps(session.state))
-                async with asyncio.timeout(timeout):
-                    result = await wf.run(sub.inputs, ctx, self.run_sync_fn)
+                result = await wf.run(sub.inputs, ctx, self.run_sync_fn)
                 session.state = ctx.session
                 await self.sessions.save(session)
                 return result
-        except TimeoutError:
+        except asyncio.CancelledError:
+            if not self.deadlines.expired(task):
+                raise
+            task.uncancel()
             raise Timeout(
                 f"Workflow {wf.name!r} did not finish within {timeout:g} s and was cancelled",
                 details={"timeout": timeout},
             ) from None
         except NexusError:
-            raise
-        except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.error(
@@ -209,6 +263,8 @@ class Runtime:
             raise WorkflowExecutionError(
                 message, details={"exception": type(exc).__name__}
             ) from exc
+        finally:
+            self.deadlines.discard(task)
 
     async def _load_session(self, sub: Submission) -> Session:
         assert sub.session_id is not None

@@ -37,7 +37,7 @@ async def read_json(request: web.Request, *, empty: Any = None) -> Any:
     if not request.body_exists:
         return empty
     raw = await request.read()
-    if not raw.strip():
+    if not raw or raw.isspace():
         return empty
     try:
         return orjson.loads(raw)
@@ -135,8 +135,7 @@ async def read_execute_request(request: web.Request, workflow: CompiledWorkflow)
         )
     check_payload(body, nexus.security_limits())
     inputs = body.get("inputs", {})
-    query = request.query
-    mode = query.get("mode") or body.get("mode") or "sync"
+    mode = (request.query_string and request.query.get("mode")) or body.get("mode") or "sync"
     if mode not in MODES:
         raise ValidationError(
             f"Invalid mode {mode!r}: use one of {', '.join(MODES)}",
