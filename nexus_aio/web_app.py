@@ -17,6 +17,7 @@ from .keys import ACTOR, EXECUTION_ID, NEXUS, REQUEST_ID
 from .logs import access_logger
 from .runtime import Runtime
 from .web_responses import error_response
+from .workers import is_worker_child
 
 if TYPE_CHECKING:
     from .nexus import Nexus
@@ -175,7 +176,8 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
     await executions.open()
     await sessions.open()
     try:
-        interrupted = await executions.mark_interrupted()
+        # With --workers the parent recovers once; a worker must not interrupt its siblings' runs.
+        interrupted = 0 if is_worker_child() else await executions.mark_interrupted()
         if interrupted:
             log.warning(
                 "%d executions were interrupted by the last shutdown; marked interrupted",
@@ -210,7 +212,7 @@ def serve(
         host=None if sock is not None else (host or settings.api_host),
         port=None if sock is not None else (port or settings.api_port),
         sock=sock,
-        reuse_port=reuse_port,
+        reuse_port=is_worker_child() if reuse_port is None else reuse_port,
         access_log=None,
         shutdown_timeout=settings.shutdown_timeout,
         print=print_fn,

@@ -1,0 +1,116 @@
+"""``serve --workers N``: N processes sharing one port (SO_REUSEPORT) and the SQLite store.
+
+The parent recovers interrupted executions once, then starts N copies of the same ``serve``
+command, each binding the port with SO_REUSEPORT so the kernel spreads connections. SIGTERM and
+SIGINT are passed on; each worker drains its in-flight requests; the parent exits 0 when all did.
+In-memory stores would give each process its own state, so that combination is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from argparse import Namespace
+from typing import TYPE_CHECKING
+
+from .errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from .nexus import Nexus
+
+CHILD_ENV = "NEXUS_WORKER_CHILD"  # set in workers: skip start-up recovery, bind with SO_REUSEPORT
+
+
+def is_worker_child() -> bool:
+    return os.environ.get(CHILD_ENV) == "1"
+
+
+def _recover_once(app: Nexus) -> None:
+    """Mark executions left queued/running by a dead server as interrupted, before any worker runs."""
+
+    async def recover() -> int:
+        store = await app.hooks.storage_backend("executions")
+        if store is None:
+            return 0
+        await store.open()
+        try:
+            return int(await store.mark_interrupted())
+        finally:
+            await store.close()
+
+    count = asyncio.run(recover())
+    if count:
+        print(
+            f"{count} executions were interrupted by the last shutdown; marked interrupted",
+            flush=True,
+        )
+
+
+def child_argv(argv: list[str]) -> list[str]:
+    """The parent's command line with ``--workers N`` removed."""
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg == "--workers":
+            skip = True
+            continue
+        if arg.startswith("--workers="):
+            continue
+        out.append(arg)
+    return out
+
+
+def serve_workers(app: Nexus, args: Namespace, host: str, port: int) -> int:
+    workers = int(args.workers)
+    if app.settings.database in ("memory", ":memory:") and not app.hooks.implemented(
+        "storage_backend", builtin=False
+    ):
+        raise ConfigurationError(
+            f"--workers {workers} with in-memory stores would give each process its own "
+            "executions, sessions and rate limits; use the SQLite default (setting 'database') "
+            "or a shared backend such as the nexus-aio-redis plugin"
+        )
+    _recover_once(app)
+    argv = child_argv(sys.argv[1:])
+    if "--host" not in argv:
+        argv += ["--host", host]
+    if "--port" not in argv:
+        argv += ["--port", str(port)]
+    env = {**os.environ, CHILD_ENV: "1"}
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "nexus_aio", *argv], env=env)
+        for _ in range(workers)
+    ]
+    print(f"started {workers} workers: {', '.join(str(p.pid) for p in procs)}", flush=True)
+
+    stopping = False
+
+    def forward(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    while not stopping and all(p.poll() is None for p in procs):
+        time.sleep(0.2)
+    if not stopping:  # a worker died on its own: stop the others, report failure
+        forward(signal.SIGTERM, None)
+    deadline = time.monotonic() + app.settings.shutdown_timeout + 10
+    codes = []
+    for proc in procs:
+        try:
+            codes.append(proc.wait(timeout=max(0.1, deadline - time.monotonic())))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            codes.append(proc.wait())
+    return 0 if stopping and all(code == 0 for code in codes) else 1
