@@ -30,7 +30,7 @@ def is_worker_child() -> bool:
 
 
 def _recover_once(app: Nexus) -> None:
-    """Mark executions left queued/running by a dead server as interrupted, before any worker runs."""
+    """Mark runs left queued or running by a dead server as interrupted, before workers start."""
 
     async def recover() -> int:
         store = await app.hooks.storage_backend("executions")
