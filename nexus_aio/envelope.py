@@ -51,9 +51,14 @@ class _RandomHex:
         self._pos = end
         return self._pool[pos:end].hex()
 
+    def reset(self) -> None:
+        """Forget the pool (a forked child must not hand out its parent's ids)."""
+        self._pool = b""
+        self._pos = 0
+
 
 _random_hex = _RandomHex()
-os.register_at_fork(after_in_child=lambda: _random_hex.__init__())
+os.register_at_fork(after_in_child=_random_hex.reset)
 
 
 def new_execution_id() -> str:

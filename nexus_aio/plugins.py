@@ -34,6 +34,8 @@ DEFAULT_PLUGINS = (
     "nexus_aio.builtin.permissions",
     "nexus_aio.builtin.health",
     "nexus_aio.builtin.stores",
+    "nexus_aio.builtin.sessions",
+    "nexus_aio.builtin.ratelimit",
 )
 ENTRY_POINT_GROUP = "nexus_aio"
 

@@ -61,6 +61,15 @@ class RateLimitBackend(ABC):
     async def hit(self, key: str, limit: int, burst: int | None = None) -> RateLimitDecision:
         """Take one token from ``key``'s bucket, or refuse when none is left."""
 
+    async def refund(self, key: str, limit: int, burst: int | None = None) -> None:
+        """Give back the token the last allowed ``hit`` took, best effort.
+
+        The web layer calls it when a request that was counted is then refused by auth, so
+        refused requests do not spend the client's budget. The default does nothing (a backend
+        that cannot refund over-counts a little; it never under-counts).
+        """
+        return None
+
     async def close(self) -> None:
         """Release connections; called once at shutdown."""
         return None
@@ -153,9 +162,22 @@ class MemoryRateLimiter(RateLimitBackend):
     async def hit(self, key: str, limit: int, burst: int | None = None) -> RateLimitDecision:
         return self.hit_nowait(key, limit, burst)
 
+    async def refund(self, key: str, limit: int, burst: int | None = None) -> None:
+        self.refund_nowait(key, limit, burst)
+
     async def close(self) -> None:
         self._tat.clear()
         self._sweep_keys = []
+
+    def refund_nowait(self, key: str, limit: int, burst: int | None = None) -> None:
+        """Synchronous :meth:`refund`: move the key's TAT back by one emission interval.
+
+        GCRA makes this exact: an allowed hit moved TAT from ``max(TAT, now)`` by one interval,
+        so stepping back restores the bucket (a TAT that lands in the past is a full bucket).
+        """
+        tat = self._tat.get(key)
+        if tat is not None:
+            self._tat[key] = tat - 60.0 / limit
 
     def hit_nowait(self, key: str, limit: int, burst: int | None = None) -> RateLimitDecision:
         """Synchronous :meth:`hit`, the core's fast path: no await, so no task switch."""
