@@ -295,6 +295,8 @@ class SQLiteSessionStore(SessionStore):
         self._busy_timeout = busy_timeout
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
+        self._count_cache: tuple[int, float] | None = None
+        self._count_dirty = True
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def open(self) -> None:
@@ -378,6 +380,7 @@ class SQLiteSessionStore(SessionStore):
             ) from exc
 
     async def _write(self, fn: Callable[..., _T], *args: Any) -> _T:
+        self._count_dirty = True
         try:
             return await self._call(fn, *args)
         except sqlite3.Error as exc:
@@ -445,9 +448,17 @@ class SQLiteSessionStore(SessionStore):
         return deleted > 0
 
     async def count_active(self) -> int:
+        """Counted at most once a second unless this process changed sessions meanwhile
+        (``/health`` calls it on every probe; a COUNT per probe would halve its throughput)."""
+        now = self._clock()
+        cached = self._count_cache
+        if cached is not None and not self._count_dirty and 0 <= now - cached[1] < 1.0:
+            return cached[0]
+        self._count_dirty = False
         count: int = await self._read(
-            self._scalar, "SELECT COUNT(*) FROM sessions WHERE expires_at > ?", (self._clock(),)
+            self._scalar, "SELECT COUNT(*) FROM sessions WHERE expires_at > ?", (now,)
         )
+        self._count_cache = (count, now)
         return count
 
     async def purge_expired(self) -> int:
