@@ -628,10 +628,10 @@ async def test_sqlite_failure_streak_bounds_memory_with_max_pending(
     await s.open()
     lock = Locker(db_path)
     try:
-        for n in range(4):
-            await s.save(record(n))
+        for n in range(5):
+            await s.save(record(n))  # the 5th waits until the flusher takes the batch
         with pytest.raises(StoreUnavailable):
-            await s.save(record(4))  # flushes inline, which fails: the streak starts
+            await s.flush()  # the write fails: the streak starts, the rows stay pending
         with pytest.raises(StoreUnavailable, match="rows are waiting"):
             await s.save(record(5))  # during a streak: refused at once
         with pytest.raises(StoreUnavailable):
@@ -643,7 +643,7 @@ async def test_sqlite_failure_streak_bounds_memory_with_max_pending(
     await s.flush()  # what the background task does on its next retry
     await s.save(record(5))  # room again
     await s.close()
-    assert db_rows(db_path, "SELECT count(*) FROM executions") == [(5,)]
+    assert db_rows(db_path, "SELECT count(*) FROM executions") == [(6,)]
 
 
 async def test_sqlite_read_only_database_fails_ping_but_serves_reads(
