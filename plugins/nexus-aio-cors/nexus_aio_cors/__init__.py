@@ -1,0 +1,176 @@
+"""nexus-aio-cors: aiohttp-cors on every route, configured from the core ``cors_*`` settings.
+
+Enabled by ``Nexus(enable_cors=True)`` / ``NEXUS_ENABLE_CORS=1`` (``app.api.cors_enabled``).
+Disabled, the plugin installs nothing. Enabled, it configures aiohttp-cors from a cleanup
+context: aiohttp runs those at startup *before* it freezes the router, so by then every route
+exists (core, custom endpoints, plugin routes) and each one gets CORS and a preflight handler.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import aiohttp_cors
+from aiohttp import hdrs, web
+
+from nexus_aio import hookimpl
+from nexus_aio.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from nexus_aio import Nexus
+
+__version__ = "0.1.0"
+__all__ = ["EXPOSE_HEADERS", "CorsSettings", "install_cors", "register_cleanup_ctx"]
+
+log = logging.getLogger("nexus_aio.cors")
+
+# Response headers a browser script may read: ids, rate-limit state, where an async run lives.
+EXPOSE_HEADERS = (
+    "X-Request-ID",
+    "X-Session-ID",
+    "X-RateLimit-Limit",
+    "X-RateLimit-Remaining",
+    "X-RateLimit-Reset",
+    "Retry-After",
+    "Location",
+)
+DEFAULT_MAX_AGE = 600
+
+
+def split_list(value: Any) -> list[str]:
+    """A comma-separated string or an iterable of strings as a clean list."""
+    if value is None:
+        return []
+    parts: Iterable[Any] = value.split(",") if isinstance(value, str) else value
+    return [str(p).strip() for p in parts if str(p).strip()]
+
+
+def normalize_origin(origin: str) -> str:
+    """``scheme://host[:port]`` in lower case, as browsers send it; anything else fails startup."""
+    if origin == "*":
+        return origin
+    parts = urlsplit(origin.strip().rstrip("/"))
+    if not parts.scheme or not parts.netloc or parts.path or parts.query or parts.fragment:
+        raise ConfigurationError(
+            f"cors_origins: {origin!r} is not an origin (expected scheme://host[:port] or '*')"
+        )
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+@dataclass(frozen=True, slots=True)
+class CorsSettings:
+    """Validated CORS settings (see the README's CORS section)."""
+
+    origins: tuple[str, ...]
+    methods: tuple[str, ...]
+    headers: tuple[str, ...]
+    credentials: bool
+    max_age: int | None
+    expose_headers: tuple[str, ...] = EXPOSE_HEADERS
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> CorsSettings:
+        origins = [normalize_origin(o) for o in split_list(settings.cors_origins)]
+        if not origins:
+            log.warning("enable_cors is on with no cors_origins: allowing any origin ('*')")
+            origins = ["*"]
+        max_age = settings.get("cors_max_age", DEFAULT_MAX_AGE, type=int)
+        config = cls(
+            origins=tuple(dict.fromkeys(origins)),
+            methods=tuple(dict.fromkeys(m.upper() for m in split_list(settings.cors_methods))),
+            headers=tuple(dict.fromkeys(split_list(settings.cors_headers))),
+            credentials=bool(settings.cors_credentials),
+            max_age=None if max_age is None else int(max_age),
+        )
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        if "*" in self.origins and self.credentials:
+            raise ConfigurationError(
+                "cors_origins '*' cannot be combined with cors_credentials=True: any site could "
+                "then make credentialed requests; list the allowed origins instead"
+            )
+        if not self.methods:
+            raise ConfigurationError("cors_methods is empty")
+        if self.max_age is not None and self.max_age < 0:
+            raise ConfigurationError(f"cors_max_age must be >= 0, got {self.max_age!r}")
+
+    def resource_options(self) -> dict[str, aiohttp_cors.ResourceOptions]:
+        """aiohttp-cors defaults: the same options for each allowed origin."""
+        options = aiohttp_cors.ResourceOptions(
+            allow_credentials=self.credentials,
+            expose_headers=self.expose_headers,
+            allow_headers="*" if "*" in self.headers else self.headers,
+            allow_methods="*" if "*" in self.methods else self.methods,
+            max_age=self.max_age,
+        )
+        return dict.fromkeys(self.origins, options)
+
+
+@hookimpl(trylast=True)
+def register_cleanup_ctx(nexus: Nexus) -> list[Any] | None:
+    """Validate at app build (a bad setting fails ``create_app``); install at startup, last."""
+    if not nexus.settings.enable_cors:
+        return None
+    cors = CorsSettings.from_settings(nexus.settings)
+
+    async def cors_ctx(app: web.Application) -> AsyncIterator[None]:
+        install_cors(app, cors)
+        yield
+
+    return [cors_ctx]
+
+
+def install_cors(app: web.Application, cors: CorsSettings) -> int:
+    """Configure aiohttp-cors on every route of ``app``; returns how many routes it covers.
+
+    Call before the router freezes. A resource that already has its own OPTIONS (or ``*``)
+    handler is left alone with a warning: aiohttp-cors cannot add a preflight handler there.
+    """
+    config = aiohttp_cors.setup(app, defaults=cors.resource_options())
+    covered = 0
+    for route in list(app.router.routes()):
+        if route.method == hdrs.METH_OPTIONS:
+            continue
+        try:
+            config.add(route)
+        except ValueError as exc:
+            log.warning("CORS not applied to %s %s: %s", route.method, route.resource, exc)
+            continue
+        covered += 1
+    app.on_response_prepare.append(make_response_hook(cors))
+    return covered
+
+
+def make_response_hook(
+    cors: CorsSettings,
+) -> Callable[[web.Request, web.StreamResponse], Coroutine[Any, Any, None]]:
+    """``Vary: Origin`` on every response; a granted preflight lists every configured method.
+
+    aiohttp-cors answers a preflight with only the requested method and headers and sends no
+    ``Vary``, so a shared cache could serve one origin's grant to another. It also lists exposed
+    headers in set order (different in each process); we keep the configured order.
+    """
+    methods = ", ".join(cors.methods)
+    headers = None if "*" in cors.headers else ", ".join(cors.headers)
+    exposed = ", ".join(cors.expose_headers)
+
+    async def on_response_prepare(request: web.Request, response: web.StreamResponse) -> None:
+        vary = response.headers.get(hdrs.VARY)
+        if vary is None:
+            response.headers[hdrs.VARY] = "Origin"
+        elif "origin" not in vary.lower():
+            response.headers[hdrs.VARY] = f"{vary}, Origin"
+        if hdrs.ACCESS_CONTROL_EXPOSE_HEADERS in response.headers:
+            response.headers[hdrs.ACCESS_CONTROL_EXPOSE_HEADERS] = exposed
+        elif hdrs.ACCESS_CONTROL_ALLOW_METHODS in response.headers:
+            response.headers[hdrs.ACCESS_CONTROL_ALLOW_METHODS] = methods
+            if headers:
+                response.headers[hdrs.ACCESS_CONTROL_ALLOW_HEADERS] = headers
+
+    return on_response_prepare
