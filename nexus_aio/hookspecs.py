@@ -23,12 +23,18 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 @hookspec
 def register_workflows(nexus: Nexus) -> Iterable[Any] | None:
-    """Workflows to register at app build: ``(name, fn_or_Workflow)`` pairs or dicts of ``register`` kwargs."""
+    """Workflows to register at app build.
+
+    Items: ``(name, fn_or_Workflow)`` pairs, ``Workflow`` objects, or dicts of ``register`` kwargs.
+    """
 
 
 @hookspec
 def register_routes(nexus: Nexus) -> Iterable[web.RouteDef] | None:
-    """Routes to add (``web.get(...)`` etc.), under ``api_prefix``; a duplicate (method, path) fails startup."""
+    """Routes to add (``web.get(...)`` etc.), placed under ``api_prefix``.
+
+    A duplicate (method, path) across plugins fails startup.
+    """
 
 
 @hookspec
@@ -43,17 +49,27 @@ def register_cleanup_ctx(nexus: Nexus) -> Iterable[Any] | None:
 
 @hookspec
 def health_components(nexus: Nexus) -> Iterable[tuple[str, Any]] | None:
-    """``(name, async check() -> {"status": "healthy"|"degraded"|"unhealthy", ...})`` pairs for /health/detailed."""
+    """Named health checks for ``/health/detailed``.
+
+    Items: ``(name, async check() -> {"status": "healthy" | "degraded" | "unhealthy", ...})``.
+    """
 
 
 @hookspec(firstresult=True)
 def actor_from_request(nexus: Nexus, request: web.Request) -> Any:
-    """The authenticated actor for a request (a dict with ``id``), or None; stops at the first non-None."""
+    """The authenticated actor for a request (a dict with ``id``), or None.
+
+    Stops at the first non-None result. Raise ``Unauthorized`` for bad credentials.
+    """
 
 
 @hookspec
 def permission_allowed(nexus: Nexus, actor: Any, action: str, resource: str | None) -> bool | None:
-    """True, False or None (no opinion) for ``action`` (list, read, execute, batch...) on ``resource``; any False denies."""
+    """True, False or None (no opinion) on ``action`` for ``resource``; any False denies.
+
+    Actions the core asks about: ``execute`` (resource: workflow name), ``read`` (schema,
+    plugins, executions), ``list`` (workflows), ``batch``, ``cancel``.
+    """
 
 
 @hookspec(firstresult=True)
@@ -73,7 +89,10 @@ def execution_finished(nexus: Nexus, execution: Any) -> None:
 
 @hookspec(firstresult=True)
 def storage_backend(nexus: Nexus, kind: str) -> Any:
-    """A store for ``kind`` ("executions", "sessions" or "ratelimit"), or None; stops at the first non-None."""
+    """A store for ``kind`` ("executions", "sessions" or "ratelimit"), or None.
+
+    Stops at the first non-None result; the built-in SQLite/memory stores answer last.
+    """
 
 
 @hookspec

@@ -10,7 +10,6 @@ import aiohttp
 import pytest
 
 from nexus_aio import Context, Nexus
-
 from nexus_aio.testing import make_app
 
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
@@ -218,7 +217,7 @@ async def test_long_keys_and_deep_nesting_are_refused(nexus_server, http):
 
 async def test_workflow_exception_is_500_without_traceback(nexus_server, http, caplog):
     url = await nexus_server(make_app())
-    status, headers, data = await post(
+    status, _, data = await post(
         http,
         f"{url}/workflows/fail/execute",
         {"inputs": {"message": "disk full"}},
@@ -263,9 +262,15 @@ async def test_global_request_timeout_from_environment(nexus_server, http, monke
 async def test_saturation_is_503_with_retry_after(nexus_server, http):
     app = make_app(max_concurrent_requests=2)
     release = asyncio.Event()
+    both_running = asyncio.Event()
+    entered = 0
 
     @app.workflow()
     async def block() -> str:
+        nonlocal entered
+        entered += 1
+        if entered == 2:
+            both_running.set()
         await release.wait()
         return "done"
 
@@ -274,8 +279,7 @@ async def test_saturation_is_503_with_retry_after(nexus_server, http):
         asyncio.create_task(post(http, f"{url}/workflows/block/execute", {"inputs": {}}))
         for _ in range(2)
     ]
-    while app.runtime is None or app.runtime.running < 2:
-        await asyncio.sleep(0.01)
+    await asyncio.wait_for(both_running.wait(), 10)
     status, headers, data = await post(http, f"{url}/workflows/block/execute", {"inputs": {}})
     assert status == 503
     assert data["error"]["type"] == "ServiceUnavailable"
@@ -302,17 +306,19 @@ async def test_sync_functions_run_off_the_event_loop(nexus_server, http):
 async def test_blocking_workflow_does_not_block_other_requests(nexus_server, http):
     app = make_app()
     gate = threading.Event()
+    started = threading.Event()
 
     @app.workflow()
     def blocker() -> str:
+        started.set()
         gate.wait(10)
         return "unblocked"
 
     url = await nexus_server(app)
     blocked = asyncio.create_task(post(http, f"{url}/workflows/blocker/execute", {"inputs": {}}))
-    await asyncio.sleep(0.05)
+    assert await asyncio.to_thread(started.wait, 10)
     status, _, data = await post(http, f"{url}/workflows/sum/execute", {"inputs": {"a": 1, "b": 1}})
-    assert status == 200 and not blocked.done()
+    assert status == 200 and data["result"] == 2 and not blocked.done()
     gate.set()
     assert (await blocked)[2]["result"] == "unblocked"
 
