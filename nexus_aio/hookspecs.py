@@ -74,7 +74,7 @@ def permission_allowed(nexus: Nexus, actor: Any, action: str, resource: str | No
 
 @hookspec(firstresult=True)
 def handle_exception(nexus: Nexus, request: web.Request, exception: BaseException) -> Any:
-    """A response for an error, or None to let the next plugin (last: the envelope renderer) answer."""
+    """A response for an error, or None to let the next plugin answer (last: the envelope)."""
 
 
 @hookspec
