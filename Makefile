@@ -33,5 +33,8 @@ format: install
 bench: install
 	$(BIN)/python scripts/bench.py
 
+soak: install
+	$(BIN)/python scripts/soak.py $(SOAK_ARGS)
+
 clean:
 	rm -rf $(VENV) .nexus build *.egg-info

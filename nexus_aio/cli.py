@@ -1,4 +1,4 @@
-"""``python -m nexus_aio [serve|run|list|plugins|openapi]``."""
+"""``python -m nexus_aio [serve|run|worker|list|plugins|openapi]``."""
 
 from __future__ import annotations
 
@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_source_args(lst)
     plugins = sub.add_parser("plugins", help="list installed plugins with version and hooks")
     _add_source_args(plugins)
+    worker = sub.add_parser("worker", help="run async executions from the queue (redis plugin)")
+    _add_source_args(worker)
+    worker.add_argument("--log-level", help="log level (default INFO)")
     openapi = sub.add_parser("openapi", help="print the OpenAPI document")
     _add_source_args(openapi)
     return parser
@@ -93,6 +96,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         return serve_workers(app, args, host, port)
     app.start(host=host, port=port)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Run queued async executions; needs the nexus-aio-redis plugin and ``redis_url``."""
+    from .logs import configure_logging
+
+    try:
+        from nexus_aio_redis.dispatch import run_worker
+    except ImportError:
+        print("error: the worker needs the nexus-aio-redis plugin", file=sys.stderr)
+        return 2
+    app, _ = load_nexus(args)
+    configure_logging(args.log_level or app.settings.log_level, app.settings.log_format)
+    asyncio.run(run_worker(app))
     return 0
 
 
@@ -150,6 +168,7 @@ def cmd_openapi(args: argparse.Namespace) -> int:
 COMMANDS = {
     "serve": cmd_serve,
     "run": cmd_run,
+    "worker": cmd_worker,
     "list": cmd_list,
     "plugins": cmd_plugins,
     "openapi": cmd_openapi,

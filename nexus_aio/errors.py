@@ -14,6 +14,7 @@ class NexusError(Exception):
 
     status: int = 500
     type: str = "InternalError"
+    request_id: str | None = None  # set by the client from the response's X-Request-ID
 
     def __init__(
         self,

@@ -747,6 +747,7 @@ class SQLiteExecutionStore(ExecutionStore):
         it; during a failure streak it refuses instead, so memory stays bounded by
         ``max_pending``. Waiters share the flusher's one transaction: each starting its own
         flush queued them behind one another (seconds of p99 under load)."""
+        needed = min(needed, self._max_pending)  # a bigger batch goes in once the buffer is empty
         while self._pending_size() + needed > self._max_pending:
             if self._failures:
                 raise StoreUnavailable(

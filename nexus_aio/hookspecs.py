@@ -1,7 +1,12 @@
-"""Hook specifications: the plugin author's reference.
+"""Hook specifications: the plugin author's reference (the guide is ``docs/plugins.md``).
 
-Every hook receives the ``nexus`` app first. Hooks are plain functions; any of them may return an
-awaitable, which the core awaits. Implement one with ``@hookimpl`` from ``nexus_aio``.
+Every hook receives the ``nexus`` app first; an implementation may declare fewer arguments.
+Implement one with ``@hookimpl`` from ``nexus_aio``. Build-time hooks (``register_*``,
+``health_components``) run once while ``create_app()`` builds the app and must return their items
+directly; request-time and startup hooks (``actor_from_request``, ``permission_allowed``,
+``handle_exception``, ``storage_backend``) may return a value, a callable or an awaitable, which
+the core awaits. A request-time hook that only built-in plugins implement is never called per
+request. A misspelt hook name fails at startup (``check_pending``).
 """
 
 from __future__ import annotations
@@ -23,78 +28,110 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 @hookspec
 def register_workflows(nexus: Nexus) -> Iterable[Any] | None:
-    """Workflows to register at app build.
+    """Workflows to register, asked once before the app is built (also by the CLI ``list``).
 
-    Items: ``(name, fn_or_Workflow)`` pairs, ``Workflow`` objects, or dicts of ``register`` kwargs.
+    Return an iterable of ``(name, fn_or_Workflow)`` pairs, ``Workflow`` objects, or dicts of
+    ``Nexus.register`` keyword arguments; a name already taken fails startup.
     """
 
 
 @hookspec
 def register_routes(nexus: Nexus) -> Iterable[web.RouteDef] | None:
-    """Routes to add (``web.get(...)`` etc.), placed under ``api_prefix``.
+    """Routes to add, asked once at app build: an iterable of ``web.RouteDef`` (``web.get(...)``).
 
-    A duplicate (method, path) across plugins fails startup.
+    Paths are placed under ``api_prefix``; a duplicate (method, path) across plugins (core
+    routes and custom endpoints included) fails startup with ``ConfigurationError``.
     """
 
 
 @hookspec
 def register_middlewares(nexus: Nexus) -> Iterable[Any] | None:
-    """aiohttp middlewares (``async def mw(request, handler)``), run inside the core middleware."""
+    """aiohttp middlewares, asked once at app build: an iterable of ``@web.middleware`` functions.
+
+    They run inside the core middleware (request id, actor and error rendering already done), in
+    plugin order (``tryfirst`` to be outermost); errors they raise become the envelope.
+    """
 
 
 @hookspec
 def register_cleanup_ctx(nexus: Nexus) -> Iterable[Any] | None:
-    """``async def ctx(app): <start>; yield; <stop>`` generators added to ``app.cleanup_ctx``."""
+    """Startup/shutdown pairs, asked once at app build: ``async def ctx(app): ...; yield; ...``.
+
+    Added to ``app.cleanup_ctx`` after the core's (the runtime and stores are open when they
+    start); the code after ``yield`` runs at shutdown only for contexts that started.
+    """
 
 
 @hookspec
 def health_components(nexus: Nexus) -> Iterable[tuple[str, Any]] | None:
-    """Named health checks for ``/health/detailed``.
+    """Named health checks, asked once at app build, run by ``/health/detailed`` per request.
 
-    Items: ``(name, async check() -> {"status": "healthy" | "degraded" | "unhealthy", ...})``.
+    Return ``(name, check)`` pairs; ``async check()`` returns ``{"status": "healthy" |
+    "degraded" | "unhealthy", ...}``. Checks run concurrently, each under a timeout; one that
+    raises or times out counts as unhealthy.
     """
 
 
 @hookspec(firstresult=True)
 def actor_from_request(nexus: Nexus, request: web.Request) -> Any:
-    """The authenticated actor for a request (a dict with ``id``), or None.
+    """The authenticated actor of a request, called by the core middleware before the handler.
 
-    Stops at the first non-None result. Raise ``Unauthorized`` for bad credentials.
+    Return a dict with ``id`` (stored under ``keys.ACTOR``, passed to ``permission_allowed`` and
+    ``Context.actor``) or None for anonymous. Stops at the first non-None result. Raise
+    ``Unauthorized`` for bad credentials (401 envelope).
     """
 
 
 @hookspec
 def permission_allowed(nexus: Nexus, actor: Any, action: str, resource: str | None) -> bool | None:
-    """True, False or None (no opinion) on ``action`` for ``resource``; any False denies.
+    """Whether ``actor`` may do ``action`` on ``resource``, asked before the handler acts.
 
-    Actions the core asks about: ``execute`` (resource: workflow name), ``read`` (schema,
-    plugins, executions), ``list`` (workflows), ``batch``, ``cancel``.
+    Return True, False or None (no opinion); any False denies: 401 when there is no actor, 403
+    otherwise. Actions the core asks about: ``execute`` (resource: workflow name), ``read``
+    (schema, plugins, executions), ``list`` (workflows), ``batch``, ``cancel``.
     """
 
 
 @hookspec(firstresult=True)
 def handle_exception(nexus: Nexus, request: web.Request, exception: BaseException) -> Any:
-    """A response for an error, or None to let the next plugin answer (last: the envelope)."""
+    """A response for an error raised while handling a request, or None to pass.
+
+    Called by the core middleware with the ``NexusError`` (or, for an unexpected exception, the
+    original exception). Stops at the first non-None result; the built-in ``trylast`` fallback
+    renders the documented error envelope.
+    """
 
 
 @hookspec
 def execution_started(nexus: Nexus, execution: Any) -> None:
-    """Observer: an execution (an ``ExecutionRecord``) has started running."""
+    """Observer called when an execution (an ``ExecutionRecord``) starts running; returns None.
+
+    Called on the event loop for every mode (sync, stream, async): keep it fast and never raise.
+    """
 
 
 @hookspec
 def execution_finished(nexus: Nexus, execution: Any) -> None:
-    """Observer: an execution reached a final status (succeeded, failed, timed_out, cancelled)."""
+    """Observer called when an execution reaches a final status; returns None.
+
+    ``execution.status`` is succeeded, failed, timed_out or cancelled; ``started_at``,
+    ``finished_at`` and ``error`` (a failure's envelope error) are set. Called on the event loop:
+    keep it fast and never raise.
+    """
 
 
 @hookspec(firstresult=True)
 def storage_backend(nexus: Nexus, kind: str) -> Any:
-    """A store for ``kind`` ("executions", "sessions" or "ratelimit"), or None.
+    """A store for ``kind`` ("executions", "sessions" or "ratelimit"), asked once at startup.
 
-    Stops at the first non-None result; the built-in SQLite/memory stores answer last.
+    Return an (unopened) ``ExecutionStore``, ``SessionStore`` or ``RateLimitBackend``, or None to
+    pass. Stops at the first non-None result; the built-in SQLite/memory stores answer last.
     """
 
 
 @hookspec
 def openapi_spec(nexus: Nexus, spec: Any) -> None:
-    """Edit the apispec ``APISpec`` as it is built: add security schemes, plugin routes, tags."""
+    """Edit the apispec ``APISpec`` before it is serialised (``/openapi.json``, the CLI).
+
+    Add security schemes, describe plugin routes, tags; returns None.
+    """

@@ -36,6 +36,9 @@ DEFAULT_PLUGINS = (
     "nexus_aio.builtin.stores",
     "nexus_aio.builtin.sessions",
     "nexus_aio.builtin.ratelimit",
+    "nexus_aio.builtin.executions",
+    "nexus_aio.builtin.endpoints",
+    "nexus_aio.builtin.openapi",
 )
 ENTRY_POINT_GROUP = "nexus_aio"
 
@@ -50,11 +53,26 @@ async def await_me_maybe(value: Any) -> Any:
 
 
 class PluginManager(pluggy.PluginManager):
+    """pluggy's manager plus what ``GET /plugins`` shows: versions and which plugins are built in.
+
+    ``implemented`` answers are cached for the hot path and dropped whenever a plugin is
+    registered or unregistered.
+    """
+
     def __init__(self) -> None:
         super().__init__(hookspecs.PROJECT)
         self.add_hookspecs(hookspecs)
         self.versions: dict[str, str | None] = {}
         self.builtin: set[str] = set()
+        self.implemented_cache: dict[tuple[str, bool], bool] = {}
+
+    def register(self, plugin: Any, name: str | None = None) -> str | None:
+        self.implemented_cache.clear()
+        return super().register(plugin, name)
+
+    def unregister(self, plugin: Any = None, name: str | None = None) -> Any:
+        self.implemented_cache.clear()
+        return super().unregister(plugin, name)
 
 
 def build_plugin_manager(
@@ -84,9 +102,12 @@ def build_plugin_manager(
             pm.versions[ep.name] = ep.dist.version if ep.dist else None
     for i, plugin in enumerate(extra):
         name = getattr(plugin, "__name__", None) or f"{type(plugin).__name__}-{i}"
-        if name in blocked:
+        # Already loaded through its entry point (a plugin's own tests pass it explicitly too).
+        if name in blocked or pm.is_registered(plugin):
             continue
         pm.register(plugin, name=name)
+        version = getattr(plugin, "__version__", None)
+        pm.versions[name] = version if isinstance(version, str) else None
     pm.check_pending()
     return pm
 
@@ -100,10 +121,15 @@ class Hooks:
 
     def implemented(self, name: str, *, builtin: bool = True) -> bool:
         """Whether any plugin implements ``name`` (``builtin=False``: any non-built-in one)."""
-        impls = getattr(self.pm.hook, name).get_hookimpls()
-        if not builtin:
-            impls = [i for i in impls if i.plugin_name not in self.pm.builtin]
-        return bool(impls)
+        key = (name, builtin)
+        cache = self.pm.implemented_cache
+        found = cache.get(key)
+        if found is None:
+            impls = getattr(self.pm.hook, name).get_hookimpls()
+            if not builtin:
+                impls = [i for i in impls if i.plugin_name not in self.pm.builtin]
+            found = cache[key] = bool(impls)
+        return found
 
     def _collect(self, name: str) -> list[Any]:
         results = getattr(self.pm.hook, name)(nexus=self.nexus)
@@ -166,6 +192,8 @@ class Hooks:
         """Installed plugins with version and hooks, for ``GET /plugins`` and the CLI."""
         out = []
         for name, plugin in sorted(self.pm.list_name_plugin(), key=lambda np: np[0]):
+            if plugin is None:  # blocked by ``disable_plugins``: not loaded
+                continue
             hooks = sorted(h.name for h in self.pm.get_hookcallers(plugin) or [])
             version = self.pm.versions.get(name)
             if version is None and name in self.pm.builtin:

@@ -9,6 +9,7 @@ Sync code runs in a bounded thread pool so nothing blocks the event loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -64,16 +65,20 @@ def actor_id(actor: Any) -> str | None:
 class EventLog:
     """The ordered events of one execution, with a wake-up for live followers."""
 
-    __slots__ = ("_changed", "events", "finished", "persist")
+    __slots__ = ("_changed", "events", "finished", "on_push", "persist")
 
     def __init__(self, persist: bool) -> None:
         self.events: list[ExecutionEvent] = []
         self.finished = False
         self.persist = persist
         self._changed: asyncio.Event | None = None
+        # Set when the store shares events live with other processes (``live_events``).
+        self.on_push: Callable[[ExecutionEvent], None] | None = None
 
     def push(self, event: str, data: Any) -> None:
         self.events.append(ExecutionEvent(len(self.events) + 1, event, data, time.time()))
+        if self.on_push is not None:
+            self.on_push(self.events[-1])
         if self._changed is not None:
             self._changed.set()
             self._changed = None
@@ -177,6 +182,8 @@ class Runtime:
         self.executions = executions
         self.sessions = sessions
         self.session_locks = SessionLocks()
+        # A store shared by several processes (Redis) may offer its own cross-process lock.
+        self._store_lock: Callable[[str], Any] | None = getattr(sessions, "lock", None)
         self.deadlines = Deadlines()
         self.pool = ThreadPoolExecutor(
             max_workers=settings.sync_workers, thread_name_prefix="nexus-sync"
@@ -226,6 +233,8 @@ class Runtime:
         )
         record.status = "running"
         record.started_at = time.time()
+        if sub.mode != "sync":  # deferred write: history filters and other processes see it
+            await self.executions.save(record)
         if self._observe_started:
             self.hooks.execution_started(record)
         task = asyncio.current_task()
@@ -234,7 +243,10 @@ class Runtime:
         try:
             if sub.session_id is None:
                 return await wf.run(sub.inputs, ctx, self.run_sync_fn)
-            async with self.session_locks.hold(sub.session_id):
+            async with (
+                self.session_locks.hold(sub.session_id),
+                self._store_lock(sub.session_id) if self._store_lock else contextlib.nullcontext(),
+            ):
                 session = await self._load_session(sub)
                 ctx.session = orjson.loads(orjson.dumps(session.state))
                 result = await wf.run(sub.inputs, ctx, self.run_sync_fn)
@@ -366,6 +378,8 @@ class Runtime:
         except asyncio.CancelledError:
             record.status = "cancelled"
             record.finished_at = time.time()
+            if self._observe_finished:
+                self.hooks.execution_finished(record)
             await asyncio.shield(self._save(record, events))
             raise
         finally:
@@ -375,9 +389,9 @@ class Runtime:
         return success_envelope(result, sub.execution_id, time.perf_counter() - started)
 
     async def _save(self, record: ExecutionRecord, events: EventLog, durable: bool = False) -> None:
-        await self.executions.save(record, durable=durable)
-        if events.events:
+        if events.events:  # first, so that a durable save commits the events too
             await self.executions.add_events(record.id, events.events)
+        await self.executions.save(record, durable=durable)
 
     # -- background modes (stream, async) -------------------------------------------------
     async def start(self, sub: Submission) -> LiveExecution:
@@ -387,10 +401,18 @@ class Runtime:
             record = self._new_record(sub, "queued")
             durable = sub.mode == "async"
             await self.executions.save(record, durable=durable)
+            # A store with workers elsewhere (Redis + arq) may take the run off this process.
+            enqueue = getattr(self.executions, "enqueue", None)
+            if enqueue is not None and await enqueue(sub):
+                self.running -= 1
+                return LiveExecution(record, EventLog(persist=True))
         except BaseException:
             self.running -= 1
             raise
         live = LiveExecution(record, EventLog(persist=True))
+        if getattr(self.executions, "live_events", False):
+            publish = self.executions.publish  # type: ignore[attr-defined]
+            live.log.on_push = lambda event: publish(record, event)
         self.live[record.id] = live
         live.task = asyncio.create_task(self._run_background(sub, live))
         return live
@@ -417,6 +439,8 @@ class Runtime:
                     "message": "The execution was cancelled",
                     "details": {},
                 }
+                if self._observe_finished:
+                    self.hooks.execution_finished(record)
                 events.push(
                     "error",
                     {
@@ -444,7 +468,8 @@ class Runtime:
     async def cancel(self, execution_id: str) -> bool:
         live = self.live.get(execution_id)
         if live is None or live.task is None or live.task.done():
-            return False
+            request_cancel = getattr(self.executions, "request_cancel", None)  # other process
+            return bool(request_cancel and live is None and await request_cancel(execution_id))
         live.task.cancel()
         await asyncio.gather(live.task, return_exceptions=True)
         return True
@@ -460,6 +485,10 @@ class Runtime:
         live = self.live.get(execution_id)
         if live is not None:
             async for event in live.log.follow(after_seq):
+                yield event
+            return
+        if getattr(self.executions, "live_events", False):  # running in another process?
+            async for event in self.executions.follow(execution_id, after_seq):  # type: ignore[attr-defined]
                 yield event
             return
         for event in await self.executions.events(execution_id, after_seq):

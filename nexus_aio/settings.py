@@ -78,6 +78,7 @@ class Settings:
     execution_retention_count: int = 100_000
     sync_workers: int = 32
     shutdown_timeout: float = 10.0
+    header_timeout: float = 10.0
     log_format: str = "text"
     log_level: str = "INFO"
     access_log: bool = True
@@ -161,6 +162,7 @@ class Settings:
             "max_key_length",
             "session_ttl",
             "sse_keepalive",
+            "header_timeout",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigurationError(f"{name} must be positive, got {getattr(self, name)!r}")

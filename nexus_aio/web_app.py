@@ -136,7 +136,14 @@ def build_app(nexus: Nexus) -> web.Application:
     settings = nexus.settings = nexus.settings.freeze()
     hooks = nexus.hooks
     middlewares = [make_core_middleware(nexus), *hooks.register_middlewares()]
-    app = web.Application(middlewares=middlewares, client_max_size=settings.max_request_size)
+    # aiohttp has no header-read timeout: its keep-alive timer (armed when a connection opens and
+    # after each response, fired only while no complete request head has arrived) is the one
+    # that cuts off slow-header (slowloris) clients, so ``header_timeout`` sets it.
+    app = web.Application(
+        middlewares=middlewares,
+        client_max_size=settings.max_request_size,
+        handler_args={"keepalive_timeout": settings.header_timeout},
+    )
     app[NEXUS] = nexus
     nexus.health_components = hooks.health_components()
     seen: dict[tuple[str, str], Any] = {}

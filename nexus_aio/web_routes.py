@@ -36,8 +36,13 @@ async def check_permission(request: web.Request, action: str, resource: str | No
 def make_execute_handler(nexus: Any) -> Any:
     workflows = nexus.workflows
     needs_permission = nexus.hooks.implemented("permission_allowed", builtin=False)
+    from .web_executions import IDEMPOTENCY_HEADER, IDEMPOTENT_PASS, Idempotency
+
+    idempotency = Idempotency(nexus)
 
     async def execute(request: web.Request) -> web.StreamResponse:
+        if IDEMPOTENCY_HEADER in request.headers and IDEMPOTENT_PASS not in request:
+            return await idempotency.handle(request, execute)
         name = request.match_info["name"]
         workflow = workflows.get(name)
         if workflow is None:

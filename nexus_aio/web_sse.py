@@ -76,6 +76,8 @@ async def pump(
             if events.finished and index >= len(events.events):
                 return True
             changed = events.changed()
+            if index < len(events.events) or events.finished:
+                continue  # pushed while we were writing: that push set no event we wait on
             wait = min(DISCONNECT_POLL, keepalive - (loop.time() - last_sent))
             if wait > 0:
                 try:

@@ -50,6 +50,25 @@ def _recover_once(app: Nexus) -> None:
         )
 
 
+def _shared_sessions(app: Nexus) -> bool:
+    """Whether the sessions store is shared (a plugin's, e.g. Redis when configured).
+
+    Asking the hook, not whether a plugin implements it: an installed plugin may decline (the
+    redis plugin without ``redis_url``), leaving the in-memory store.
+    """
+    from .sessions import MemorySessionStore
+
+    async def probe() -> bool:
+        store = await app.hooks.storage_backend("sessions")
+        try:
+            return store is not None and not isinstance(store, MemorySessionStore)
+        finally:
+            if store is not None:
+                await store.close()
+
+    return asyncio.run(probe())
+
+
 def child_argv(argv: list[str]) -> list[str]:
     """The parent's command line with ``--workers N`` removed."""
     out: list[str] = []
@@ -69,9 +88,7 @@ def child_argv(argv: list[str]) -> list[str]:
 
 def serve_workers(app: Nexus, args: Namespace, host: str, port: int) -> int:
     workers = int(args.workers)
-    if app.settings.database in ("memory", ":memory:") and not app.hooks.implemented(
-        "storage_backend", builtin=False
-    ):
+    if app.settings.database in ("memory", ":memory:") and not _shared_sessions(app):
         raise ConfigurationError(
             f"--workers {workers} with in-memory stores would give each process its own "
             "executions, sessions and rate limits; use the SQLite default (setting 'database') "

@@ -70,13 +70,15 @@ class ExtraRoutes:
 
         limited.nexus_rate_limit = 5  # type: ignore[attr-defined]
         default_limited.nexus_rate_limit = None  # type: ignore[attr-defined]
-        return [
+        routes = [
             web.get("/limited", limited),
             web.get("/default-limited", default_limited),
             web.get("/plain", plain),
-            web.get("/metrics", metrics),
             web.get("/batchish", batchish),
         ]
+        if not nexus.pm.has_plugin("metrics"):  # the real metrics plugin serves it when installed
+            routes.append(web.get("/metrics", metrics))
+        return routes
 
 
 class HeaderAuth:
@@ -148,6 +150,30 @@ async def test_endpoint_limit_5_counts_down_exactly_then_refuses(nexus_server, h
     assert status == 200
     assert headers["X-RateLimit-Remaining"] == "0"
     assert headers["X-RateLimit-Reset"] == str(int(T0) + 72)
+
+
+async def test_app_endpoint_with_rate_limit_5(nexus_server, http):
+    clocked = ClockedLimiter()
+    app = make_app(plugins=[clocked])
+
+    @app.endpoint("/api/limited", rate_limit=5)
+    async def limited() -> dict:
+        return {"ok": True}
+
+    url = await nexus_server(app)
+    remaining = []
+    for _ in range(5):
+        status, headers, body = await get(http, f"{url}/api/limited")
+        assert status == 200 and body == {"ok": True}
+        remaining.append(headers["X-RateLimit-Remaining"])
+        assert headers["X-RateLimit-Limit"] == "5"
+    assert remaining == ["4", "3", "2", "1", "0"]
+    status, headers, body = await get(http, f"{url}/api/limited")
+    assert status == 429 and body["error"]["type"] == "RateLimitExceeded"
+    assert headers["Retry-After"] == "12"
+    clocked.clock.t = T0 + 12
+    status, _, _ = await get(http, f"{url}/api/limited")
+    assert status == 200
 
 
 async def test_request_succeeds_after_waiting_retry_after(nexus_server, http):

@@ -1,0 +1,104 @@
+"""nexus-aio-redis: sessions, rate limits and executions shared through Redis, to scale out.
+
+Enabled by ``NEXUS_REDIS_URL`` (or ``Nexus(redis_url=...)``). Without it every hook returns None
+and the core's own stores answer: the plugin costs nothing per request. With it:
+
+* ``storage_backend("sessions")``: :class:`RedisSessionStore` (TTL by PEXPIRE, cross-process lock);
+* ``storage_backend("executions")``: :class:`RedisExecutionStore` (records, history, events in
+  Redis Streams followed live from any instance, idempotency keys);
+* ``storage_backend("ratelimit")``: :class:`RedisRateLimiter` (GCRA in one Lua script);
+* ``health_components``: ``redis`` (PING latency, ``degraded`` above ``redis_degraded_ms``).
+
+Settings (``Settings.get``; env ``NEXUS_<NAME>``): ``redis_url``, ``redis_prefix`` (``nexus:``),
+``redis_timeout`` (2 s per command), ``redis_lock_lease`` (10 s), ``redis_degraded_ms`` (50).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from nexus_aio import hookimpl
+from nexus_aio.errors import StoreUnavailable
+
+from .client import connect, redact
+from .executions import RedisExecutionStore
+from .ratelimit import RedisRateLimiter
+from .sessions import RedisSessionStore
+
+if TYPE_CHECKING:
+    from nexus_aio import Nexus
+
+__version__ = "0.1.0"
+__all__ = [
+    "RedisExecutionStore",
+    "RedisRateLimiter",
+    "RedisSessionStore",
+    "health_components",
+    "redis_url",
+    "storage_backend",
+]
+
+
+def redis_url(nexus: Nexus) -> str | None:
+    """The configured Redis URL, or None when the plugin is off."""
+    url = nexus.settings.get("redis_url")
+    return str(url) if url else None
+
+
+def _prefix(nexus: Nexus) -> str:
+    return str(nexus.settings.get("redis_prefix", "nexus:"))
+
+
+@hookimpl
+def storage_backend(nexus: Nexus, kind: str) -> Any:
+    url = redis_url(nexus)
+    if url is None:
+        return None
+    settings = nexus.settings
+    timeout = float(settings.get("redis_timeout", 2.0, type=float))
+    if kind == "sessions":
+        return RedisSessionStore(
+            connect(url, timeout=timeout),
+            ttl=settings.session_ttl,
+            prefix=_prefix(nexus),
+            lock_lease=float(settings.get("redis_lock_lease", 10.0, type=float)),
+        )
+    if kind == "executions":
+        return RedisExecutionStore(
+            connect(url, timeout=timeout),
+            prefix=_prefix(nexus),
+            dispatch_async=bool(settings.get("redis_execute_async", False, type=bool)),
+        )
+    if kind == "ratelimit":
+        return RedisRateLimiter(connect(url, timeout=timeout), prefix=_prefix(nexus))
+    return None
+
+
+@hookimpl
+def health_components(nexus: Nexus) -> list[tuple[str, Any]] | None:
+    url = redis_url(nexus)
+    if url is None:
+        return None
+    threshold = float(nexus.settings.get("redis_degraded_ms", 50.0, type=float))
+    shown = redact(url)
+
+    async def redis_health() -> dict[str, Any]:
+        runtime = nexus.runtime
+        store = runtime.sessions if runtime is not None else None
+        if not isinstance(store, RedisSessionStore):
+            return {"status": "unhealthy", "url": shown, "error": "the app is not running"}
+        started = time.perf_counter()
+        try:
+            await store.ping()
+        except StoreUnavailable as exc:
+            return {"status": "unhealthy", "url": shown, "error": exc.message}
+        latency = (time.perf_counter() - started) * 1000
+        return {
+            "status": "healthy" if latency <= threshold else "degraded",
+            "url": shown,
+            "latency_ms": round(latency, 3),
+            "degraded_above_ms": threshold,
+        }
+
+    return [("redis", redis_health)]

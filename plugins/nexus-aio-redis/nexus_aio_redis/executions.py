@@ -1,0 +1,399 @@
+"""Executions, their events and idempotency keys on Redis, readable from every instance.
+
+Layout under ``prefix`` (default ``nexus:``):
+
+* ``exec:{id}``: the record as JSON; ``execs``: sorted set ``id -> created_at`` (history, newest
+  first; equal scores order by id, which is exactly the core's ``(created_at, id)`` sort key);
+* ``events:{id}``: a Redis Stream whose entry ids are ``{seq}-0``, so the SSE ``id`` (the core's
+  1-based ``seq``) *is* the stream position: ``Last-Event-ID: N`` resumes at ``XRANGE (N+1)-0 +``
+  on any instance, and ``XREAD BLOCK`` follows a run that executes elsewhere;
+* ``idem:{key}``: the remembered response, written with ``SET NX PX`` (first writer wins).
+
+``live_events = True`` tells the runtime to hand events over as they are pushed
+(:meth:`RedisExecutionStore.publish`) instead of only at the end, so followers on other instances
+see them live. Published events are written in order by one background writer per store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+
+from nexus_aio.errors import NexusError, ValidationError
+from nexus_aio.executions import (
+    STATUSES,
+    TERMINAL,
+    ExecutionEvent,
+    ExecutionRecord,
+    ExecutionStore,
+    IdempotencyEntry,
+    decode_cursor,
+    encode_cursor,
+)
+
+from .client import Guard
+
+__all__ = ["RedisExecutionStore"]
+
+log = logging.getLogger("nexus_aio.redis")
+
+# Append events numbered after the stream's last one (a whole log passed again is harmless).
+# ARGV: seq, type, data, ts, seq, type, ...
+_ADD_EVENTS = """
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+local lastseq = 0
+if #last > 0 then lastseq = tonumber(string.match(last[1][1], '^(%d+)')) end
+for i = 1, #ARGV, 4 do
+  local seq = tonumber(ARGV[i])
+  if seq > lastseq then
+    redis.call('XADD', KEYS[1], seq .. '-0', 't', ARGV[i + 1], 'd', ARGV[i + 2], 'ts', ARGV[i + 3])
+    lastseq = seq
+  end
+end
+return lastseq
+"""
+
+_FIELDS = (
+    "id",
+    "workflow",
+    "mode",
+    "status",
+    "inputs",
+    "created_at",
+    "result",
+    "error",
+    "started_at",
+    "finished_at",
+    "session_id",
+    "request_id",
+    "actor",
+)
+_END_EVENTS = frozenset({"complete", "error"})
+
+
+def _dump_record(record: ExecutionRecord) -> bytes:
+    return orjson.dumps([getattr(record, name) for name in _FIELDS], default=repr)
+
+
+def _load_record(raw: bytes) -> ExecutionRecord:
+    return ExecutionRecord(*orjson.loads(raw))
+
+
+def _event_args(events: Sequence[ExecutionEvent]) -> list[Any]:
+    args: list[Any] = []
+    for e in events:
+        args += (e.seq, e.type, orjson.dumps(e.data, default=repr), repr(e.ts))
+    return args
+
+
+def _parse_entries(entries: Sequence[tuple[bytes, dict[bytes, bytes]]]) -> list[ExecutionEvent]:
+    return [
+        ExecutionEvent(
+            int(entry_id.split(b"-", 1)[0]),
+            fields[b"t"].decode(),
+            orjson.loads(fields[b"d"]),
+            float(fields[b"ts"]),
+        )
+        for entry_id, fields in entries
+    ]
+
+
+def _check_list_args(status: str | None, limit: int) -> None:
+    if status is not None and status not in STATUSES:
+        raise ValidationError(
+            f"Unknown status: {status}",
+            details={"field": "status", "expected": list(STATUSES), "received": status},
+        )
+    if limit < 1:
+        raise ValidationError(
+            "limit must be at least 1", details={"field": "limit", "received": limit}
+        )
+
+
+class RedisExecutionStore(ExecutionStore):
+    """The executions store shared by every instance (and every arq worker) on one Redis."""
+
+    live_events = True
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        prefix: str = "nexus:",
+        clock: Callable[[], float] = time.time,
+        owns_client: bool = True,
+        follow_block: float = 0.5,
+        dispatch_async: bool = False,
+    ) -> None:
+        self.dispatch_async = dispatch_async
+        self._arq: Any = None
+        self._client = client
+        self._prefix = prefix
+        self._index = prefix + "execs"
+        self._clock = clock
+        self._owns_client = owns_client
+        self._block_ms = max(1, int(follow_block * 1000))
+        self._add_events = client.register_script(_ADD_EVENTS)
+        self._guard = Guard("Redis (executions)")
+        self._pending: list[tuple[ExecutionRecord, ExecutionEvent]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def close(self) -> None:
+        await self.flush_published()
+        if self._owns_client:
+            await self._client.aclose()
+
+    async def mark_interrupted(self) -> int:
+        """Nothing: the store is shared, so a starting instance cannot tell a run another live
+        instance (or worker) is executing from one orphaned by a crash. Runs owned by a worker
+        are recovered by arq's retry instead."""
+        return 0
+
+    # -- records --------------------------------------------------------------------------
+    def _key(self, execution_id: str) -> str:
+        return self._prefix + "exec:" + execution_id
+
+    def _events_key(self, execution_id: str) -> str:
+        return self._prefix + "events:" + execution_id
+
+    async def save(self, record: ExecutionRecord, *, durable: bool = False) -> None:
+        with self._guard:
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.set(self._key(record.id), _dump_record(record))
+                pipe.zadd(self._index, {record.id: record.created_at})
+                await pipe.execute()
+
+    async def get(self, execution_id: str) -> ExecutionRecord | None:
+        with self._guard:
+            raw = await self._client.get(self._key(execution_id))
+        return None if raw is None else _load_record(raw)
+
+    async def list(
+        self,
+        *,
+        workflow: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[builtins.list[ExecutionRecord], str | None]:
+        _check_list_args(status, limit)
+        after = None if cursor is None else decode_cursor(cursor)
+        top: Any = "+inf" if after is None else after[0]
+        found: builtins.list[ExecutionRecord] = []
+        batch = max(limit + 1, 100)
+        offset = 0
+        with self._guard:
+            while len(found) <= limit:
+                ids = await self._client.zrevrangebyscore(
+                    self._index, top, "-inf", start=offset, num=batch
+                )
+                if not ids:
+                    break
+                offset += len(ids)
+                raws = await self._client.mget([self._key(i.decode()) for i in ids])
+                for raw in raws:
+                    if raw is None:
+                        continue
+                    r = _load_record(raw)
+                    if after is not None and (r.created_at, r.id) >= after:
+                        continue
+                    if (workflow is None or r.workflow == workflow) and (
+                        status is None or r.status == status
+                    ):
+                        found.append(r)
+        page = found[:limit]
+        if len(found) <= limit:
+            return page, None
+        return page, encode_cursor(page[-1].created_at, page[-1].id)
+
+    async def purge(self, *, max_age: float | None = None, max_count: int | None = None) -> int:
+        doomed: set[str] = set()
+        with self._guard:
+            candidates: builtins.list[bytes] = []
+            if max_age is not None:
+                cutoff = self._clock() - max_age
+                candidates += await self._client.zrangebyscore(self._index, "-inf", cutoff)
+            if max_count is not None:
+                candidates += await self._client.zrevrange(self._index, max_count, -1)
+            for chunk_start in range(0, len(candidates), 500):
+                chunk = [c.decode() for c in candidates[chunk_start : chunk_start + 500]]
+                raws = await self._client.mget([self._key(i) for i in chunk])
+                for execution_id, raw in zip(chunk, raws, strict=True):
+                    if raw is None:
+                        doomed.add(execution_id)
+                        continue
+                    r = _load_record(raw)
+                    old = max_age is not None and (
+                        r.finished_at is not None and r.finished_at < self._clock() - max_age
+                    )
+                    if r.status in TERMINAL and (old or max_count is not None):
+                        doomed.add(execution_id)
+            await self._delete(doomed)
+        return len(doomed)
+
+    async def _delete(self, ids: set[str]) -> None:
+        if not ids:
+            return
+        async with self._client.pipeline(transaction=False) as pipe:
+            for execution_id in ids:
+                pipe.delete(self._key(execution_id), self._events_key(execution_id))
+            pipe.zrem(self._index, *ids)
+            await pipe.execute()
+
+    # -- events ---------------------------------------------------------------------------
+    async def add_events(self, execution_id: str, events: Sequence[ExecutionEvent]) -> None:
+        if not events:
+            return
+        with self._guard:
+            await self._add_events(keys=[self._events_key(execution_id)], args=_event_args(events))
+
+    async def events(self, execution_id: str, after_seq: int = 0) -> builtins.list[ExecutionEvent]:
+        with self._guard:
+            entries = await self._client.xrange(
+                self._events_key(execution_id), f"{max(after_seq, 0) + 1}-0", "+"
+            )
+        return _parse_entries(entries)
+
+    def publish(self, record: ExecutionRecord, event: ExecutionEvent) -> None:
+        """Queue ``event`` (and a snapshot of ``record``) for the writer; never blocks the run."""
+        self._pending.append((record.copy(), event))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._write_published())
+
+    async def _write_published(self) -> None:
+        """Write queued events in order, one pipeline per batch; retries while Redis is down."""
+        while self._pending:
+            batch, self._pending = self._pending, []
+            latest: dict[str, ExecutionRecord] = {}
+            grouped: dict[str, builtins.list[ExecutionEvent]] = {}
+            for record, event in batch:
+                latest[record.id] = record
+                grouped.setdefault(record.id, []).append(event)
+            try:
+                for record in latest.values():
+                    await self.save(record)
+                for execution_id, events in grouped.items():
+                    await self.add_events(execution_id, events)
+            except NexusError as exc:
+                log.warning("cannot publish events: %s; retrying", exc.message)
+                self._pending = batch + self._pending
+                await asyncio.sleep(0.2)
+
+    async def flush_published(self) -> None:
+        """Wait until every published event is written (the runtime's final save follows it)."""
+        writer = self._writer
+        if writer is not None and not writer.done():
+            await asyncio.shield(writer)
+
+    async def follow(self, execution_id: str, after_seq: int = 0) -> AsyncIterator[ExecutionEvent]:
+        """Events after ``after_seq``, live, until the run (on any instance) has ended."""
+        key = self._events_key(execution_id)
+        last = f"{max(after_seq, 0)}-0"
+        while True:
+            with self._guard:
+                reply = await self._client.xread({key: last}, count=100, block=self._block_ms)
+            events = _parse_entries(reply[0][1]) if reply else []
+            for event in events:
+                yield event
+            if events:
+                last = f"{events[-1].seq}-0"
+                if events[-1].type not in _END_EVENTS:
+                    continue
+            record = await self.get(execution_id)
+            if record is None or record.status in TERMINAL:
+                for event in await self.events(execution_id, int(last.split("-")[0])):
+                    yield event
+                return
+
+    # -- distributed execution (arq) --------------------------------------------------------
+    async def enqueue(self, sub: Any) -> bool:
+        """Hand an async-mode run to the arq workers; False when this store runs them locally.
+
+        The job id is the execution id: arq will not enqueue the same id twice.
+        """
+        if not self.dispatch_async or sub.mode != "async":
+            return False
+        from arq.connections import ArqRedis
+
+        from .dispatch import JOB_NAME, queue_name
+
+        if self._arq is None:
+            self._arq = ArqRedis(connection_pool=self._client.connection_pool)
+        with self._guard:
+            await self._arq.enqueue_job(
+                JOB_NAME,
+                sub.execution_id,
+                sub.metadata,
+                sub.actor,
+                _job_id=sub.execution_id,
+                _queue_name=queue_name(self._prefix),
+            )
+        return True
+
+    async def request_cancel(self, execution_id: str) -> bool:
+        """Ask whichever worker runs ``execution_id`` to cancel it, and wait (briefly) for that.
+
+        A run still queued is cancelled here; the worker skips it when it picks the job up.
+        """
+        record = await self.get(execution_id)
+        if record is None or record.status in TERMINAL:
+            return False
+        with self._guard:
+            await self._client.set(self._prefix + "cancel:" + execution_id, b"1", ex=3600)
+        if record.status == "queued":
+            record.status = "cancelled"
+            record.finished_at = self._clock()
+            record.error = {
+                "type": "Cancelled",
+                "message": "The execution was cancelled",
+                "details": {},
+            }
+            await self.save(record)
+            return True
+        for _ in range(50):  # up to ~5 s for the worker to notice and store the outcome
+            await asyncio.sleep(0.1)
+            record = await self.get(execution_id)
+            if record is None or record.status in TERMINAL:
+                break
+        return True
+
+    async def cancel_requested(self, execution_id: str) -> bool:
+        with self._guard:
+            return bool(await self._client.exists(self._prefix + "cancel:" + execution_id))
+
+    # -- idempotency ----------------------------------------------------------------------
+    async def get_idempotency(self, key: str) -> IdempotencyEntry | None:
+        with self._guard:
+            raw = await self._client.get(self._prefix + "idem:" + key)
+        if raw is None:
+            return None
+        head, _, body = raw.partition(b"\n")
+        request_hash, execution_id, status, expires_at = orjson.loads(head)
+        if expires_at <= self._clock():
+            return None
+        return IdempotencyEntry(key, request_hash, execution_id, status, body, expires_at)
+
+    async def put_idempotency(self, entry: IdempotencyEntry) -> bool:
+        ttl_ms = int((entry.expires_at - self._clock()) * 1000)
+        if ttl_ms <= 0:
+            return True  # already expired: nothing to remember
+        head = orjson.dumps(
+            [entry.request_hash, entry.execution_id, entry.status, entry.expires_at]
+        )
+        with self._guard:
+            stored = await self._client.set(
+                self._prefix + "idem:" + entry.key, head + b"\n" + entry.body, nx=True, px=ttl_ms
+            )
+        return bool(stored)
+
+    async def ping(self) -> None:
+        with self._guard:
+            await self._client.ping()

@@ -1,0 +1,456 @@
+"""``make soak``: N clients, T seconds of mixed traffic against a real server, every answer checked.
+
+A real ``python -m nexus_aio serve`` process (the bundled examples, a temporary SQLite database)
+gets sync, stream, async, batch and session traffic plus a few injected faults (the ``fail``
+workflow, whose 500s are expected and counted apart). At the end:
+
+- no 5xx other than the injected faults, no connection errors, no wrong results;
+- every async execution is fetched (``GET /executions/{id}?wait=``) and has its right result;
+- every client's session counter equals the sum of the increments the server acknowledged;
+- the server's RSS (from /proc/<pid>/status) grew by at most ``--rss-limit`` MB.
+
+Prints a summary and exits 1 on any loss::
+
+    python scripts/soak.py --clients 50 --duration 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import orjson
+
+WEIGHTS = {
+    "sync": 35,
+    "stream": 15,
+    "async": 15,
+    "session": 20,
+    "batch": 5,
+    "health": 5,
+    "fault": 5,
+}
+ASYNC_SECONDS = 0.1
+MAX_LOSSES_SHOWN = 20
+
+
+@dataclass
+class Tally:
+    """Everything the clients saw, shared by all of them (one event loop: no locking)."""
+
+    ok: Counter[str] = field(default_factory=Counter)
+    injected: int = 0
+    losses: list[str] = field(default_factory=list)
+    latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    statuses: Counter[int] = field(default_factory=Counter)
+    pending_async: dict[str, Any] = field(default_factory=dict)  # execution id -> result
+    sessions: dict[str, int] = field(default_factory=dict)  # session id -> expected count
+    batch_available: bool | None = None
+
+    def lose(self, what: str) -> None:
+        self.losses.append(what)
+
+
+class Soak:
+    def __init__(self, url: str, tally: Tally, run_id: str) -> None:
+        self.url = url
+        self.tally = tally
+        self.run_id = run_id
+
+    # -- one request of each kind ----------------------------------------------------------------
+    async def post(
+        self, http: aiohttp.ClientSession, kind: str, path: str, body: Any, **kw: Any
+    ) -> tuple[int, Any]:
+        started = time.perf_counter()
+        async with http.post(self.url + path, data=orjson.dumps(body), **kw) as resp:
+            raw = await resp.read()
+        self.tally.latencies[kind].append(time.perf_counter() - started)
+        self.tally.statuses[resp.status] += 1
+        return resp.status, orjson.loads(raw) if raw else None
+
+    async def sync(self, http: aiohttp.ClientSession, rng: random.Random) -> None:
+        a, b = rng.randint(-(10**9), 10**9), rng.randint(-(10**9), 10**9)
+        status, data = await self.post(
+            http, "sync", "/workflows/sum/execute", {"inputs": {"a": a, "b": b}}
+        )
+        if status != 200 or data.get("result") != a + b:
+            self.tally.lose(f"sync sum({a}, {b}): {status} {data}")
+        else:
+            self.tally.ok["sync"] += 1
+
+    async def stream(self, http: aiohttp.ClientSession, rng: random.Random) -> None:
+        if rng.random() < 0.5:
+            start = rng.randint(1, 6)
+            path, inputs = "/workflows/countdown/execute", {"start": start}
+            chunks: list[Any] = list(range(start, 0, -1))
+        else:
+            message = f"soak {rng.randint(0, 10**6)} hello"
+            path, inputs = "/workflows/chat/execute", {"message": message, "delay": 0.005}
+            chunks = f"You said: {message}".split()
+        started = time.perf_counter()
+        body = orjson.dumps({"inputs": inputs, "mode": "stream"})
+        async with http.post(self.url + path, data=body) as resp:
+            status = resp.status
+            raw = await resp.read()
+        self.tally.latencies["stream"].append(time.perf_counter() - started)
+        self.tally.statuses[status] += 1
+        problem = check_stream(status, raw, chunks)
+        if problem:
+            self.tally.lose(f"stream {path} {inputs}: {problem}")
+        else:
+            self.tally.ok["stream"] += 1
+
+    async def run_async(self, http: aiohttp.ClientSession, rng: random.Random) -> None:
+        seconds = round(rng.uniform(0.01, ASYNC_SECONDS), 3)
+        status, data = await self.post(
+            http,
+            "async",
+            "/workflows/slow/execute",
+            {"inputs": {"seconds": seconds}, "mode": "async"},
+        )
+        if status != 202 or not data.get("workflow_id"):
+            self.tally.lose(f"async slow({seconds}): {status} {data}")
+            return
+        self.tally.pending_async[data["workflow_id"]] = {"slept": seconds}
+        self.tally.ok["async"] += 1
+
+    async def session(self, http: aiohttp.ClientSession, rng: random.Random, sid: str) -> None:
+        step = rng.randint(1, 3)
+        status, data = await self.post(
+            http,
+            "session",
+            "/workflows/counter/execute",
+            {"inputs": {"step": step}},
+            headers={"X-Session-ID": sid},
+        )
+        expected = self.tally.sessions.get(sid, 0) + step
+        if status != 200:
+            self.tally.lose(f"session {sid} +{step}: {status} {data}")
+            return
+        self.tally.sessions[sid] = expected  # acknowledged: the server must have stored it
+        if data.get("result") != expected:
+            self.tally.lose(f"session {sid} +{step}: result {data.get('result')} != {expected}")
+        else:
+            self.tally.ok["session"] += 1
+
+    async def batch(self, http: aiohttp.ClientSession, rng: random.Random) -> None:
+        if self.tally.batch_available is False:
+            return await self.sync(http, rng)
+        pairs = [(rng.randint(0, 1000), rng.randint(0, 1000)) for _ in range(3)]
+        body = {"workflows": [{"name": "sum", "inputs": {"a": a, "b": b}} for a, b in pairs]}
+        status, data = await self.post(http, "batch", "/workflows/batch", body)
+        if status == 404 and self.tally.batch_available is not True:
+            self.tally.statuses[404] -= 1  # a probe, not a loss: sync traffic takes its share
+            if self.tally.batch_available is None:
+                print("note: POST /workflows/batch answers 404 (no batch plugin): batch skipped")
+            self.tally.batch_available = False
+            return None
+        self.tally.batch_available = True
+        results = batch_results(data)
+        if status != 200 or results != [a + b for a, b in pairs]:
+            self.tally.lose(f"batch {pairs}: {status} {data}")
+        else:
+            self.tally.ok["batch"] += 1
+        return None
+
+    async def health(self, http: aiohttp.ClientSession) -> None:
+        started = time.perf_counter()
+        async with http.get(self.url + "/health") as resp:
+            data = await resp.json()
+        self.tally.latencies["health"].append(time.perf_counter() - started)
+        self.tally.statuses[resp.status] += 1
+        if resp.status != 200 or data.get("status") != "healthy":
+            self.tally.lose(f"health: {resp.status} {data}")
+        else:
+            self.tally.ok["health"] += 1
+
+    async def fault(self, http: aiohttp.ClientSession, rng: random.Random) -> None:
+        message = f"injected {rng.randint(0, 10**6)}"
+        status, data = await self.post(
+            http, "fault", "/workflows/fail/execute", {"inputs": {"message": message}}
+        )
+        error = (data or {}).get("error") or {}
+        if status == 500 and error.get("type") == "WorkflowExecutionError":
+            self.tally.injected += 1
+            if error.get("message") != message:
+                self.tally.lose(f"fault: message {error.get('message')!r} != {message!r}")
+        else:
+            self.tally.lose(f"fault: expected a 500 WorkflowExecutionError, got {status} {data}")
+
+    # -- the clients -----------------------------------------------------------------------------
+    async def client(self, index: int, deadline: float, http: aiohttp.ClientSession) -> None:
+        rng = random.Random(index)
+        sid = f"soak-{self.run_id}-{index}"
+        kinds, weights = list(WEIGHTS), list(WEIGHTS.values())
+        while time.monotonic() < deadline:
+            kind = rng.choices(kinds, weights)[0]
+            try:
+                if kind == "sync":
+                    await self.sync(http, rng)
+                elif kind == "stream":
+                    await self.stream(http, rng)
+                elif kind == "async":
+                    await self.run_async(http, rng)
+                elif kind == "session":
+                    await self.session(http, rng, sid)
+                elif kind == "batch":
+                    await self.batch(http, rng)
+                elif kind == "health":
+                    await self.health(http)
+                else:
+                    await self.fault(http, rng)
+            except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError) as exc:
+                self.tally.lose(f"{kind}: {type(exc).__name__}: {exc}")
+
+    async def verify_async(self, http: aiohttp.ClientSession) -> int:
+        """Fetch every async execution; the number that came back right."""
+        gate = asyncio.Semaphore(20)
+        good = 0
+
+        async def one(execution_id: str, expected: Any) -> None:
+            nonlocal good
+            async with gate, http.get(f"{self.url}/executions/{execution_id}?wait=30") as resp:
+                data = await resp.json()
+            if resp.status != 200 or data.get("status") != "succeeded":
+                self.tally.lose(f"async {execution_id}: {resp.status} {data}")
+            elif data.get("result") != expected:
+                self.tally.lose(f"async {execution_id}: result {data.get('result')} != {expected}")
+            else:
+                good += 1
+
+        await asyncio.gather(*(one(i, r) for i, r in self.tally.pending_async.items()))
+        return good
+
+    async def verify_sessions(self, http: aiohttp.ClientSession) -> int:
+        good = 0
+        for sid, expected in self.tally.sessions.items():
+            async with http.get(f"{self.url}/sessions/{sid}") as resp:
+                data = await resp.json()
+            count = (data.get("state") or {}).get("count")
+            if resp.status != 200 or count != expected:
+                self.tally.lose(f"session {sid}: {resp.status} count {count} != {expected}")
+            else:
+                good += 1
+        return good
+
+
+def parse_sse(raw: bytes) -> list[tuple[int, str, Any]]:
+    events = []
+    for block in raw.decode().split("\n\n"):
+        fields: dict[str, str] = {}
+        for line in block.splitlines():
+            if line.startswith(":"):
+                continue
+            name, _, value = line.partition(": ")
+            fields[name] = value
+        if "event" in fields and fields["event"] != "keepalive":
+            events.append(
+                (int(fields.get("id", "0")), fields["event"], orjson.loads(fields["data"]))
+            )
+    return events
+
+
+def check_stream(status: int, raw: bytes, chunks: list[Any]) -> str | None:
+    """Why a stream is wrong (None when it is right): ids 1..n in order, ``start`` first,
+    every chunk in order, ``complete`` last with all the chunks as its result."""
+    if status != 200:
+        return f"status {status}: {raw[:300]!r}"
+    events = parse_sse(raw)
+    if not events:
+        return "no events"
+    ids = [seq for seq, _, _ in events]
+    if ids != list(range(1, len(ids) + 1)):
+        return f"event ids out of order: {ids}"
+    kinds = [kind for _, kind, _ in events]
+    if kinds[0] != "start" or kinds[-1] != "complete" or kinds.count("complete") != 1:
+        return f"events {kinds}"
+    seen = [data for _, kind, data in events if kind == "chunk"]
+    if seen != chunks:
+        return f"chunks {seen} != {chunks}"
+    if events[-1][2].get("result") != chunks:
+        return f"complete result {events[-1][2].get('result')} != {chunks}"
+    return None
+
+
+def batch_results(data: Any) -> list[Any] | None:
+    """The results of a batch answer, whatever its envelope nests them under."""
+    if not isinstance(data, dict):
+        return None
+    items = data.get("results")
+    if items is None and isinstance(data.get("result"), dict | list):
+        inner = data["result"]
+        items = inner.get("results") if isinstance(inner, dict) else inner
+    if not isinstance(items, list):
+        return None
+    return [item.get("result") if isinstance(item, dict) else item for item in items]
+
+
+# -- the server process -----------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+async def wait_listening(port: int, proc: subprocess.Popen[bytes], within: float = 30) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before listening")
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            await asyncio.sleep(0.05)
+            continue
+        writer.close()
+        return
+    raise TimeoutError(f"server did not listen on port {port} within {within} s")
+
+
+def start_server(port: int, workdir: str, max_concurrent: int) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "NEXUS_DATABASE": os.path.join(workdir, "soak.db"),
+        "NEXUS_ACCESS_LOG": "false",
+        "NEXUS_MAX_CONCURRENT_REQUESTS": str(max_concurrent),
+    }
+    log = open(os.path.join(workdir, "server.log"), "wb")  # the process writes it until it exits
+    return subprocess.Popen(
+        [sys.executable, "-m", "nexus_aio", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=workdir,  # no ./workflows there: the bundled examples are served
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+
+async def sample_rss(pid: int, samples: list[float], stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        samples.append(rss_mb(pid))
+        try:
+            await asyncio.wait_for(stop.wait(), 0.5)
+        except TimeoutError:
+            pass
+
+
+def read_tail(path: str, size: int = 5000) -> str:
+    with open(path, "rb") as log:
+        return log.read().decode(errors="replace")[-size:]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000 if ordered else 0.0
+
+
+def summary(tally: Tally, args: argparse.Namespace, elapsed: float, rss: list[float],
+            async_good: int, sessions_good: int) -> bool:  # fmt: skip
+    total = sum(tally.statuses.values())
+    start, end, peak = rss[0], rss[-1], max(rss)
+    unexpected_5xx = sum(n for s, n in tally.statuses.items() if s >= 500) - tally.injected
+    rss_ok = end - start <= args.rss_limit
+    rate = total / elapsed
+    print(f"\nsoak: {args.clients} clients, {elapsed:.1f} s, {total} requests ({rate:.0f}/s)")
+    print("kind      ok        p50 ms   p99 ms")
+    for kind in WEIGHTS:
+        lat = tally.latencies.get(kind, [])
+        ok = tally.injected if kind == "fault" else tally.ok[kind]
+        print(f"{kind:<9} {ok:<9} {percentile(lat, 0.5):>7.1f}  {percentile(lat, 0.99):>7.1f}")
+    print(f"statuses: {dict(sorted(tally.statuses.items()))}")
+    print(f"injected faults (expected 500s): {tally.injected}; unexpected 5xx: {unexpected_5xx}")
+    print(
+        f"async executions retrieved with the right result: {async_good}/{len(tally.pending_async)}"
+    )
+    print(f"sessions with exact counters: {sessions_good}/{len(tally.sessions)}")
+    batch = {None: "not tried", False: "skipped (404)", True: "checked"}[tally.batch_available]
+    print(f"batch: {batch}")
+    print(f"server RSS MB: start {start:.1f}, end {end:.1f}, peak {peak:.1f}, "
+          f"growth {end - start:+.1f} (limit {args.rss_limit:g})")  # fmt: skip
+    for loss in tally.losses[:MAX_LOSSES_SHOWN]:
+        print(f"LOSS: {loss[:500]}")
+    if len(tally.losses) > MAX_LOSSES_SHOWN:
+        print(f"... and {len(tally.losses) - MAX_LOSSES_SHOWN} more losses")
+    passed = not tally.losses and unexpected_5xx == 0 and rss_ok
+    print("PASS" if passed else "FAIL")
+    return passed
+
+
+async def soak(args: argparse.Namespace) -> bool:
+    port = args.port or free_port()
+    url = f"http://127.0.0.1:{port}"
+    run_id = f"{os.getpid()}-{int(time.time())}"
+    with tempfile.TemporaryDirectory(prefix="nexus-soak-") as workdir:
+        proc = start_server(port, workdir, max(100, 3 * args.clients))
+        try:
+            await wait_listening(port, proc)
+            tally = Tally()
+            runner = Soak(url, tally, run_id)
+            connector = aiohttp.TCPConnector(limit=0)
+            timeout = aiohttp.ClientTimeout(total=60)
+            async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
+                for _ in range(20):  # warm up: lazily built state should not count as growth
+                    await runner.sync(http, random.Random(0))
+                rss: list[float] = []
+                stop = asyncio.Event()
+                sampler = asyncio.create_task(sample_rss(proc.pid, rss, stop))
+                started = time.monotonic()
+                deadline = started + args.duration
+                await asyncio.gather(
+                    *(runner.client(i, deadline, http) for i in range(args.clients))
+                )
+                elapsed = time.monotonic() - started
+                async_good = await runner.verify_async(http)
+                sessions_good = await runner.verify_sessions(http)
+                stop.set()
+                await sampler
+                rss.append(rss_mb(proc.pid))
+            if proc.poll() is not None:
+                tally.lose(f"server exited with {proc.returncode} during the soak")
+            return summary(tally, args, elapsed, rss, async_good, sessions_good)
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            if proc.returncode not in (0, -signal.SIGTERM):
+                print(f"server exit code {proc.returncode}; its log:")
+                print(read_tail(os.path.join(workdir, "server.log")))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", type=int, default=50, help="concurrent clients (default 50)")
+    parser.add_argument("--duration", type=float, default=60, help="seconds of load (default 60)")
+    parser.add_argument("--port", type=int, default=0, help="server port (default: a free one)")
+    parser.add_argument(
+        "--rss-limit", type=float, default=50, help="allowed server RSS growth in MB (default 50)"
+    )
+    args = parser.parse_args(argv)
+    return 0 if asyncio.run(soak(args)) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,436 @@
+"""Every hook, proven through a tiny plugin passed to ``Nexus(plugins=[...])``.
+
+Convention (enforced by ``test_hookspecs_meta.py``): hook ``X`` has a test named ``test_hook_X``.
+The plugins here are classes; pluggy takes instances as plugins just like modules.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import types
+from typing import Any
+
+import pluggy
+import pytest
+from aiohttp import web
+
+from nexus_aio import Nexus, hookimpl
+from nexus_aio.errors import ConfigurationError
+from nexus_aio.executions import MemoryExecutionStore
+from nexus_aio.keys import ACTOR
+from nexus_aio.testing import start_server
+
+
+def make(*plugins: Any, **settings: Any) -> Nexus:
+    """An app with only the built-in plugins and ``plugins`` (installed packages left out)."""
+    app = Nexus(database=":memory:", plugins=plugins, load_entry_points=False, **settings)
+
+    @app.workflow()
+    def add(a: int, b: int = 1) -> int:
+        """Add two integers."""
+        return a + b
+
+    return app
+
+
+async def execute(http, url: str, name: str, inputs: dict[str, Any], **kw: Any) -> Any:
+    async with http.post(f"{url}/workflows/{name}/execute", json={"inputs": inputs}, **kw) as r:
+        return r.status, await r.json(), r.headers
+
+
+async def get(http, url: str, **kw: Any) -> tuple[int, Any, Any]:
+    async with http.get(url, **kw) as r:
+        text = await r.text()
+        data = json.loads(text) if r.content_type == "application/json" else text
+        return r.status, data, r.headers
+
+
+# -- build-time hooks ------------------------------------------------------------------------------
+async def test_hook_register_workflows(nexus_server, http):
+    def shout(text: str) -> str:
+        return text.upper()
+
+    class Plugin:
+        @hookimpl
+        def register_workflows(self, nexus):
+            return [("shout", shout), {"name": "shout2", "fn_or_workflow": shout}]
+
+    app = make(Plugin())
+    url = await nexus_server(app)
+    status, data, _ = await execute(http, url, "shout", {"text": "hi"})
+    assert (status, data["result"]) == (200, "HI")
+    status, data, _ = await execute(http, url, "shout2", {"text": "yo"})
+    assert (status, data["result"]) == (200, "YO")
+
+
+async def test_hook_register_routes(nexus_server, http):
+    async def hello(request: web.Request) -> web.Response:
+        return web.json_response({"hello": request.match_info["who"]})
+
+    class Plugin:
+        @hookimpl
+        def register_routes(self, nexus):
+            return [web.get("/hello/{who}", hello)]
+
+    url = await nexus_server(make(Plugin(), api_prefix="/v1"))
+    assert url.endswith("/v1")  # the route is served under api_prefix
+    status, data, _ = await get(http, f"{url}/hello/ann")
+    assert (status, data) == (200, {"hello": "ann"})
+
+
+def test_register_routes_duplicate_route_fails_startup():
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response()
+
+    class One:
+        @hookimpl
+        def register_routes(self, nexus):
+            return [web.get("/same", handler)]
+
+    class Two:
+        @hookimpl
+        def register_routes(self, nexus):
+            return [web.get("/same", handler)]
+
+    app = make(One(), Two())
+    with pytest.raises(ConfigurationError, match="Duplicate route GET /same"):
+        app.create_app()
+
+
+async def test_hook_register_middlewares(nexus_server, http):
+    class Plugin:
+        @hookimpl
+        def register_middlewares(self, nexus):
+            @web.middleware
+            async def tag(request, handler):
+                response = await handler(request)
+                response.headers["X-Plugin"] = "tagged"
+                return response
+
+            return [tag]
+
+    url = await nexus_server(make(Plugin()))
+    status, _, headers = await execute(http, url, "add", {"a": 1})
+    assert status == 200 and headers["X-Plugin"] == "tagged"
+
+
+async def test_hook_register_cleanup_ctx(http):
+    events: list[str] = []
+
+    class Plugin:
+        @hookimpl
+        def register_cleanup_ctx(self, nexus):
+            async def ctx(app: web.Application):
+                # the core's context ran first: the runtime is up
+                events.append(f"start runtime={nexus.runtime is not None}")
+                yield
+                events.append("stop")
+
+            return [ctx]
+
+    server = await start_server(make(Plugin()))
+    try:
+        assert events == ["start runtime=True"]
+        status, _, _ = await get(http, f"{server.url}/health")
+        assert status == 200
+    finally:
+        await server.stop()
+    assert events == ["start runtime=True", "stop"]
+
+
+async def test_hook_health_components(nexus_server, http):
+    class Plugin:
+        @hookimpl
+        def health_components(self, nexus):
+            async def queue():
+                return {"status": "degraded", "depth": 12}
+
+            return [("queue", queue)]
+
+    url = await nexus_server(make(Plugin()))
+    status, data, _ = await get(http, f"{url}/health/detailed")
+    assert status == 200
+    assert data["components"]["queue"]["status"] == "degraded"
+    assert data["components"]["queue"]["depth"] == 12
+    assert data["status"] == "degraded"  # the worst component decides
+
+
+# -- request-time hooks ----------------------------------------------------------------------------
+class HeaderAuth:
+    """``X-User: <id>`` is the actor; ``deny`` lists (action, resource) pairs refused."""
+
+    def __init__(self, deny: set[tuple[str, str | None]] = frozenset()) -> None:  # type: ignore[assignment]
+        self.deny = deny
+        self.asked: list[tuple[Any, str, str | None]] = []
+
+    @hookimpl
+    def actor_from_request(self, nexus, request):
+        user = request.headers.get("X-User")
+        return {"id": user} if user else None
+
+    @hookimpl
+    def permission_allowed(self, nexus, actor, action, resource):
+        self.asked.append((actor, action, resource))
+        return False if (action, resource) in self.deny else None
+
+    @hookimpl
+    def register_routes(self, nexus):
+        async def whoami(request: web.Request) -> web.Response:
+            return web.json_response({"actor": request.get(ACTOR)})
+
+        return [web.get("/whoami", whoami)]
+
+
+async def test_hook_actor_from_request(nexus_server, http):
+    url = await nexus_server(make(HeaderAuth()))
+    status, data, _ = await get(http, f"{url}/whoami", headers={"X-User": "ann"})
+    assert (status, data) == (200, {"actor": {"id": "ann"}})
+    status, data, _ = await get(http, f"{url}/whoami")
+    assert (status, data) == (200, {"actor": None})
+
+
+async def test_hook_permission_allowed(nexus_server, http):
+    plugin = HeaderAuth(deny={("execute", "add")})
+    url = await nexus_server(make(plugin))
+    status, data, _ = await execute(http, url, "add", {"a": 1}, headers={"X-User": "bob"})
+    assert status == 403 and data["error"]["type"] == "Forbidden"
+    status, data, headers = await execute(http, url, "add", {"a": 1})
+    assert status == 401 and headers["WWW-Authenticate"] == "Bearer"
+    assert ({"id": "bob"}, "execute", "add") in plugin.asked
+    status, _, _ = await get(http, f"{url}/workflows/add/schema", headers={"X-User": "bob"})
+    assert status == 200  # no opinion on "read": allowed
+    assert ({"id": "bob"}, "read", "add") in plugin.asked
+
+
+async def test_hook_handle_exception(nexus_server, http):
+    seen: list[BaseException] = []
+
+    class Plugin:
+        @hookimpl
+        def handle_exception(self, nexus, request, exception):
+            seen.append(exception)
+            if request.path.endswith("/teapot/schema"):
+                return web.Response(status=418, text="I'm a teapot")
+            return None  # let the built-in envelope answer
+
+    url = await nexus_server(make(Plugin()))
+    status, text, _ = await get(http, f"{url}/workflows/teapot/schema")
+    assert (status, text) == (418, "I'm a teapot")
+    status, data, _ = await get(http, f"{url}/workflows/other/schema")
+    assert status == 404 and data["error"]["type"] == "WorkflowNotFound"
+    assert [type(e).__name__ for e in seen] == ["WorkflowNotFound", "WorkflowNotFound"]
+
+
+def monitor(app: Nexus) -> list[str]:
+    """Names of every hook call made through ``app``'s plugin manager from now on."""
+    called: list[str] = []
+    app.pm.add_hookcall_monitoring(lambda name, impls, kw: called.append(name), lambda *a: None)
+    return called
+
+
+async def exercise(http, url: str) -> None:
+    for path in ("/workflows", "/workflows/add/schema", "/plugins", "/health"):
+        assert (await get(http, f"{url}{path}"))[0] == 200
+    assert (await execute(http, url, "add", {"a": 2}))[0] == 200
+    assert (await get(http, f"{url}/workflows/none/schema"))[0] == 404
+
+
+async def test_unimplemented_request_time_hooks_are_never_called(nexus_server, http):
+    app = make()
+    called = monitor(app)
+    url = await nexus_server(app)
+    await exercise(http, url)
+    assert "actor_from_request" not in called
+    assert "permission_allowed" not in called
+    assert "handle_exception" not in called
+    assert not app.hooks.implemented("permission_allowed", builtin=False)
+
+
+async def test_implemented_request_time_hooks_are_called(nexus_server, http):
+    app = make(HeaderAuth())
+    called = monitor(app)
+    url = await nexus_server(app)
+    await exercise(http, url)
+    assert "actor_from_request" in called and "permission_allowed" in called
+
+
+def test_implemented_answer_follows_later_registration():
+    app = make()
+    assert not app.hooks.implemented("actor_from_request")
+    plugin = HeaderAuth()
+    app.pm.register(plugin, name="late")
+    assert app.hooks.implemented("actor_from_request", builtin=False)
+    app.pm.unregister(plugin)
+    assert not app.hooks.implemented("actor_from_request", builtin=False)
+
+
+# -- execution and startup hooks -------------------------------------------------------------------
+async def test_hook_execution_started(nexus_server, http):
+    started: list[tuple[str, str]] = []
+
+    class Plugin:
+        @hookimpl
+        def execution_started(self, nexus, execution):
+            started.append((execution.id, execution.workflow, execution.status))
+
+    url = await nexus_server(make(Plugin()))
+    status, data, _ = await execute(http, url, "add", {"a": 1})
+    assert status == 200
+    assert started == [(data["workflow_id"], "add", "running")]
+
+
+async def test_hook_execution_finished(nexus_server, http):
+    finished: list[tuple[str, str, str]] = []
+
+    class Plugin:
+        @hookimpl
+        def execution_finished(self, nexus, execution):
+            finished.append((execution.id, execution.workflow, execution.status))
+
+    app = make(Plugin())
+
+    @app.workflow()
+    def broken() -> None:
+        raise RuntimeError("no")
+
+    url = await nexus_server(app)
+    _, ok, _ = await execute(http, url, "add", {"a": 1})
+    status, failed, _ = await execute(http, url, "broken", {})
+    assert status == 500
+    assert finished == [
+        (ok["workflow_id"], "add", "succeeded"),
+        (failed["workflow_id"], "broken", "failed"),
+    ]
+
+
+async def test_hook_storage_backend(nexus_server, http):
+    class CountingStore(MemoryExecutionStore):
+        opened = 0
+
+        async def open(self) -> None:
+            CountingStore.opened += 1
+            await super().open()
+
+    store = CountingStore()
+    kinds: list[str] = []
+
+    class Plugin:
+        @hookimpl
+        def storage_backend(self, nexus, kind):
+            kinds.append(kind)
+            return store if kind == "executions" else None  # sessions: the built-in answers
+
+    app = make(Plugin())
+    url = await nexus_server(app)
+    assert app.runtime is not None and app.runtime.executions is store
+    assert CountingStore.opened == 1
+    _, data, _ = await execute(http, url, "add", {"a": 4})
+    record = await store.get(data["workflow_id"])
+    assert record is not None and record.result == 5
+    assert {"executions", "sessions"} <= set(kinds)
+
+
+def test_hook_openapi_spec():
+    class Plugin:
+        @hookimpl
+        def openapi_spec(self, nexus, spec):
+            spec.tag({"name": "from-plugin", "description": "added by a plugin"})
+
+    app = make(Plugin())
+    app.create_app()
+    try:
+        from nexus_aio.openapi import build_openapi
+    except ImportError:  # pragma: no cover - the OpenAPI module is part of the core
+        pytest.skip("nexus_aio.openapi not available")
+    doc = build_openapi(app)
+    assert {"name": "from-plugin", "description": "added by a plugin"} in doc["tags"]
+
+
+# -- the plugin manager ----------------------------------------------------------------------------
+def test_misspelt_hook_fails_at_startup():
+    class Typo:
+        @hookimpl
+        def register_rotes(self, nexus):
+            return []
+
+    with pytest.raises(pluggy.PluginValidationError, match="register_rotes"):
+        Nexus(database=":memory:", plugins=[Typo()], load_entry_points=False)
+
+
+def plugin_module(name: str, version: str | None = "1.2.3") -> types.ModuleType:
+    module = types.ModuleType(name)
+
+    @hookimpl
+    def health_components(nexus):
+        async def check():
+            return {"status": "healthy"}
+
+        return [(name, check)]
+
+    module.health_components = health_components  # type: ignore[attr-defined]
+    if version is not None:
+        module.__version__ = version  # type: ignore[attr-defined]
+    return module
+
+
+def test_explicit_plugin_passed_twice_is_registered_once():
+    module = plugin_module("twice")
+    app = make(module, module)
+    names = [p["name"] for p in app.hooks.describe()]
+    assert names.count("twice") == 1
+    assert [n for n, _ in app.hooks.health_components()].count("twice") == 1
+
+
+def test_disable_plugins_blocks_by_name(monkeypatch):
+    monkeypatch.setenv("NEXUS_DISABLE_PLUGINS", "blocked,nexus_aio.builtin.health")
+    app = make(plugin_module("blocked"), plugin_module("kept"))
+    names = {p["name"] for p in app.hooks.describe()}
+    assert "kept" in names
+    assert "blocked" not in names and "nexus_aio.builtin.health" not in names
+    assert [n for n, _ in app.hooks.health_components()] == ["kept"]
+
+
+def test_order_is_builtin_then_explicit():
+    seen: list[str] = []
+
+    class Late:
+        @hookimpl
+        def register_workflows(self, nexus):
+            seen.append("explicit")
+            return []
+
+    app = make(Late())
+    names = [name for name, _ in app.pm.list_name_plugin()]
+    first_explicit = names.index(next(n for n in names if n.startswith("Late")))
+    assert all(n.startswith("nexus_aio.builtin.") for n in names[:first_explicit])
+
+
+async def test_get_plugins_lists_builtin_and_explicit_plugins(nexus_server, http):
+    url = await nexus_server(make(plugin_module("acme_plugin", "2.0.1")))
+    status, data, _ = await get(http, f"{url}/plugins")
+    assert status == 200
+    by_name = {p["name"]: p for p in data["plugins"]}
+    assert by_name["acme_plugin"] == {
+        "name": "acme_plugin",
+        "version": "2.0.1",
+        "hooks": ["health_components"],
+        "builtin": False,
+    }
+    core = by_name["nexus_aio.builtin.core_routes"]
+    assert core["builtin"] is True and core["hooks"] == ["register_routes"]
+    assert core["version"]
+    assert by_name["nexus_aio.builtin.endpoints"]["hooks"] == ["register_routes"]
+
+
+def test_cli_plugins_prints_plugins_with_version_and_hooks(tmp_path):
+    env_cmd = [sys.executable, "-m", "nexus_aio", "plugins"]
+    proc = subprocess.run(
+        env_cmd, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    plugins = {p["name"]: p for p in json.loads(proc.stdout)}
+    assert plugins["nexus_aio.builtin.errors"]["hooks"] == ["handle_exception"]
+    assert plugins["nexus_aio.builtin.stores"]["version"]
+    assert all({"name", "version", "hooks", "builtin"} <= set(p) for p in plugins.values())
