@@ -142,7 +142,10 @@ def build_app(nexus: Nexus) -> web.Application:
     app = web.Application(
         middlewares=middlewares,
         client_max_size=settings.max_request_size,
-        handler_args={"keepalive_timeout": settings.header_timeout},
+        # keepalive_timeout also cuts off clients that never finish their headers (aiohttp
+        # has no header-read timeout); a short lingering_time stops reading a refused (413)
+        # upload soon instead of for aiohttp's default 10 s.
+        handler_args={"keepalive_timeout": settings.header_timeout, "lingering_time": 1.0},
     )
     app[NEXUS] = nexus
     nexus.health_components = hooks.health_components()
