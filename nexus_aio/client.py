@@ -102,19 +102,8 @@ def _error_classes() -> dict[str, type[NexusError]]:
 
 ERRORS_BY_TYPE = _error_classes()
 ERRORS_BY_STATUS: dict[int, type[NexusError]] = {
-    400: errors.BadRequest,
-    401: errors.Unauthorized,
-    403: errors.Forbidden,
-    404: errors.NotFound,
-    405: errors.MethodNotAllowed,
-    409: errors.Conflict,
-    413: errors.PayloadTooLarge,
-    415: errors.UnsupportedMediaType,
-    422: errors.IdempotencyConflict,
-    429: errors.RateLimitExceeded,
+    **errors.ERRORS_BY_STATUS,
     500: errors.WorkflowExecutionError,
-    503: errors.ServiceUnavailable,
-    504: errors.Timeout,
 }
 
 

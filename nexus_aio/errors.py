@@ -134,6 +134,24 @@ class Timeout(NexusError):
     type = "Timeout"
 
 
+# The error type for each HTTP status an error can carry (500 stays the generic NexusError:
+# an unexpected server error is not a workflow's failure).
+ERRORS_BY_STATUS: dict[int, type[NexusError]] = {
+    400: BadRequest,
+    401: Unauthorized,
+    403: Forbidden,
+    404: NotFound,
+    405: MethodNotAllowed,
+    409: Conflict,
+    413: PayloadTooLarge,
+    415: UnsupportedMediaType,
+    422: IdempotencyConflict,
+    429: RateLimitExceeded,
+    503: ServiceUnavailable,
+    504: Timeout,
+}
+
+
 class RegistrationError(Exception):
     """A workflow, endpoint or plugin cannot be registered (raised at startup, not over HTTP)."""
 

@@ -20,7 +20,6 @@ import builtins
 import contextlib
 import json
 import logging
-import os
 import sqlite3
 import time
 from abc import ABC, abstractmethod
@@ -33,6 +32,7 @@ import orjson
 
 from .envelope import iso_or_none
 from .errors import StoreUnavailable, ValidationError
+from .sqlite_paths import prepare_parent_directory
 
 __all__ = [
     "INTERRUPTED_ERROR",
@@ -637,22 +637,7 @@ class SQLiteExecutionStore(ExecutionStore):
         self._executor = None
 
     def _create_parent_directory(self) -> None:
-        if self.path == ":memory:" or self.path.startswith("file:"):
-            return
-        parent = os.path.dirname(os.path.abspath(self.path))
-        try:
-            os.makedirs(parent, exist_ok=True)
-        except OSError as exc:
-            raise StoreUnavailable(
-                f"SQLite store at {self.path} cannot be opened: cannot create directory"
-                f" {parent}: {exc.strerror or exc}"
-            ) from exc
-        # SQLite's own message ("unable to open database file") would not say why; WAL also
-        # needs to create its -wal and -shm files next to the database.
-        if not os.access(parent, os.W_OK | os.X_OK):
-            raise StoreUnavailable(
-                f"SQLite store at {self.path} cannot be opened: directory {parent} is not writable"
-            )
+        prepare_parent_directory(self.path, "SQLite store")
 
     def _connect(self) -> None:
         conn = sqlite3.connect(

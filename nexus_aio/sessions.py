@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import re
 import sqlite3
 import time
@@ -31,6 +30,7 @@ import orjson
 
 from .envelope import iso_timestamp
 from .errors import StoreUnavailable, ValidationError
+from .sqlite_paths import prepare_parent_directory
 
 __all__ = [
     "SESSION_ID_PATTERN",
@@ -325,16 +325,7 @@ class SQLiteSessionStore(SessionStore):
             self._executor = None
 
     def _create_parent_directory(self) -> None:
-        if self.path == ":memory:" or self.path.startswith("file:"):
-            return
-        parent = os.path.dirname(os.path.abspath(self.path))
-        try:
-            os.makedirs(parent, exist_ok=True)
-        except OSError as exc:
-            raise StoreUnavailable(
-                f"SQLite session store at {self.path} cannot be opened: cannot create directory"
-                f" {parent}: {exc.strerror or exc}"
-            ) from exc
+        prepare_parent_directory(self.path, "SQLite session store")
 
     def _connect(self) -> None:
         conn = sqlite3.connect(

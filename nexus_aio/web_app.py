@@ -26,24 +26,10 @@ log = logging.getLogger("nexus_aio")
 COMPRESS_MIN_BYTES = 1024  # smaller bodies gain nothing from gzip
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-_HTTP_ERRORS: dict[int, type[NexusError]] = {
-    400: errors.BadRequest,
-    401: errors.Unauthorized,
-    403: errors.Forbidden,
-    404: errors.NotFound,
-    405: errors.MethodNotAllowed,
-    409: errors.Conflict,
-    413: errors.PayloadTooLarge,
-    415: errors.UnsupportedMediaType,
-    429: errors.RateLimitExceeded,
-    503: errors.ServiceUnavailable,
-    504: errors.Timeout,
-}
-
 
 def nexus_error_from_http(request: web.Request, exc: web.HTTPException) -> NexusError:
     """aiohttp's own 404/405/413... as our envelope errors."""
-    cls = _HTTP_ERRORS.get(exc.status, NexusError)
+    cls = errors.ERRORS_BY_STATUS.get(exc.status, NexusError)
     headers: dict[str, str] = {}
     if exc.status == 404:
         message = f"No route for {request.method} {request.path}"
