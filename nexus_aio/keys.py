@@ -11,6 +11,8 @@ if TYPE_CHECKING:
 
 NEXUS: web.AppKey[Any] = web.AppKey("nexus_aio.nexus", object)
 REQUEST_ID = web.RequestKey("nexus_aio.request_id", str)
+# time.perf_counter() when the core middleware first saw the request (for durations, metrics)
+REQUEST_STARTED = web.RequestKey("nexus_aio.request_started", float)
 EXECUTION_ID = web.RequestKey("nexus_aio.execution_id", str)
 WORKFLOW_NAME = web.RequestKey("nexus_aio.workflow", str)
 ACTOR: web.RequestKey[Any] = web.RequestKey("nexus_aio.actor", object)

@@ -115,17 +115,42 @@ def build_plugin_manager(
 class Hooks:
     """Typed calls into the plugin manager; the core never calls ``pm.hook.x(**untyped)``."""
 
+    # Hooks called per request: an installed plugin that is switched off for this app (its
+    # ``nexus_active(nexus)`` returns False) is left out of them, so it costs nothing.
+    REQUEST_HOOKS = ("actor_from_request", "permission_allowed")
+
     def __init__(self, pm: PluginManager, nexus: Nexus) -> None:
         self.pm = pm
         self.nexus = nexus
+        self._request_callers: dict[str, Any] = {}
+
+    def resolve_request_hooks(self) -> None:
+        """Decide once, at app build, which plugins take part in the per-request hooks."""
+        inactive = [
+            plugin
+            for plugin in self.pm.get_plugins()
+            if callable(getattr(plugin, "nexus_active", None))
+            and not plugin.nexus_active(self.nexus)
+        ]
+        self._request_callers = {
+            name: self.pm.subset_hook_caller(name, inactive)
+            if inactive
+            else getattr(self.pm.hook, name)
+            for name in self.REQUEST_HOOKS
+        }
+        self.pm.implemented_cache.clear()
+
+    def _caller(self, name: str) -> Any:
+        caller = self._request_callers.get(name)
+        return caller if caller is not None else getattr(self.pm.hook, name)
 
     def implemented(self, name: str, *, builtin: bool = True) -> bool:
-        """Whether any plugin implements ``name`` (``builtin=False``: any non-built-in one)."""
+        """Whether any (active) plugin implements ``name`` (``builtin=False``: non-built-in)."""
         key = (name, builtin)
         cache = self.pm.implemented_cache
         found = cache.get(key)
         if found is None:
-            impls = getattr(self.pm.hook, name).get_hookimpls()
+            impls = self._caller(name).get_hookimpls()
             if not builtin:
                 impls = [i for i in impls if i.plugin_name not in self.pm.builtin]
             found = cache[key] = bool(impls)
@@ -159,11 +184,11 @@ class Hooks:
 
     async def actor_from_request(self, request: Any) -> Any:
         return await await_me_maybe(
-            self.pm.hook.actor_from_request(nexus=self.nexus, request=request)
+            self._caller("actor_from_request")(nexus=self.nexus, request=request)
         )
 
     async def permission_allowed(self, actor: Any, action: str, resource: str | None) -> bool:
-        results = self.pm.hook.permission_allowed(
+        results = self._caller("permission_allowed")(
             nexus=self.nexus, actor=actor, action=action, resource=resource
         )
         for result in results:

@@ -13,7 +13,7 @@ from aiohttp import web
 from . import errors
 from .envelope import new_request_id
 from .errors import ConfigurationError, NexusError
-from .keys import ACTOR, EXECUTION_ID, NEXUS, REQUEST_ID
+from .keys import ACTOR, EXECUTION_ID, NEXUS, REQUEST_ID, REQUEST_STARTED
 from .logs import access_logger
 from .runtime import Runtime
 from .web_responses import error_response
@@ -62,7 +62,7 @@ def make_core_middleware(nexus: Nexus) -> Any:
 
     @web.middleware
     async def core_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        started = time.perf_counter()
+        started = request[REQUEST_STARTED] = time.perf_counter()
         rid = request.headers.get("X-Request-ID")
         if not rid or len(rid) > 200 or not rid.isprintable():
             rid = new_request_id()
@@ -121,6 +121,7 @@ def _prefixed(prefix: str, route: web.RouteDef) -> web.RouteDef:
 def build_app(nexus: Nexus) -> web.Application:
     settings = nexus.settings = nexus.settings.freeze()
     hooks = nexus.hooks
+    hooks.resolve_request_hooks()
     middlewares = [make_core_middleware(nexus), *hooks.register_middlewares()]
     # aiohttp has no header-read timeout: its keep-alive timer (armed when a connection opens and
     # after each response, fired only while no complete request head has arrived) is the one

@@ -49,7 +49,7 @@ SCRIPTS = ROOT / "scripts"
 LUA = SCRIPTS / "wrk_unique_body.lua"
 KAILASH_VENV = ROOT / ".bench" / "kailash-venv"
 EXECUTE_PATH = "/workflows/sum/execute"
-ALL_CASES = ("execute", "health", "sse", "memory", "workers")
+ALL_CASES = ("execute", "health", "sse", "memory", "workers", "redis")
 CONCURRENCY = (1, 16, 64)
 MAIN_CONCURRENCY = 16
 GOALS = {"floor_ratio": 0.70, "kailash_ratio": 40.0, "leak_mb": 10.0, "sse_mb": 150.0}
@@ -445,7 +445,62 @@ def run_workers(cfg: Config, wrk: Wrk, log: Any) -> dict[str, Any]:
     return out
 
 
+@contextlib.contextmanager
+def redis_server(workdir: Path) -> Iterator[str]:
+    """A throwaway ``redis-server`` (Debian package) on a free loopback port."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def run_redis(cfg: Config, wrk: Wrk, log: Any) -> dict[str, Any]:
+    """Execute ``sum`` at c=16 with state in SQLite (the default) and in Redis (the plugin)."""
+    if shutil.which("redis-server") is None:
+        note = "skipped: redis-server is not installed (apt-get install redis-server)"
+        log(f"redis: {note}")
+        return {"note": note}
+    out: dict[str, Any] = {"rows": {}}
+    with redis_server(cfg.workdir) as url:
+        for label, env in (("SQLite", {}), ("Redis", {"NEXUS_REDIS_URL": url})):
+            specs = server_specs(["nexus"], cfg.workdir, extra_env=env)
+            with running(specs, cfg.workdir) as servers:
+                target = servers["nexus"].url + EXECUTE_PATH
+                wrk.run(target, 16, cfg.warmup)
+                res = median_run([wrk.run(target, 16, cfg.duration) for _ in range(cfg.runs)])
+                out["rows"][label] = res
+                log(f"state in {label}: {res.rps:,.0f} req/s at c=16")
+    return out
+
+
 CASES = {
+    "redis": run_redis,
     "execute": run_execute,
     "health": run_health,
     "sse": run_sse,
@@ -549,6 +604,8 @@ def render(cfg: Config, command: str, facts: dict[str, str], res: dict[str, Any]
         lines += _render_memory(cfg, res["memory"], goals)
     if "workers" in res:
         lines += _render_workers(res["workers"])
+    if "redis" in res:
+        lines += _render_redis(res["redis"])
     if goals:
         lines += ["## Goals", "", *goals, ""]
     return "\n".join(lines)
@@ -697,6 +754,22 @@ def _render_workers(wo: dict[str, Any]) -> list[str]:
     lines.append("|---:|---:|---:|---:|")
     for workers, r in wo["rows"].items():
         lines.append(f"| {workers} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} |")
+    return [*lines, ""]
+
+
+def _render_redis(ro: dict[str, Any]) -> list[str]:
+    if "note" in ro:
+        return ["## State in Redis vs SQLite", "", ro["note"], ""]
+    lines = [
+        "## State in Redis vs SQLite (execute `sum`, c=16)",
+        "",
+        "| state | req/s | p50 ms | p99 ms | vs SQLite |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    base = ro["rows"].get("SQLite")
+    for label, r in ro["rows"].items():
+        ratio = f"{r.rps / base.rps:.2f}x" if base and base.rps else ""
+        lines.append(f"| {label} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {ratio} |")
     return [*lines, ""]
 
 

@@ -434,3 +434,32 @@ def test_cli_plugins_prints_plugins_with_version_and_hooks(tmp_path):
     assert plugins["nexus_aio.builtin.errors"]["hooks"] == ["handle_exception"]
     assert plugins["nexus_aio.builtin.stores"]["version"]
     assert all({"name", "version", "hooks", "builtin"} <= set(p) for p in plugins.values())
+
+
+async def test_inactive_plugins_are_left_out_of_request_hooks(nexus_server, http):
+    calls = []
+
+    class Switchable:
+        def __init__(self, on: bool) -> None:
+            self.on = on
+
+        def nexus_active(self, nexus):
+            return self.on
+
+        @hookimpl
+        def actor_from_request(self, nexus, request):
+            calls.append(self.on)
+            return None
+
+    for on in (False, True):
+        app = Nexus(database=":memory:", plugins=[Switchable(on)], load_entry_points=False)
+
+        @app.workflow()
+        async def ping() -> str:
+            return "pong"
+
+        url = await nexus_server(app)
+        async with http.post(f"{url}/workflows/ping/execute", json={"inputs": {}}) as resp:
+            assert resp.status == 200
+        assert app.hooks.implemented("actor_from_request") is on
+    assert calls == [True]

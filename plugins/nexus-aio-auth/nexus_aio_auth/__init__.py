@@ -69,6 +69,11 @@ def authenticator_for(nexus: Nexus) -> Authenticator:
     return cached[1]
 
 
+def nexus_active(nexus: Nexus) -> bool:
+    """Switched off, the plugin is left out of the per-request hooks (the core asks at build)."""
+    return bool(nexus.settings.enable_auth)
+
+
 @hookimpl
 def actor_from_request(nexus: Nexus, request: web.Request) -> dict[str, Any] | None:
     """The bearer token's actor; None without one; 401 (``Unauthorized``) for a bad one."""

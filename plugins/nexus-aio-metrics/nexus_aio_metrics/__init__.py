@@ -6,8 +6,8 @@ in one process, as in tests, never mix their counts):
 - ``nexus_requests_total{workflow,status}``: one per HTTP response; ``workflow`` is the
   registered workflow the request addressed (execute, schema, ...) or ``-``; ``status`` is the
   HTTP status code actually sent (errors rendered by the core included).
-- ``nexus_request_duration_seconds{workflow}``: histogram, from the request entering the plugin
-  middlewares to its response headers being sent (for SSE: until the stream starts).
+- ``nexus_request_duration_seconds{workflow}``: histogram, from the request entering the core
+  middleware to its response headers being sent (for SSE: until the stream starts).
 - ``nexus_executions_in_progress{workflow}``: gauge, from the ``execution_started`` /
   ``execution_finished`` hooks (every mode).
 - ``nexus_executions_total{workflow,status}``: final execution status (succeeded, failed,
@@ -16,16 +16,16 @@ in one process, as in tests, never mix their counts):
 
 ``GET /metrics`` itself is not counted (a scraper would otherwise be most of the traffic), and
 the rate limiter never limits it. Counting happens in aiohttp's ``on_response_prepare`` signal,
-which sees the final status of every response; a middleware (outermost of the plugin
-middlewares) only stamps the start time. Label children are cached, so a request costs two
-dict lookups and two increments.
+which sees the final status of every response; the start time is the one the core middleware
+stamps (``REQUEST_STARTED``), so the plugin adds no middleware. Every label child is cached, so
+a request costs a few dict lookups and increments.
 """
 
 from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -33,13 +33,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from prometheus_client.exposition import generate_latest
 
 from nexus_aio import hookimpl
-from nexus_aio.keys import WORKFLOW_NAME, nexus_of
+from nexus_aio.keys import REQUEST_STARTED, WORKFLOW_NAME, nexus_of
 from nexus_aio.web_routes import check_permission
 
 if TYPE_CHECKING:
     from nexus_aio import Nexus
-
-    Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 __version__ = "0.1.0"
 __all__ = [
@@ -49,7 +47,6 @@ __all__ = [
     "execution_started",
     "metrics_for",
     "register_cleanup_ctx",
-    "register_middlewares",
     "register_routes",
 ]
 
@@ -57,7 +54,6 @@ METRICS_PATH = "/metrics"
 NO_WORKFLOW = "-"
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 WORKFLOW_ROUTES = ("/workflows/{name}/execute", "/workflows/{name}/schema")
-STARTED: web.RequestKey[float] = web.RequestKey("nexus_aio_metrics.started", float)
 
 
 class Metrics:
@@ -105,6 +101,9 @@ class Metrics:
         self._request_children: dict[tuple[str, int], Any] = {}
         self._duration_children: dict[str, Any] = {}
         self._running: dict[str, Any] = {}  # execution id -> its in-progress gauge child
+        self._progress_children: dict[str, Any] = {}
+        self._execution_children: dict[tuple[str, str], Any] = {}
+        self._limited_children: dict[str, Any] = {}
 
     def prime(self) -> None:
         """Create the per-workflow series up front: they read 0 instead of being absent."""
@@ -147,18 +146,24 @@ class Metrics:
         if duration is not None:
             self._duration_child(workflow).observe(duration)
         if status == 429:
-            self.rate_limited.labels(workflow).inc()
+            limited = self._limited_children.get(workflow)
+            if limited is None:
+                limited = self._limited_children[workflow] = self.rate_limited.labels(workflow)
+            limited.inc()
 
     async def on_response_prepare(self, request: web.Request, response: web.StreamResponse) -> None:
         if request.path == self.metrics_path:
             return
-        started = request.get(STARTED)
+        started = request.get(REQUEST_STARTED)
         duration = None if started is None else time.perf_counter() - started
         self.observe(self.workflow_label(request), response.status, duration)
 
     # -- executions -------------------------------------------------------------------------
     def execution_started(self, execution: Any) -> None:
-        child = self.in_progress.labels(execution.workflow)
+        child = self._progress_children.get(execution.workflow)
+        if child is None:
+            child = self.in_progress.labels(execution.workflow)
+            self._progress_children[execution.workflow] = child
         child.inc()
         self._running[execution.id] = child
 
@@ -166,7 +171,11 @@ class Metrics:
         child = self._running.pop(execution.id, None)
         if child is not None:  # only executions seen starting: the gauge never goes negative
             child.dec()
-        self.executions.labels(execution.workflow, execution.status).inc()
+        key = (execution.workflow, execution.status)
+        done = self._execution_children.get(key)
+        if done is None:
+            done = self._execution_children[key] = self.executions.labels(*key)
+        done.inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -183,12 +192,6 @@ def metrics_for(nexus: Nexus) -> Metrics:
     return metrics
 
 
-@web.middleware
-async def start_timer(request: web.Request, handler: Handler) -> web.StreamResponse:
-    request[STARTED] = time.perf_counter()
-    return await handler(request)
-
-
 async def metrics_handler(request: web.Request) -> web.Response:
     nexus = nexus_of(request)
     await check_permission(request, "read", "metrics")
@@ -201,13 +204,6 @@ async def metrics_handler(request: web.Request) -> web.Response:
 @hookimpl
 def register_routes(nexus: Nexus) -> list[web.RouteDef]:
     return [web.get(METRICS_PATH, metrics_handler, allow_head=False)]
-
-
-@hookimpl(wrapper=True)
-def register_middlewares(nexus: Nexus) -> Generator[None, list[Any], list[Any]]:
-    """Put the timer first, outside every other plugin middleware (auth refusals are timed)."""
-    results = yield
-    return [[start_timer], *results]
 
 
 @hookimpl

@@ -49,7 +49,6 @@ async def test_plugin_is_listed_by_get_plugins_with_version_and_hooks(nexus_serv
         "execution_finished",
         "execution_started",
         "register_cleanup_ctx",
-        "register_middlewares",
         "register_routes",
     ]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import nexus_aio_metrics
-from nexus_aio_metrics import NO_WORKFLOW, Metrics, metrics_for, start_timer
+from nexus_aio_metrics import NO_WORKFLOW, Metrics, metrics_for
 from prometheus_client import REGISTRY
 
 from nexus_aio.testing import make_app
@@ -63,18 +63,6 @@ def test_prime_creates_zero_series_for_every_registered_workflow():
     for name in app.workflows:
         assert value(metrics, "nexus_executions_in_progress", workflow=name) == 0
         assert value(metrics, "nexus_request_duration_seconds_count", workflow=name) == 0
-
-
-def test_register_middlewares_wrapper_puts_the_timer_before_other_plugins():
-    inner = [["auth-middleware"], ["ratelimit-middleware"]]
-    gen = nexus_aio_metrics.register_middlewares(nexus=make_app())
-    next(gen)
-    try:
-        gen.send(inner)
-    except StopIteration as stop:
-        assert stop.value == [[start_timer], *inner]
-    else:  # pragma: no cover
-        raise AssertionError("the wrapper must return after one yield")
 
 
 def test_register_routes_and_cleanup_ctx_hooks():
