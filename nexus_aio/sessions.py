@@ -90,7 +90,7 @@ class Session:
         }
 
 
-def _encode_state(session: Session) -> bytes:
+def encode_state(session: Session) -> bytes:
     """The state as JSON, or a 400: what cannot be JSON cannot be stored (or restored) anywhere."""
     state = session.state
     if not isinstance(state, dict):
@@ -209,7 +209,7 @@ class MemorySessionStore(SessionStore):
         )
 
     async def save(self, session: Session) -> None:
-        state = _encode_state(session)
+        state = encode_state(session)
         now = self._clock()
         session.updated_at = now
         session.expires_at = now + self.ttl
@@ -416,7 +416,7 @@ class SQLiteSessionStore(SessionStore):
         return Session(session_id, orjson.loads(state), created_at, updated_at, expires_at, actor)
 
     async def save(self, session: Session) -> None:
-        state = _encode_state(session).decode()
+        state = encode_state(session).decode()
         now = self._clock()
         expires_at = now + self.ttl
         params = (session.id, state, session.created_at, now, expires_at, session.actor)

@@ -30,13 +30,13 @@ from .errors import (
     Forbidden,
     IdempotencyConflict,
     NexusError,
-    PayloadTooLarge,
     Unauthorized,
     ValidationError,
 )
 from .executions import TERMINAL, ExecutionEvent, ExecutionRecord, IdempotencyEntry
 from .keys import ACTOR, EXECUTION_ID, WORKFLOW_NAME, nexus_of
 from .runtime import Runtime, actor_id
+from .web_request import read_body
 from .web_responses import JSON_HEADERS, dumps, json_response
 from .web_routes import check_permission
 from .web_sse import DISCONNECTED, format_event, format_events, open_stream, pump
@@ -385,15 +385,7 @@ class Idempotency:
                 del self._locks[key]
 
     async def _body(self, request: web.Request) -> bytes:
-        limit = self._nexus.settings.max_request_size
-        length = request.content_length
-        if length is not None and length > limit:
-            raise PayloadTooLarge(
-                f"Request body exceeds the limit of {limit} bytes",
-                details={"max_request_size": limit, "content_length": length},
-                headers={"Connection": "close"},
-            )
-        return await request.read() if request.body_exists else b""
+        return await read_body(request)
 
     async def handle(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         request[WORKFLOW_NAME] = request.match_info["name"]  # for the access log of a replay

@@ -20,12 +20,10 @@ EXECUTE_FIELDS = frozenset({"inputs", "session_id", "context", "mode"})
 MODES = ("sync", "stream", "async")
 
 
-async def read_json(request: web.Request, *, empty: Any = None) -> Any:
-    """The body parsed as JSON (any content type); ``empty`` when there is no body.
-
-    A declared ``Content-Length`` over the limit is refused before reading anything; a chunked body
-    is refused as soon as it crosses the limit (aiohttp's ``client_max_size``).
-    """
+async def read_body(request: web.Request) -> bytes:
+    """The raw body within ``max_request_size``: a declared ``Content-Length`` over the limit is
+    refused before reading anything; a chunked body as soon as it crosses it (aiohttp's
+    ``client_max_size``)."""
     limit = nexus_of(request).settings.max_request_size
     length = request.content_length
     if length is not None and length > limit:
@@ -34,9 +32,12 @@ async def read_json(request: web.Request, *, empty: Any = None) -> Any:
             details={"max_request_size": limit, "content_length": length},
             headers={"Connection": "close"},
         )
-    if not request.body_exists:
-        return empty
-    raw = await request.read()
+    return await request.read() if request.body_exists else b""
+
+
+async def read_json(request: web.Request, *, empty: Any = None) -> Any:
+    """The body parsed as JSON (any content type); ``empty`` when there is no body."""
+    raw = await read_body(request)
     if not raw or raw.isspace():
         return empty
     try:

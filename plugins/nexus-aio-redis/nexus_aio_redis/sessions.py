@@ -23,8 +23,7 @@ from types import TracebackType
 import orjson
 import redis.asyncio as aioredis
 
-from nexus_aio.errors import ValidationError
-from nexus_aio.sessions import Session, SessionStore
+from nexus_aio.sessions import Session, SessionStore, encode_state
 
 from .client import UNREACHABLE, Guard
 
@@ -43,20 +42,8 @@ return 0
 
 
 def _encode(session: Session) -> bytes:
-    """Header line + state JSON; a 400 for state that JSON cannot hold (as the core stores do)."""
-    state = session.state
-    if not isinstance(state, dict):
-        raise ValidationError(
-            "Session state must be a JSON object",
-            details={"field": "session", "received": type(state).__name__},
-        )
-    try:
-        body = orjson.dumps(state)
-    except orjson.JSONEncodeError as exc:
-        raise ValidationError(
-            f"Session state is not JSON-serialisable: {exc}",
-            details={"field": "session", "session_id": session.id},
-        ) from exc
+    """Header line + state JSON; the core's encoder refuses state JSON cannot hold (a 400)."""
+    body = encode_state(session)
     head = orjson.dumps([session.created_at, session.updated_at, session.actor])
     return head + b"\n" + body  # orjson never emits a raw newline, so the split is unambiguous
 
