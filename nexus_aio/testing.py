@@ -38,6 +38,17 @@ if TYPE_CHECKING:
     from .nexus import Nexus
 
 
+def plugin_installed(name: str) -> bool:
+    """Whether a plugin package is installed under entry-point ``name`` (group ``nexus_aio``).
+
+    Core tests that touch a first-party plugin's routes assert its behaviour when it is
+    installed and its absence otherwise (CI runs the core tests both ways).
+    """
+    from importlib.metadata import entry_points
+
+    return any(ep.name == name for ep in entry_points(group="nexus_aio"))
+
+
 def make_app(**settings: Any) -> Nexus:
     """A ``Nexus`` on in-memory stores with the bundled example workflows registered."""
     from .discovery import load_examples
