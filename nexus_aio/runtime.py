@@ -193,12 +193,10 @@ class Runtime:
         self.live: dict[str, LiveExecution] = {}
         self._observe_started = hooks.implemented("execution_started")
         self._observe_finished = hooks.implemented("execution_finished")
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- plumbing -------------------------------------------------------------------------
     async def run_sync_fn(self, fn: Callable[[], Any]) -> Any:
-        loop = self._loop or asyncio.get_running_loop()
-        return await loop.run_in_executor(self.pool, fn)
+        return await asyncio.get_running_loop().run_in_executor(self.pool, fn)
 
     def _acquire(self) -> None:
         if self.running >= self.max_running:
