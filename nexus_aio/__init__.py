@@ -2,8 +2,8 @@
 
 __version__ = "0.1.0"
 
-from .context import Context
-from .errors import (
+from nexus_aio.context import Context
+from nexus_aio.errors import (
     BadRequest,
     Forbidden,
     NexusError,
@@ -15,10 +15,10 @@ from .errors import (
     WorkflowExecutionError,
     WorkflowNotFound,
 )
-from .hookspecs import hookimpl
-from .nexus import Nexus
-from .query import Query
-from .workflow import Workflow
+from nexus_aio.hookspecs import hookimpl
+from nexus_aio.nexus import Nexus
+from nexus_aio.query import Query
+from nexus_aio.workflows.workflow import Workflow
 
 __all__ = [
     "BadRequest",

@@ -1,3 +1,3 @@
-from .cli import main
+from nexus_aio.cli import main
 
 raise SystemExit(main())

@@ -12,8 +12,8 @@ from typing import Any
 
 import orjson
 
-from .errors import ConfigurationError, NexusError, RegistrationError
-from .nexus import Nexus
+from nexus_aio.errors import ConfigurationError, NexusError, RegistrationError
+from nexus_aio.nexus import Nexus
 
 
 def _add_source_args(parser: argparse.ArgumentParser) -> None:
@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def load_nexus(args: argparse.Namespace, **kwargs: Any) -> tuple[Nexus, str]:
     """The app to serve and a sentence saying where its workflows came from."""
-    from .discovery import load_app, load_directory, load_examples
+    from nexus_aio.workflows.discovery import load_app, load_directory, load_examples
 
     if args.app:
         app = load_app(args.app)
@@ -80,7 +80,7 @@ def _print_json(data: Any) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .logs import configure_logging
+    from nexus_aio.logs import configure_logging
 
     app, source = load_nexus(args)
     settings = app.settings
@@ -92,7 +92,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"nexus_aio serving {source} on http://{host}:{port}{settings.api_prefix}", flush=True)
     print(f"workflows: {', '.join(sorted(app.workflows)) or '(none)'}", flush=True)
     if args.workers > 1:
-        from .workers import serve_workers
+        from nexus_aio.web.workers import serve_workers
 
         return serve_workers(app, args, host, port)
     app.start(host=host, port=port)
@@ -101,7 +101,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """Run queued async executions; needs the nexus-aio-redis plugin and ``redis_url``."""
-    from .logs import configure_logging
+    from nexus_aio.logs import configure_logging
 
     try:
         from nexus_aio_redis.dispatch import run_worker
@@ -115,7 +115,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .envelope import error_envelope
+    from nexus_aio.envelope import error_envelope
 
     app, _ = load_nexus(args)
     try:
@@ -157,7 +157,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def cmd_openapi(args: argparse.Namespace) -> int:
-    from .openapi import build_openapi
+    from nexus_aio.openapi.document import build_openapi
 
     app, _ = load_nexus(args)
     app.load_plugin_workflows()

@@ -6,7 +6,7 @@ import os
 import time
 from typing import Any
 
-from .errors import NexusError
+from nexus_aio.errors import NexusError
 
 _last_second = -1
 _last_prefix = ""

@@ -19,7 +19,7 @@ import pluggy
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from .nexus import Nexus
+    from nexus_aio.nexus import Nexus
 
 PROJECT = "nexus_aio"
 hookspec = pluggy.HookspecMarker(PROJECT)

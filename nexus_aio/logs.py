@@ -17,7 +17,7 @@ import orjson
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from .settings import Settings
+    from nexus_aio.settings import Settings
 
 ACCESS = logging.getLogger("nexus_aio.access")
 
@@ -57,7 +57,7 @@ def access_logger(
     """The access-log writer, or None when it would print nothing (checked once, at build)."""
     if not settings.access_log or not ACCESS.isEnabledFor(logging.INFO):
         return None
-    from .keys import REQUEST_ID, WORKFLOW_NAME
+    from nexus_aio.web.keys import REQUEST_ID, WORKFLOW_NAME
 
     log = ACCESS._log  # skip the per-call isEnabledFor: decided above
     info = logging.INFO

@@ -9,13 +9,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .envelope import new_execution_id
-from .errors import RegistrationError, WorkflowNotFound
-from .plugins import Hooks, build_plugin_manager
-from .runtime import Runtime, Submission
-from .security import SecurityLimits, check_payload
-from .settings import Settings
-from .workflow import CompiledWorkflow, Workflow, compile_workflow
+from nexus_aio.envelope import new_execution_id
+from nexus_aio.errors import RegistrationError, WorkflowNotFound
+from nexus_aio.execution.runtime import Runtime, Submission
+from nexus_aio.plugins import Hooks, build_plugin_manager
+from nexus_aio.security import SecurityLimits, check_payload
+from nexus_aio.settings import Settings
+from nexus_aio.workflows.workflow import CompiledWorkflow, Workflow, compile_workflow
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -240,7 +240,7 @@ class Nexus:
         """Run a workflow and return its result (raises a ``NexusError`` on failure)."""
         runtime = await self._ensure_runtime()
         if session_id is not None:
-            from .sessions import validate_session_id
+            from nexus_aio.stores.sessions import validate_session_id
 
             validate_session_id(session_id)
         sub = self.submission(
@@ -258,8 +258,8 @@ class Nexus:
     async def _ensure_runtime(self) -> Runtime:
         """The serving app's runtime, or (outside a server) one on in-memory stores."""
         if self.runtime is None:
-            from .executions import MemoryExecutionStore
-            from .sessions import MemorySessionStore
+            from nexus_aio.stores.executions import MemoryExecutionStore
+            from nexus_aio.stores.sessions import MemorySessionStore
 
             self.load_plugin_workflows()
             executions = MemoryExecutionStore()
@@ -272,7 +272,7 @@ class Nexus:
     # -- serving ----------------------------------------------------------------------------
     def create_app(self) -> web.Application:
         """Build the aiohttp application (routes, middlewares, stores, plugins)."""
-        from .web_app import build_app
+        from nexus_aio.web.app import build_app
 
         self.load_plugin_workflows()
         self.app = build_app(self)
@@ -280,7 +280,7 @@ class Nexus:
 
     def start(self, host: str | None = None, port: int | None = None) -> None:
         """Serve until interrupted (SIGINT/SIGTERM drain in-flight requests)."""
-        from .web_app import serve
+        from nexus_aio.web.app import serve
 
         serve(self, host=host, port=port)
 

@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-from . import hookspecs
-from .errors import ConfigurationError
+from nexus_aio import hookspecs
+from nexus_aio.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from .nexus import Nexus
+    from nexus_aio.nexus import Nexus
 
 log = logging.getLogger("nexus_aio.plugins")
 
@@ -222,7 +222,7 @@ class Hooks:
             hooks = sorted(h.name for h in self.pm.get_hookcallers(plugin) or [])
             version = self.pm.versions.get(name)
             if version is None and name in self.pm.builtin:
-                from . import __version__
+                from nexus_aio import __version__
 
                 version = __version__
             out.append(

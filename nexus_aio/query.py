@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from .schema import MISSING
+from nexus_aio.workflows.schema import MISSING
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final, NoReturn
 
-from .errors import SecurityError
+from nexus_aio.errors import SecurityError
 
 __all__ = [
     "DANGEROUS_KEYS",

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ConfigurationError
+from nexus_aio.errors import ConfigurationError
 
 ENV_PREFIX = "NEXUS_"
 _TRUE = {"1", "true", "yes", "on"}

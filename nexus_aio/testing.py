@@ -35,7 +35,7 @@ except ImportError:  # pragma: no cover - pytest-asyncio absent: only the thread
     async_fixture = pytest.fixture  # type: ignore[assignment]
 
 if TYPE_CHECKING:
-    from .nexus import Nexus
+    from nexus_aio.nexus import Nexus
 
 
 def plugin_installed(name: str) -> bool:
@@ -51,8 +51,8 @@ def plugin_installed(name: str) -> bool:
 
 def make_app(**settings: Any) -> Nexus:
     """A ``Nexus`` on in-memory stores with the bundled example workflows registered."""
-    from .discovery import load_examples
-    from .nexus import Nexus
+    from nexus_aio.nexus import Nexus
+    from nexus_aio.workflows.discovery import load_examples
 
     settings.setdefault("database", ":memory:")
     app = Nexus(**settings)

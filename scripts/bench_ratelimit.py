@@ -20,7 +20,7 @@ import resource
 import sys
 import time
 
-from nexus_aio.ratelimit import MemoryRateLimiter
+from nexus_aio.stores.ratelimit import MemoryRateLimiter
 
 
 class SimClock:

@@ -14,10 +14,10 @@ import aiohttp
 import pytest
 
 from nexus_aio import Context, Nexus, hookimpl
-from nexus_aio.executions import ExecutionEvent, ExecutionRecord, MemoryExecutionStore
-from nexus_aio.runtime import EventLog, LiveExecution
+from nexus_aio.execution.runtime import EventLog, LiveExecution
+from nexus_aio.stores.executions import ExecutionEvent, ExecutionRecord, MemoryExecutionStore
 from nexus_aio.testing import make_app
-from nexus_aio.web_executions import (
+from nexus_aio.web.executions import (
     parse_last_event_id,
     parse_limit,
     parse_wait,

@@ -13,7 +13,7 @@ from marshmallow import Schema, fields
 
 from nexus_aio import Nexus, Query
 from nexus_aio.errors import ConfigurationError, RegistrationError
-from nexus_aio.web_endpoints import EndpointInfo, analyze_endpoint, path_variables
+from nexus_aio.web.endpoints import EndpointInfo, analyze_endpoint, path_variables
 
 
 def spec_app(**settings: Any) -> Nexus:
@@ -495,7 +495,7 @@ def test_handlers_carry_rate_limit_and_endpoint_metadata():
 
 
 def test_openapi_documents_endpoint_parameters_from_the_metadata():
-    openapi = pytest.importorskip("nexus_aio.openapi")
+    openapi = pytest.importorskip("nexus_aio.openapi.document")
     app = constrained_app()
     app.create_app()
     doc = openapi.build_openapi(app)

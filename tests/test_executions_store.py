@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from nexus_aio.errors import StoreUnavailable, ValidationError
-from nexus_aio.executions import (
+from nexus_aio.stores.executions import (
     ExecutionEvent,
     ExecutionRecord,
     ExecutionStore,
@@ -584,7 +584,7 @@ async def test_sqlite_locked_db_keeps_rows_warns_once_and_recovers(
     db_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="nexus_aio.executions")
+    caplog.set_level(logging.INFO, logger="nexus_aio.stores.executions")
     await sqlite.save(record(1))
     await sqlite.add_events("ex-0001", events("start"))
     for _ in range(3):

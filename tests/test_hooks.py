@@ -18,9 +18,9 @@ from aiohttp import web
 
 from nexus_aio import Nexus, hookimpl
 from nexus_aio.errors import ConfigurationError
-from nexus_aio.executions import MemoryExecutionStore
-from nexus_aio.keys import ACTOR
+from nexus_aio.stores.executions import MemoryExecutionStore
 from nexus_aio.testing import start_server
+from nexus_aio.web.keys import ACTOR
 
 
 def make(*plugins: Any, **settings: Any) -> Nexus:
@@ -341,9 +341,9 @@ def test_hook_openapi_spec():
     app = make(Plugin())
     app.create_app()
     try:
-        from nexus_aio.openapi import build_openapi
+        from nexus_aio.openapi.document import build_openapi
     except ImportError:  # pragma: no cover - the OpenAPI module is part of the core
-        pytest.skip("nexus_aio.openapi not available")
+        pytest.skip("nexus_aio.openapi.document not available")
     doc = build_openapi(app)
     assert {"name": "from-plugin", "description": "added by a plugin"} in doc["tags"]
 

@@ -13,7 +13,7 @@ from marshmallow import Schema, fields
 from openapi_spec_validator import validate
 
 from nexus_aio import Nexus, Query, hookimpl
-from nexus_aio.openapi import build_openapi
+from nexus_aio.openapi.document import build_openapi
 from nexus_aio.testing import make_app, plugin_installed
 
 

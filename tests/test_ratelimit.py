@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from nexus_aio.ratelimit import MemoryRateLimiter, RateLimitBackend, RateLimitDecision
+from nexus_aio.stores.ratelimit import MemoryRateLimiter, RateLimitBackend, RateLimitDecision
 
 T0 = 1_700_000_000.0  # an epoch-sized start, so float precision is exercised as in production
 

@@ -10,15 +10,15 @@ import pytest
 from aiohttp import web
 
 from nexus_aio import Nexus, hookimpl
-from nexus_aio.builtin.ratelimit import (
+from nexus_aio.errors import ConfigurationError
+from nexus_aio.stores.ratelimit import MemoryRateLimiter
+from nexus_aio.testing import make_app
+from nexus_aio.web.ratelimit import (
     ClientResolver,
     check_workflow_limit,
     installed_limiter,
 )
-from nexus_aio.errors import ConfigurationError
-from nexus_aio.ratelimit import MemoryRateLimiter
-from nexus_aio.testing import make_app
-from nexus_aio.web_responses import json_response
+from nexus_aio.web.responses import json_response
 
 T0 = 1_700_000_000.0
 RATE_HEADERS = ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset")

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nexus_aio.errors import RegistrationError, ValidationError
-from nexus_aio.schema import (
+from nexus_aio.workflows.schema import (
     MAX_REPORTED_ERRORS,
     MISSING,
     InputField,

@@ -10,9 +10,9 @@ import aiohttp
 from aiohttp import web
 
 from nexus_aio import Context, Nexus, hookimpl
-from nexus_aio.sessions import MemorySessionStore, Session
+from nexus_aio.stores.sessions import MemorySessionStore, Session
 from nexus_aio.testing import make_app
-from nexus_aio.web_sessions import purge_interval, purge_periodically
+from nexus_aio.web.sessions import purge_interval, purge_periodically
 
 T0 = 1_700_000_000.0
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")

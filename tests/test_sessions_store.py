@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from nexus_aio.errors import StoreUnavailable, ValidationError
-from nexus_aio.sessions import (
+from nexus_aio.stores.sessions import (
     MemorySessionStore,
     Session,
     SessionLocks,
@@ -271,7 +271,7 @@ async def test_sqlite_leaves_other_tables_alone(tmp_path: Path) -> None:
 
 
 async def test_sqlite_shares_a_file_with_the_executions_store(tmp_path: Path) -> None:
-    from nexus_aio.executions import SQLiteExecutionStore
+    from nexus_aio.stores.executions import SQLiteExecutionStore
 
     path = str(tmp_path / "nexus.db")
     executions = SQLiteExecutionStore(path)

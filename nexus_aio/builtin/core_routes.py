@@ -6,8 +6,8 @@ from typing import Any
 
 from aiohttp import web
 
-from .. import web_routes
-from ..hookspecs import hookimpl
+from nexus_aio.hookspecs import hookimpl
+from nexus_aio.web import routes as web_routes
 
 
 @hookimpl

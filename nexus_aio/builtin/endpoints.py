@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..hookspecs import hookimpl
-from ..web_endpoints import build_endpoint_routes
+from nexus_aio.hookspecs import hookimpl
+from nexus_aio.web.endpoints import build_endpoint_routes
 
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from ..nexus import Nexus
+    from nexus_aio.nexus import Nexus
 
 
 @hookimpl

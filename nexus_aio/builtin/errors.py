@@ -9,10 +9,10 @@ from typing import Any
 
 from aiohttp import web
 
-from ..errors import NexusError
-from ..hookspecs import hookimpl
-from ..keys import EXECUTION_ID
-from ..web_responses import error_response
+from nexus_aio.errors import NexusError
+from nexus_aio.hookspecs import hookimpl
+from nexus_aio.web.keys import EXECUTION_ID
+from nexus_aio.web.responses import error_response
 
 
 @hookimpl(trylast=True)

@@ -7,11 +7,11 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from .. import web_executions
-from ..hookspecs import hookimpl
+from nexus_aio.hookspecs import hookimpl
+from nexus_aio.web import executions as web_executions
 
 if TYPE_CHECKING:
-    from ..nexus import Nexus
+    from nexus_aio.nexus import Nexus
 
 
 @hookimpl

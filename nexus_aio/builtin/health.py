@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ..hookspecs import hookimpl
+from nexus_aio.hookspecs import hookimpl
 
 
 @hookimpl

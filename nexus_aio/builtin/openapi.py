@@ -6,11 +6,11 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from .. import web_openapi
-from ..hookspecs import hookimpl
+from nexus_aio.hookspecs import hookimpl
+from nexus_aio.web import docs as web_openapi
 
 if TYPE_CHECKING:
-    from ..nexus import Nexus
+    from nexus_aio.nexus import Nexus
 
 
 @hookimpl

@@ -6,11 +6,11 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from .. import web_sessions
-from ..hookspecs import hookimpl
+from nexus_aio.hookspecs import hookimpl
+from nexus_aio.web import sessions as web_sessions
 
 if TYPE_CHECKING:
-    from ..nexus import Nexus
+    from nexus_aio.nexus import Nexus
 
 
 @hookimpl

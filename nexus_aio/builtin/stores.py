@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..hookspecs import hookimpl
+from nexus_aio.hookspecs import hookimpl
 
 
 @hookimpl(trylast=True)
@@ -13,22 +13,22 @@ def storage_backend(nexus: Any, kind: str) -> Any:
     memory = settings.database in ("memory", ":memory:")
     if kind == "executions":
         if memory:
-            from ..executions import MemoryExecutionStore
+            from nexus_aio.stores.executions import MemoryExecutionStore
 
             return MemoryExecutionStore()
-        from ..executions import SQLiteExecutionStore
+        from nexus_aio.stores.executions import SQLiteExecutionStore
 
         return SQLiteExecutionStore(settings.database)
     if kind == "sessions":
         if memory:
-            from ..sessions import MemorySessionStore
+            from nexus_aio.stores.sessions import MemorySessionStore
 
             return MemorySessionStore(ttl=settings.session_ttl)
-        from ..sessions import SQLiteSessionStore
+        from nexus_aio.stores.sessions import SQLiteSessionStore
 
         return SQLiteSessionStore(settings.database, ttl=settings.session_ttl)
     if kind == "ratelimit":
-        from ..ratelimit import MemoryRateLimiter
+        from nexus_aio.stores.ratelimit import MemoryRateLimiter
 
         return MemoryRateLimiter()
     return None

@@ -20,7 +20,7 @@ from aiohttp import hdrs, web
 
 from nexus_aio import hookimpl
 from nexus_aio.errors import Unauthorized
-from nexus_aio.keys import ACTOR
+from nexus_aio.web.keys import ACTOR
 
 from .config import AuthConfig
 from .scopes import actor_allowed, scope_allows

@@ -27,17 +27,17 @@ from aiohttp import web
 from nexus_aio import hookimpl
 from nexus_aio.envelope import error_envelope, new_execution_id
 from nexus_aio.errors import ConfigurationError, NexusError, ValidationError
-from nexus_aio.keys import ACTOR, REQUEST_ID
-from nexus_aio.schema import json_type_name
 from nexus_aio.security import check_payload
-from nexus_aio.sessions import validate_session_id
-from nexus_aio.web_request import read_json
-from nexus_aio.web_responses import json_response
-from nexus_aio.web_routes import check_permission
+from nexus_aio.stores.sessions import validate_session_id
+from nexus_aio.web.keys import ACTOR, REQUEST_ID
+from nexus_aio.web.request import read_json
+from nexus_aio.web.responses import json_response
+from nexus_aio.web.routes import check_permission
+from nexus_aio.workflows.schema import json_type_name
 
 if TYPE_CHECKING:
     from nexus_aio import Nexus
-    from nexus_aio.runtime import Submission
+    from nexus_aio.execution.runtime import Submission
 
 __version__ = "0.1.0"
 __all__ = [
@@ -252,7 +252,7 @@ class _ItemRunner:
 def _workflow_limit_check() -> LimitCheck | None:
     """The rate limiter's per-workflow check, when the core ships it (imported lazily)."""
     try:
-        from nexus_aio.builtin.ratelimit import check_workflow_limit
+        from nexus_aio.web.ratelimit import check_workflow_limit
     except ImportError:  # pragma: no cover - an older core without per-workflow checks
         return None
     return check_workflow_limit

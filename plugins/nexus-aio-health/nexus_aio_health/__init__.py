@@ -22,9 +22,9 @@ from aiohttp import web
 
 from nexus_aio import __version__ as nexus_version
 from nexus_aio import hookimpl
-from nexus_aio.keys import NEXUS, nexus_of
-from nexus_aio.web_responses import json_response
-from nexus_aio.web_routes import overall_status, run_health_components
+from nexus_aio.web.keys import NEXUS, nexus_of
+from nexus_aio.web.responses import json_response
+from nexus_aio.web.routes import overall_status, run_health_components
 
 from .checks import (
     MB,

@@ -33,8 +33,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from prometheus_client.exposition import generate_latest
 
 from nexus_aio import hookimpl
-from nexus_aio.keys import REQUEST_STARTED, WORKFLOW_NAME, nexus_of
-from nexus_aio.web_routes import check_permission
+from nexus_aio.web.keys import REQUEST_STARTED, WORKFLOW_NAME, nexus_of
+from nexus_aio.web.routes import check_permission
 
 if TYPE_CHECKING:
     from nexus_aio import Nexus

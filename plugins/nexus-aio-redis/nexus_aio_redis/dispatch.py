@@ -22,8 +22,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from nexus_aio.errors import ConfigurationError, NexusError
-from nexus_aio.executions import TERMINAL, ExecutionRecord
-from nexus_aio.runtime import EventLog, LiveExecution, Runtime
+from nexus_aio.execution.runtime import EventLog, LiveExecution, Runtime
+from nexus_aio.stores.executions import TERMINAL, ExecutionRecord
 
 from .executions import RedisExecutionStore
 

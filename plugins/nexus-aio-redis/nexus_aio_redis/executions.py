@@ -27,7 +27,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from nexus_aio.errors import NexusError, ValidationError
-from nexus_aio.executions import (
+from nexus_aio.stores.executions import (
     STATUSES,
     TERMINAL,
     ExecutionEvent,

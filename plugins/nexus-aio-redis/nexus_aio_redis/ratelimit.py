@@ -1,6 +1,7 @@
 """GCRA rate limiting on Redis: one atomic Lua script per request, shared by every instance.
 
-Same arithmetic, numbers and headers as the core's :class:`~nexus_aio.ratelimit.MemoryRateLimiter`
+Same arithmetic, numbers and headers as the core's
+:class:`~nexus_aio.stores.ratelimit.MemoryRateLimiter`
 (see that module for GCRA): the key holds the bucket's TAT as epoch seconds, and the script reads
 the clock from Redis ``TIME`` so that instances on machines with skewed clocks still share one
 bucket fairly. Each key expires when its bucket is full again, so idle clients cost no memory.
@@ -13,7 +14,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from nexus_aio.ratelimit import RateLimitBackend, RateLimitDecision
+from nexus_aio.stores.ratelimit import RateLimitBackend, RateLimitDecision
 
 from .client import Guard
 

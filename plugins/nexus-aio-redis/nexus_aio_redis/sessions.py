@@ -23,7 +23,7 @@ from types import TracebackType
 import orjson
 import redis.asyncio as aioredis
 
-from nexus_aio.sessions import Session, SessionStore, encode_state
+from nexus_aio.stores.sessions import Session, SessionStore, encode_state
 
 from .client import UNREACHABLE, Guard
 

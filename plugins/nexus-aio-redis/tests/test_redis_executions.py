@@ -12,7 +12,7 @@ from nexus_aio_redis import RedisExecutionStore
 from nexus_aio_redis.client import connect
 
 from nexus_aio.errors import ValidationError
-from nexus_aio.executions import ExecutionEvent, ExecutionRecord, IdempotencyEntry
+from nexus_aio.stores.executions import ExecutionEvent, ExecutionRecord, IdempotencyEntry
 from nexus_aio.testing import make_app, start_server
 
 
@@ -186,7 +186,7 @@ async def test_async_run_on_a_streamed_over_http_from_b_resumes_with_last_event_
 async def test_worker_job_for_an_unknown_workflow_fails_the_record(redis_server: Any) -> None:
     from nexus_aio_redis.dispatch import run_job
 
-    from nexus_aio.runtime import Runtime
+    from nexus_aio.execution.runtime import Runtime
 
     app = make_app(redis_url=redis_server.url)
     store = await app.hooks.storage_backend("executions")

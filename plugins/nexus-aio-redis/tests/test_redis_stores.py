@@ -10,8 +10,8 @@ from nexus_aio_redis import RedisRateLimiter, RedisSessionStore
 from nexus_aio_redis.client import connect, redact
 
 from nexus_aio.errors import StoreUnavailable, ValidationError
-from nexus_aio.ratelimit import MemoryRateLimiter
-from nexus_aio.sessions import Session
+from nexus_aio.stores.ratelimit import MemoryRateLimiter
+from nexus_aio.stores.sessions import Session
 
 
 class Clock:

@@ -28,9 +28,9 @@ from typing import Any, TypeVar
 
 import orjson
 
-from .envelope import iso_timestamp
-from .errors import StoreUnavailable, ValidationError
-from .sqlite_paths import prepare_parent_directory
+from nexus_aio.envelope import iso_timestamp
+from nexus_aio.errors import StoreUnavailable, ValidationError
+from nexus_aio.stores.sqlite_paths import prepare_parent_directory
 
 __all__ = [
     "SESSION_ID_PATTERN",
@@ -42,7 +42,7 @@ __all__ = [
     "validate_session_id",
 ]
 
-logger = logging.getLogger("nexus_aio.sessions")
+logger = logging.getLogger("nexus_aio.stores.sessions")
 
 _T = TypeVar("_T")
 

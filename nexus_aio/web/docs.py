@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from .errors import NotFound
-from .openapi import build_openapi, routes_of_app
-from .web_responses import dumps
+from nexus_aio.errors import NotFound
+from nexus_aio.openapi.document import build_openapi, routes_of_app
+from nexus_aio.web.responses import dumps
 
 if TYPE_CHECKING:
-    from .nexus import Nexus
+    from nexus_aio.nexus import Nexus
 
 __all__ = ["docs_routes", "swagger_static_dir"]
 

@@ -30,9 +30,9 @@ from typing import Any, TypeVar
 
 import orjson
 
-from .envelope import iso_or_none
-from .errors import StoreUnavailable, ValidationError
-from .sqlite_paths import prepare_parent_directory
+from nexus_aio.envelope import iso_or_none
+from nexus_aio.errors import StoreUnavailable, ValidationError
+from nexus_aio.stores.sqlite_paths import prepare_parent_directory
 
 __all__ = [
     "INTERRUPTED_ERROR",
@@ -48,7 +48,7 @@ __all__ = [
     "encode_cursor",
 ]
 
-logger = logging.getLogger("nexus_aio.executions")
+logger = logging.getLogger("nexus_aio.stores.executions")
 
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "timed_out", "interrupted")
 TERMINAL = frozenset({"succeeded", "failed", "cancelled", "timed_out", "interrupted"})

@@ -19,24 +19,24 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from .context import Context
-from .envelope import error_envelope, iso_timestamp, success_envelope
-from .errors import (
+from nexus_aio.context import Context
+from nexus_aio.envelope import error_envelope, iso_timestamp, success_envelope
+from nexus_aio.errors import (
     Forbidden,
     NexusError,
     ServiceUnavailable,
     Timeout,
     WorkflowExecutionError,
 )
-from .executions import TERMINAL, ExecutionEvent, ExecutionRecord, ExecutionStore
-from .sessions import Session, SessionLocks, SessionStore
+from nexus_aio.stores.executions import TERMINAL, ExecutionEvent, ExecutionRecord, ExecutionStore
+from nexus_aio.stores.sessions import Session, SessionLocks, SessionStore
 
 if TYPE_CHECKING:
-    from .plugins import Hooks
-    from .settings import Settings
-    from .workflow import CompiledWorkflow
+    from nexus_aio.plugins import Hooks
+    from nexus_aio.settings import Settings
+    from nexus_aio.workflows.workflow import CompiledWorkflow
 
-log = logging.getLogger("nexus_aio.runtime")
+log = logging.getLogger("nexus_aio.execution.runtime")
 
 
 @dataclass(slots=True)

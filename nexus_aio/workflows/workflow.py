@@ -14,9 +14,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .context import Context
-from .errors import NexusError, RegistrationError, WorkflowExecutionError
-from .schema import MISSING, InputField, InputSchema, output_schema
+from nexus_aio.context import Context
+from nexus_aio.errors import NexusError, RegistrationError, WorkflowExecutionError
+from nexus_aio.workflows.schema import MISSING, InputField, InputSchema, output_schema
 
 # Runs a sync callable off the event loop; supplied by the runtime (its thread pool).
 SyncRunner = Callable[[Callable[[], Any]], Awaitable[Any]]

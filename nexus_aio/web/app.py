@@ -10,17 +10,17 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from . import errors
-from .envelope import new_request_id
-from .errors import ConfigurationError, NexusError
-from .keys import ACTOR, EXECUTION_ID, NEXUS, REQUEST_ID, REQUEST_STARTED
-from .logs import access_logger
-from .runtime import Runtime
-from .web_responses import error_response
-from .workers import is_worker_child
+from nexus_aio import errors
+from nexus_aio.envelope import new_request_id
+from nexus_aio.errors import ConfigurationError, NexusError
+from nexus_aio.execution.runtime import Runtime
+from nexus_aio.logs import access_logger
+from nexus_aio.web.keys import ACTOR, EXECUTION_ID, NEXUS, REQUEST_ID, REQUEST_STARTED
+from nexus_aio.web.responses import error_response
+from nexus_aio.web.workers import is_worker_child
 
 if TYPE_CHECKING:
-    from .nexus import Nexus
+    from nexus_aio.nexus import Nexus
 
 log = logging.getLogger("nexus_aio")
 COMPRESS_MIN_BYTES = 1024  # smaller bodies gain nothing from gzip

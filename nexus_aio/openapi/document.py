@@ -34,11 +34,11 @@ from typing import TYPE_CHECKING, Any
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 
-from . import __version__
+from nexus_aio import __version__
 
 if TYPE_CHECKING:
-    from .nexus import Nexus
-    from .workflow import CompiledWorkflow
+    from nexus_aio.nexus import Nexus
+    from nexus_aio.workflows.workflow import CompiledWorkflow
 
 __all__ = ["OPENAPI_VERSION", "RouteInfo", "build_openapi", "routes_of_app", "routes_of_hooks"]
 

@@ -31,8 +31,8 @@ import aiohttp
 import orjson
 import requests
 
-from . import errors
-from .errors import (
+from nexus_aio import errors
+from nexus_aio.errors import (
     BadRequest,
     Conflict,
     ExecutionNotFound,

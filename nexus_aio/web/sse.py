@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from aiohttp.client_exceptions import ClientConnectionResetError
 
-from .envelope import iso_timestamp
-from .keys import RATE_HEADERS, REQUEST_ID, nexus_of
-from .web_responses import dumps
+from nexus_aio.envelope import iso_timestamp
+from nexus_aio.web.keys import RATE_HEADERS, REQUEST_ID, nexus_of
+from nexus_aio.web.responses import dumps
 
 if TYPE_CHECKING:
-    from .executions import ExecutionEvent
-    from .runtime import EventLog, Submission
+    from nexus_aio.execution.runtime import EventLog, Submission
+    from nexus_aio.stores.executions import ExecutionEvent
 
 log = logging.getLogger("nexus_aio.sse")
 DISCONNECT_POLL = 1.0

@@ -19,9 +19,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from .errors import ConfigurationError
-from .nexus import Nexus
-from .workflow import Workflow
+from nexus_aio.errors import ConfigurationError
+from nexus_aio.nexus import Nexus
+from nexus_aio.workflows.workflow import Workflow
 
 
 def register_module(app: Nexus, module: ModuleType) -> list[str]:
@@ -67,7 +67,7 @@ def load_directory(app: Nexus, directory: str | os.PathLike[str]) -> list[str]:
 
 
 def load_examples(app: Nexus) -> list[str]:
-    from . import examples
+    from nexus_aio import examples
 
     names: list[str] = []
     for info in pkgutil.iter_modules(examples.__path__):

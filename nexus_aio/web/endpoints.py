@@ -6,7 +6,7 @@ decorated function is, in this order of precedence:
 
 * the request: annotated ``aiohttp.web.Request`` (or any ``BaseRequest`` subclass);
 * a path parameter: its name appears in the path template (``/items/{item_id}``); the text is
-  coerced to the annotation (``nexus_aio.schema.coerce_text``);
+  coerced to the annotation (``nexus_aio.workflows.schema.coerce_text``);
 * the JSON body: annotated ``dict`` (``dict[str, X]``, a ``TypedDict``), a dataclass, or a
   marshmallow ``Schema`` subclass or instance. At most one. Size limit (``read_json``) and
   security filter (``check_payload``) apply; the dataclass/dict is checked like workflow inputs,
@@ -56,9 +56,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from aiohttp import web
 
-from .errors import RegistrationError, ValidationError
-from .query import Query
-from .schema import (
+from nexus_aio.errors import RegistrationError, ValidationError
+from nexus_aio.query import Query
+from nexus_aio.security import check_payload
+from nexus_aio.web.request import read_json
+from nexus_aio.web.responses import json_response
+from nexus_aio.workflows.schema import (
     MISSING,
     InputField,
     InputSchema,
@@ -67,12 +70,9 @@ from .schema import (
     received_type_name,
     type_json_schema,
 )
-from .security import check_payload
-from .web_request import read_json
-from .web_responses import json_response
 
 if TYPE_CHECKING:
-    from .nexus import EndpointSpec, Nexus
+    from nexus_aio.nexus import EndpointSpec, Nexus
 
 __all__ = [
     "EndpointBody",

@@ -8,12 +8,12 @@ from typing import Any
 
 from aiohttp import web
 
-from . import __version__
-from .envelope import new_execution_id
-from .errors import Forbidden, NexusError, Unauthorized
-from .keys import ACTOR, EXECUTION_ID, REQUEST_ID, WORKFLOW_NAME, nexus_of
-from .web_request import read_execute_request
-from .web_responses import json_response
+from nexus_aio import __version__
+from nexus_aio.envelope import new_execution_id
+from nexus_aio.errors import Forbidden, NexusError, Unauthorized
+from nexus_aio.web.keys import ACTOR, EXECUTION_ID, REQUEST_ID, WORKFLOW_NAME, nexus_of
+from nexus_aio.web.request import read_execute_request
+from nexus_aio.web.responses import json_response
 
 HEALTH_CHECK_TIMEOUT = 2.0
 
@@ -36,7 +36,7 @@ async def check_permission(request: web.Request, action: str, resource: str | No
 def make_execute_handler(nexus: Any) -> Any:
     workflows = nexus.workflows
     needs_permission = nexus.hooks.implemented("permission_allowed", builtin=False)
-    from .web_executions import IDEMPOTENCY_HEADER, IDEMPOTENT_PASS, Idempotency
+    from nexus_aio.web.executions import IDEMPOTENCY_HEADER, IDEMPOTENT_PASS, Idempotency
 
     idempotency = Idempotency(nexus)
 
@@ -78,7 +78,7 @@ def make_execute_handler(nexus: Any) -> Any:
                 envelope["session_id"] = sub.session_id
             return json_response(envelope, headers=headers)
         if sub.mode == "stream":
-            from .web_sse import stream_submission
+            from nexus_aio.web.sse import stream_submission
 
             return await stream_submission(request, sub)
         live = await runtime.start(sub)

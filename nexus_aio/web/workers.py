@@ -17,10 +17,10 @@ import time
 from argparse import Namespace
 from typing import TYPE_CHECKING
 
-from .errors import ConfigurationError
+from nexus_aio.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from .nexus import Nexus
+    from nexus_aio.nexus import Nexus
 
 CHILD_ENV = "NEXUS_WORKER_CHILD"  # set in workers: skip start-up recovery, bind with SO_REUSEPORT
 
@@ -56,7 +56,7 @@ def _shared_sessions(app: Nexus) -> bool:
     Asking the hook, not whether a plugin implements it: an installed plugin may decline (the
     redis plugin without ``redis_url``), leaving the in-memory store.
     """
-    from .sessions import MemorySessionStore
+    from nexus_aio.stores.sessions import MemorySessionStore
 
     async def probe() -> bool:
         store = await app.hooks.storage_backend("sessions")

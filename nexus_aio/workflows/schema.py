@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal, NoReturn, Union
 
-from .errors import RegistrationError, ValidationError
+from nexus_aio.errors import RegistrationError, ValidationError
 
 __all__ = [
     "MISSING",

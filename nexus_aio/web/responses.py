@@ -11,8 +11,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from .envelope import error_envelope
-from .errors import NexusError, WorkflowExecutionError
+from nexus_aio.envelope import error_envelope
+from nexus_aio.errors import NexusError, WorkflowExecutionError
 
 JSON_HEADERS = {"Content-Type": "application/json"}
 

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
-from .envelope import error_envelope, iso_timestamp
-from .errors import (
+from nexus_aio.envelope import error_envelope, iso_timestamp
+from nexus_aio.errors import (
     Conflict,
     ExecutionNotFound,
     Forbidden,
@@ -33,19 +33,19 @@ from .errors import (
     Unauthorized,
     ValidationError,
 )
-from .executions import TERMINAL, ExecutionEvent, ExecutionRecord, IdempotencyEntry
-from .keys import ACTOR, EXECUTION_ID, WORKFLOW_NAME, nexus_of
-from .runtime import Runtime, actor_id
-from .web_request import read_body
-from .web_responses import JSON_HEADERS, dumps, json_response
-from .web_routes import check_permission
-from .web_sse import DISCONNECTED, format_event, format_events, open_stream, pump
+from nexus_aio.execution.runtime import Runtime, actor_id
+from nexus_aio.stores.executions import TERMINAL, ExecutionEvent, ExecutionRecord, IdempotencyEntry
+from nexus_aio.web.keys import ACTOR, EXECUTION_ID, WORKFLOW_NAME, nexus_of
+from nexus_aio.web.request import read_body
+from nexus_aio.web.responses import JSON_HEADERS, dumps, json_response
+from nexus_aio.web.routes import check_permission
+from nexus_aio.web.sse import DISCONNECTED, format_event, format_events, open_stream, pump
 
 if TYPE_CHECKING:
-    from .executions import ExecutionStore
-    from .nexus import Nexus
+    from nexus_aio.nexus import Nexus
+    from nexus_aio.stores.executions import ExecutionStore
 
-log = logging.getLogger("nexus_aio.executions")
+log = logging.getLogger("nexus_aio.stores.executions")
 
 MAX_WAIT = 60.0  # long-poll cap: beyond it proxies and clients time out anyway
 DEFAULT_LIMIT = 50

@@ -8,13 +8,13 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
-from .errors import BadRequest, PayloadTooLarge, ValidationError
-from .keys import ACTOR, REQUEST_ID, nexus_of
-from .schema import coerce_text
-from .security import check_payload
+from nexus_aio.errors import BadRequest, PayloadTooLarge, ValidationError
+from nexus_aio.security import check_payload
+from nexus_aio.web.keys import ACTOR, REQUEST_ID, nexus_of
+from nexus_aio.workflows.schema import coerce_text
 
 if TYPE_CHECKING:
-    from .workflow import CompiledWorkflow
+    from nexus_aio.workflows.workflow import CompiledWorkflow
 
 EXECUTE_FIELDS = frozenset({"inputs", "session_id", "context", "mode"})
 MODES = ("sync", "stream", "async")
@@ -58,7 +58,7 @@ class ExecuteRequest:
 
 
 def _field_error(field: str, expected: str, value: Any) -> ValidationError:
-    from .schema import json_type_name
+    from nexus_aio.workflows.schema import json_type_name
 
     received = json_type_name(value)
     return ValidationError(
@@ -161,7 +161,7 @@ async def read_execute_request(request: web.Request, workflow: CompiledWorkflow)
             )
         session_id = header_sid
     if session_id is not None:
-        from .sessions import validate_session_id
+        from nexus_aio.stores.sessions import validate_session_id
 
         session_id = validate_session_id(session_id)
     return ExecuteRequest(inputs, mode, session_id, context)

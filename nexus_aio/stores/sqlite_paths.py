@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from .errors import StoreUnavailable
+from nexus_aio.errors import StoreUnavailable
 
 
 def prepare_parent_directory(path: str, label: str) -> None:

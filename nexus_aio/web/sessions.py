@@ -14,16 +14,16 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from .errors import Forbidden, NexusError, SessionNotFound, Unauthorized
-from .keys import ACTOR, nexus_of
-from .runtime import Runtime, actor_id
-from .sessions import Session, SessionStore, validate_session_id
-from .web_responses import json_response
+from nexus_aio.errors import Forbidden, NexusError, SessionNotFound, Unauthorized
+from nexus_aio.execution.runtime import Runtime, actor_id
+from nexus_aio.stores.sessions import Session, SessionStore, validate_session_id
+from nexus_aio.web.keys import ACTOR, nexus_of
+from nexus_aio.web.responses import json_response
 
 if TYPE_CHECKING:
-    from .nexus import Nexus
+    from nexus_aio.nexus import Nexus
 
-log = logging.getLogger("nexus_aio.sessions")
+log = logging.getLogger("nexus_aio.stores.sessions")
 
 PURGE_INTERVAL_MAX = 60.0
 PURGE_INTERVAL_MIN = 0.5

@@ -7,14 +7,14 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from .nexus import Nexus
+    from nexus_aio.nexus import Nexus
 
 NEXUS: web.AppKey[Any] = web.AppKey("nexus_aio.nexus", object)
 REQUEST_ID = web.RequestKey("nexus_aio.request_id", str)
 # time.perf_counter() when the core middleware first saw the request (for durations, metrics)
 REQUEST_STARTED = web.RequestKey("nexus_aio.request_started", float)
 EXECUTION_ID = web.RequestKey("nexus_aio.execution_id", str)
-WORKFLOW_NAME = web.RequestKey("nexus_aio.workflow", str)
+WORKFLOW_NAME = web.RequestKey("nexus_aio.workflows.workflow", str)
 ACTOR: web.RequestKey[Any] = web.RequestKey("nexus_aio.actor", object)
 RATE_HEADERS = web.RequestKey("nexus_aio.rate_headers", dict)
 

@@ -1,0 +1,1 @@
+"""Running workflows: the execution service, the runtime of one execution, executors, events."""

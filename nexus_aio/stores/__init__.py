@@ -1,0 +1,1 @@
+"""Where state lives: executions, sessions and rate limits; interfaces, memory and SQLite stores."""
