@@ -9,7 +9,6 @@ Sync code runs in a bounded thread pool so nothing blocks the event loop.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -182,8 +181,6 @@ class Runtime:
         self.executions = executions
         self.sessions = sessions
         self.session_locks = SessionLocks()
-        # A store shared by several processes (Redis) may offer its own cross-process lock.
-        self._store_lock: Callable[[str], Any] | None = getattr(sessions, "lock", None)
         self.deadlines = Deadlines()
         self.pool = ThreadPoolExecutor(
             max_workers=settings.sync_workers, thread_name_prefix="nexus-sync"
@@ -243,7 +240,7 @@ class Runtime:
                 return await wf.run(sub.inputs, ctx, self.run_sync_fn)
             async with (
                 self.session_locks.hold(sub.session_id),
-                self._store_lock(sub.session_id) if self._store_lock else contextlib.nullcontext(),
+                self.sessions.lock(sub.session_id),
             ):
                 session = await self._load_session(sub)
                 ctx.session = orjson.loads(orjson.dumps(session.state))
@@ -408,8 +405,8 @@ class Runtime:
             self.running -= 1
             raise
         live = LiveExecution(record, EventLog(persist=True))
-        if getattr(self.executions, "live_events", False):
-            publish = self.executions.publish  # type: ignore[attr-defined]
+        if self.executions.live_events:
+            publish = self.executions.publish
             live.log.on_push = lambda event: publish(record, event)
         self.live[record.id] = live
         live.task = asyncio.create_task(self._run_background(sub, live))
@@ -466,8 +463,7 @@ class Runtime:
     async def cancel(self, execution_id: str) -> bool:
         live = self.live.get(execution_id)
         if live is None or live.task is None or live.task.done():
-            request_cancel = getattr(self.executions, "request_cancel", None)  # other process
-            return bool(request_cancel and live is None and await request_cancel(execution_id))
+            return live is None and await self.executions.request_cancel(execution_id)
         live.task.cancel()
         await asyncio.gather(live.task, return_exceptions=True)
         return True
@@ -485,11 +481,7 @@ class Runtime:
             async for event in live.log.follow(after_seq):
                 yield event
             return
-        if getattr(self.executions, "live_events", False):  # running in another process?
-            async for event in self.executions.follow(execution_id, after_seq):  # type: ignore[attr-defined]
-                yield event
-            return
-        for event in await self.executions.events(execution_id, after_seq):
+        async for event in self.executions.follow(execution_id, after_seq):
             yield event
 
     async def wait(self, execution_id: str, seconds: float) -> ExecutionRecord | None:

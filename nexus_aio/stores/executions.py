@@ -23,7 +23,7 @@ import logging
 import sqlite3
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -220,8 +220,20 @@ def _interrupt(record: ExecutionRecord, now: float) -> None:
 class ExecutionStore(ABC):
     """Where execution records, event logs and idempotency keys live.
 
-    All methods are coroutines so that a network store (Redis) fits the same interface.
+    All methods are coroutines so that a network store (Redis) fits the same interface. Besides
+    the abstract methods, a store declares what it can share with other processes; the defaults
+    fit a store that only this process (or a shared file polled by others) uses:
+
+    * ``live_events``: True when :meth:`publish` makes events visible to other processes while the
+      run goes on (the runtime then calls it for every event) and :meth:`follow` reads them live;
+    * :meth:`follow` by default polls :meth:`events` until the record is terminal;
+    * :meth:`request_cancel` / :meth:`cancel_requested`: cancel requests for runs owned by another
+      process (default: no other process can be asked).
     """
+
+    live_events: bool = False
+    #: How often the default :meth:`follow` re-reads a run owned by another process.
+    follow_poll: float = 0.25
 
     async def open(self) -> None:
         """Acquire resources (connections, schema); called once at startup."""
@@ -296,6 +308,37 @@ class ExecutionStore(ABC):
     @abstractmethod
     async def ping(self) -> None:
         """Raise StoreUnavailable when the store cannot be read or written."""
+
+    # -- abilities shared with other processes (defaults: none) ------------------------------
+    def publish(self, record: ExecutionRecord, event: ExecutionEvent) -> None:
+        """Make ``event`` (and the record's state) visible to other processes now; must not
+        block. Called for every event only when ``live_events`` is True."""
+        return None
+
+    async def follow(self, execution_id: str, after_seq: int = 0) -> AsyncIterator[ExecutionEvent]:
+        """Events after ``after_seq`` of a run owned by another process, until it has ended.
+
+        The default polls :meth:`events` every ``follow_poll`` seconds while the record is not
+        terminal, then yields what the final save added.
+        """
+        seq = after_seq
+        while True:
+            record = await self.get(execution_id)
+            for event in await self.events(execution_id, seq):
+                seq = event.seq
+                yield event
+            if record is None or record.status in TERMINAL:
+                return
+            await asyncio.sleep(self.follow_poll)
+
+    async def request_cancel(self, execution_id: str) -> bool:
+        """Ask the process that owns ``execution_id`` to cancel it; True when the request was
+        placed (or the run cancelled). The default knows no other process: False."""
+        return False
+
+    async def cancel_requested(self, execution_id: str) -> bool:
+        """Whether a cancel request is pending for ``execution_id`` (polled by its owner)."""
+        return False
 
 
 # -- memory ------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ store, so the memory store refuses what SQLite could not hold rather than accept
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import sqlite3
@@ -161,6 +162,14 @@ class SessionStore(ABC):
     async def ping(self) -> None:
         """Raise ``StoreUnavailable`` when the store cannot serve requests right now."""
         return None
+
+    def lock(self, session_id: str) -> AbstractAsyncContextManager[None]:
+        """Hold ``session_id`` against runs in *other* processes sharing this store.
+
+        Runs in this process already take turns (the runtime's :class:`SessionLocks`); a store
+        shared across processes (Redis) returns a cross-process lock. The default holds nothing.
+        """
+        return contextlib.nullcontext()
 
 
 # -- memory ---------------------------------------------------------------------------------------
