@@ -115,7 +115,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """Run one workflow through the execution service on the configured stores (so the
+    execution can be looked up later, e.g. by a server on the same database)."""
     from nexus_aio.envelope import error_envelope
+    from nexus_aio.errors import WorkflowNotFound
+    from nexus_aio.execution.service import RunRequest
 
     app, _ = load_nexus(args)
     try:
@@ -123,19 +127,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     except orjson.JSONDecodeError as exc:
         print(f"--inputs is not valid JSON: {exc}", file=sys.stderr)
         return 2
+    request = RunRequest(args.name, inputs, session_id=args.session_id)
 
     async def go() -> dict[str, Any]:
-        runtime = await app._ensure_runtime()
-        try:
-            sub = app.submission(args.name, inputs, session_id=args.session_id)
-            return await runtime.run_sync(sub)
-        finally:
-            await app.aclose()
+        async with app.open_service() as service:
+            return await service.run(request)
 
     try:
         envelope = asyncio.run(go())
     except NexusError as exc:
-        _print_json(error_envelope(exc))
+        shown = None if isinstance(exc, WorkflowNotFound) else request.execution_id
+        _print_json(error_envelope(exc, shown))
         return 1
     _print_json(envelope)
     return 0

@@ -70,20 +70,31 @@ def new_request_id() -> str:
     return "req-" + _random_hex.take(8)
 
 
-def success_envelope(result: Any, workflow_id: str, execution_time: float) -> dict[str, Any]:
+def success_envelope(
+    result: Any, workflow_id: str, execution_time: float, at: float | None = None
+) -> dict[str, Any]:
+    """The spec's success envelope; ``at`` (epoch seconds) fixes the timestamp (default now)."""
     return {
         "success": True,
         "result": result,
         "workflow_id": workflow_id,
         "execution_time": execution_time,
-        "timestamp": iso_timestamp(),
+        "timestamp": iso_timestamp(at),
     }
 
 
-def error_envelope(error: NexusError, workflow_id: str | None = None) -> dict[str, Any]:
+def error_envelope(
+    error: NexusError | dict[str, Any], workflow_id: str | None = None, at: float | None = None
+) -> dict[str, Any]:
+    """The spec's error envelope, from an error or from its stored ``{"type", "message",
+    "details"}`` form; ``at`` (epoch seconds) fixes the timestamp (default now)."""
+    if isinstance(error, NexusError):
+        if at is None:
+            at = error.at
+        error = error.to_dict()
     return {
         "success": False,
-        "error": error.to_dict(),
+        "error": error,
         "workflow_id": workflow_id,
-        "timestamp": iso_timestamp(),
+        "timestamp": iso_timestamp(at),
     }

@@ -15,6 +15,7 @@ class NexusError(Exception):
     status: int = 500
     type: str = "InternalError"
     request_id: str | None = None  # set by the client from the response's X-Request-ID
+    at: float | None = None  # when it happened (epoch seconds), once an execution recorded it
 
     def __init__(
         self,
@@ -132,6 +133,35 @@ class StoreUnavailable(ServiceUnavailable):
 class Timeout(NexusError):
     status = 504
     type = "Timeout"
+
+
+class Cancelled(NexusError):
+    """The execution was cancelled (``DELETE /executions/{id}``, a client leaving a stream)."""
+
+    status = 409
+    type = "Cancelled"
+
+    def __init__(self, message: str = "The execution was cancelled", **kw: Any) -> None:
+        super().__init__(message, **kw)
+
+
+class Interrupted(NexusError):
+    """The server stopped before the execution finished (found at the next start)."""
+
+    status = 500
+    type = "Interrupted"
+
+    def __init__(
+        self, message: str = "The server stopped before this execution finished", **kw: Any
+    ) -> None:
+        super().__init__(message, **kw)
+
+
+class WorkerLost(NexusError):
+    """Every queue worker that took the execution died before finishing it."""
+
+    status = 500
+    type = "WorkerLost"
 
 
 # The error type for each HTTP status an error can carry (500 stays the generic NexusError:

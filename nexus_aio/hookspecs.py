@@ -19,6 +19,7 @@ import pluggy
 if TYPE_CHECKING:
     from aiohttp import web
 
+    from nexus_aio.execution.service import ExecutionService
     from nexus_aio.nexus import Nexus
 
 PROJECT = "nexus_aio"
@@ -126,6 +127,16 @@ def storage_backend(nexus: Nexus, kind: str) -> Any:
 
     Return an (unopened) ``ExecutionStore``, ``SessionStore`` or ``RateLimitBackend``, or None to
     pass. Stops at the first non-None result; the built-in SQLite/memory stores answer last.
+    """
+
+
+@hookspec(firstresult=True)
+def executor(nexus: Nexus, service: ExecutionService) -> Any:
+    """The ``Executor`` for async-mode runs, asked once when the execution service opens.
+
+    Return an object implementing ``nexus_aio.execution.executor.Executor`` (``submit``,
+    ``cancel``, ``follow``, ``close``) or None to pass; the core awaits each result and keeps the
+    first non-None. Without one, the built-in in-process ``LocalExecutor`` runs them.
     """
 
 

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from nexus_aio.envelope import new_execution_id
 from nexus_aio.errors import RegistrationError, WorkflowNotFound
-from nexus_aio.execution.runtime import Runtime, Submission
+from nexus_aio.execution.service import ExecutionService, RunRequest
 from nexus_aio.plugins import Hooks, build_plugin_manager
-from nexus_aio.security import SecurityLimits, check_payload
 from nexus_aio.settings import Settings
 from nexus_aio.workflows.workflow import CompiledWorkflow, Workflow, compile_workflow
 
@@ -81,12 +80,12 @@ class Nexus:
             plugins, self.settings.disable_plugins, load_entry_points=load_entry_points
         )
         self.hooks = Hooks(self.pm, self)
-        self.runtime: Runtime | None = None
+        self.service: ExecutionService | None = None  # while serving (or ``async with app``)
+        self._owns_service = False
         self.app: web.Application | None = None
         self.started_at: float | None = None
         self.health_components: list[tuple[str, Any]] = []
         self._plugin_workflows_loaded = False
-        self._limits: tuple[Settings, SecurityLimits] | None = None
 
     @property
     def api(self) -> Settings:
@@ -185,49 +184,6 @@ class Nexus:
                 f"Workflow {name!r} not found", details={"workflow": name}
             ) from None
 
-    def security_limits(self) -> SecurityLimits:
-        """The input limits, built once per settings object (the settings freeze at build)."""
-        s = self.settings
-        cached = self._limits
-        if cached is None or cached[0] is not s:
-            limits = SecurityLimits(
-                max_depth=s.max_depth, max_key_length=s.max_key_length, max_items=s.max_items
-            )
-            self._limits = cached = (s, limits)
-        return cached[1]
-
-    def submission(
-        self,
-        name: str,
-        inputs: Any,
-        *,
-        mode: str = "sync",
-        session_id: str | None = None,
-        context: dict[str, Any] | None = None,
-        actor: Any = None,
-        request_id: str | None = None,
-        execution_id: str | None = None,
-        checked: bool = False,
-    ) -> Submission:
-        """Validate a request to run ``name``; raises ``NexusError`` subclasses (400, 404)."""
-        wf = self.get_workflow(name)
-        if not checked:
-            check_payload(inputs, self.security_limits(), path="inputs")
-            if context is not None:
-                check_payload(context, self.security_limits(), path="context")
-        kwargs = wf.schema.validate(inputs)
-        return Submission(
-            wf,
-            kwargs,
-            inputs,
-            execution_id or new_execution_id(),
-            mode,
-            session_id,
-            context,
-            actor,
-            request_id,
-        )
-
     async def execute_workflow(
         self,
         name: str,
@@ -237,37 +193,49 @@ class Nexus:
         context: dict[str, Any] | None = None,
         actor: Any = None,
     ) -> Any:
-        """Run a workflow and return its result (raises a ``NexusError`` on failure)."""
-        runtime = await self._ensure_runtime()
-        if session_id is not None:
-            from nexus_aio.stores.sessions import validate_session_id
+        """Run a workflow and return its result (raises a ``NexusError`` on failure).
 
-            validate_session_id(session_id)
-        sub = self.submission(
-            name,
-            {} if inputs is None else inputs,
-            session_id=session_id,
-            context=context,
-            actor=actor,
-        )
-        envelope = await runtime.run_sync(sub)
+        Inside a serving app (a custom endpoint, a plugin) it runs on the app's service; outside
+        one it opens the stores for this call (or uses the service of ``async with app:``).
+        """
+        request = RunRequest(name, inputs, "sync", session_id, context, actor)
+        service = self.service
+        if service is not None and service.loop is asyncio.get_running_loop():
+            envelope = await service.run(request)
+        else:
+            async with self.open_service() as service:
+                envelope = await service.run(request)
         return envelope["result"]
 
     _execute_workflow = execute_workflow
 
-    async def _ensure_runtime(self) -> Runtime:
-        """The serving app's runtime, or (outside a server) one on in-memory stores."""
-        if self.runtime is None:
-            from nexus_aio.stores.executions import MemoryExecutionStore
-            from nexus_aio.stores.sessions import MemorySessionStore
+    @contextlib.asynccontextmanager
+    async def open_service(self, *, recover: bool = False) -> AsyncIterator[ExecutionService]:
+        """An :class:`ExecutionService` on the stores ``storage_backend`` picks, closed after."""
+        self.load_plugin_workflows()
+        service = await ExecutionService.open(self, recover=recover)
+        try:
+            yield service
+        finally:
+            await service.close()
 
+    async def __aenter__(self) -> Nexus:
+        """``async with app:`` keeps one service open for embedded use (many calls, one store)."""
+        if self.service is None:
             self.load_plugin_workflows()
-            executions = MemoryExecutionStore()
-            sessions = MemorySessionStore(ttl=self.settings.session_ttl)
-            await executions.open()
-            await sessions.open()
-            self.runtime = Runtime(self.settings, self.hooks, executions, sessions)
-        return self.runtime
+            self.service = await ExecutionService.open(self)
+            self._owns_service = True
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the service opened by ``async with app:`` (a serving app closes its own)."""
+        if self._owns_service and self.service is not None:
+            service, self.service = self.service, None
+            self._owns_service = False
+            await service.close()
 
     # -- serving ----------------------------------------------------------------------------
     def create_app(self) -> web.Application:
@@ -284,16 +252,5 @@ class Nexus:
 
         serve(self, host=host, port=port)
 
-    async def aclose(self) -> None:
-        if self.runtime is not None and self.app is None:
-            await self.runtime.close()
-            await self.runtime.executions.close()
-            await self.runtime.sessions.close()
-            self.runtime = None
-
     def __repr__(self) -> str:
         return f"<Nexus {len(self.workflows)} workflows>"
-
-
-def run_coroutine(coro: Any) -> Any:
-    return asyncio.run(coro)

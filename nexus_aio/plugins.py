@@ -210,6 +210,14 @@ class Hooks:
     async def storage_backend(self, kind: str) -> Any:
         return await await_me_maybe(self.pm.hook.storage_backend(nexus=self.nexus, kind=kind))
 
+    async def executor(self, service: Any) -> Any:
+        for impl in reversed(self.pm.hook.executor.get_hookimpls()):
+            given = {"nexus": self.nexus, "service": service}
+            result = await await_me_maybe(impl.function(**{a: given[a] for a in impl.argnames}))
+            if result is not None:
+                return result
+        return None
+
     def openapi_spec(self, spec: Any) -> None:
         self.pm.hook.openapi_spec(nexus=self.nexus, spec=spec)
 

@@ -94,6 +94,15 @@ class SecurityLimits:
 DEFAULT_LIMITS: Final = SecurityLimits()
 
 
+def limits_from(settings: Any) -> SecurityLimits:
+    """The limits the settings ``max_depth``, ``max_key_length`` and ``max_items`` set."""
+    return SecurityLimits(
+        max_depth=settings.max_depth,
+        max_key_length=settings.max_key_length,
+        max_items=settings.max_items,
+    )
+
+
 def is_dangerous_key(key: str) -> bool:
     """True for a key the filter refuses by name."""
     return key in DANGEROUS_KEYS or (key[:2] == "__" and key.lower() in _DANGEROUS_DUNDERS_LOWER)

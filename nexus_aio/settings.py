@@ -48,7 +48,9 @@ class Settings:
     endpoint_rate_limit: int = 100
     trusted_proxies: list[str] = field(default_factory=list)
     request_timeout: float = 30.0
+    run_timeout: float = 3600.0
     max_concurrent_requests: int = 100
+    max_queued_runs: int = 10_000
     max_request_size: int = 10 * 1024 * 1024
     response_compression: bool = False
     max_depth: int = 64
@@ -156,7 +158,9 @@ class Settings:
             )
         for name in (
             "request_timeout",
+            "run_timeout",
             "max_concurrent_requests",
+            "max_queued_runs",
             "max_request_size",
             "max_depth",
             "max_key_length",

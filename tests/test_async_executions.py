@@ -318,14 +318,18 @@ async def test_last_event_id_resume_gets_every_later_event_exactly_once(nexus_se
     assert everything[-1][1] == "complete"
 
 
-async def test_events_of_a_sync_execution_end_with_a_closing_event(nexus_server, http):
+async def test_events_of_a_failed_sync_execution_are_start_then_the_error_it_answered(
+    nexus_server, http
+):
     url = await nexus_server(app_())
     async with http.post(f"{url}/workflows/fail/execute", json={}) as r:
-        execution_id = (await r.json())["workflow_id"]
+        answered = await r.json()
+    execution_id = answered["workflow_id"]
     async with http.get(f"{url}/executions/{execution_id}/events") as resp:
         events = await read_sse(resp)
-    assert [(s, k) for s, k, _ in events] == [(1, "error")]
-    assert events[0][2]["error"]["type"] == "WorkflowExecutionError"
+    assert [(s, k) for s, k, _ in events] == [(1, "start"), (2, "error")]
+    assert events[0][2]["workflow_id"] == execution_id
+    assert events[1][2] == answered  # the stored event is the envelope the client got
 
 
 async def test_bad_last_event_id_is_400(nexus_server, http):
@@ -430,7 +434,7 @@ def test_last_event_id_parser_prefers_the_header():
 async def test_events_and_wait_follow_an_execution_running_in_another_process(nexus_server, http):
     app = app_()
     url = await nexus_server(app)
-    store = app.runtime.executions
+    store = app.service.executions
     record = ExecutionRecord("elsewhere", "sum", "async", "running", {}, time.time())
     await store.save(record)
     await store.add_events("elsewhere", [ExecutionEvent(1, "start", {"n": 1}, time.time())])

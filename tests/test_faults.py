@@ -59,7 +59,7 @@ async def test_a_burst_of_raising_workflows_gives_500s_and_leaves_nothing_runnin
         f"boom {i}" for i in range(40)
     )
     assert all(data["error"]["type"] == "WorkflowExecutionError" for _, data in results)
-    assert app.runtime is not None and app.runtime.running == 0
+    assert app.service is not None and app.service.running == 0
     await assert_serving(http, url)
     _, record = await get(http, f"{url}/executions/{results[0][1]['workflow_id']}")
     assert record["status"] == "failed"
@@ -94,7 +94,7 @@ async def test_hanging_workflows_time_out_with_504_and_their_tasks_are_cancelled
     assert {data["error"]["type"] for _, data in results} == {"Timeout"}
     assert results[0][1]["error"]["details"] == {"timeout": 0.3}
     assert entered == cancelled == 5
-    assert app.runtime is not None and app.runtime.running == 0
+    assert app.service is not None and app.service.running == 0
     await assert_serving(http, url)
 
 

@@ -124,7 +124,7 @@ async def test_hook_register_cleanup_ctx(http):
         def register_cleanup_ctx(self, nexus):
             async def ctx(app: web.Application):
                 # the core's context ran first: the runtime is up
-                events.append(f"start runtime={nexus.runtime is not None}")
+                events.append(f"start runtime={nexus.service is not None}")
                 yield
                 events.append("stop")
 
@@ -324,7 +324,7 @@ async def test_hook_storage_backend(nexus_server, http):
 
     app = make(Plugin())
     url = await nexus_server(app)
-    assert app.runtime is not None and app.runtime.executions is store
+    assert app.service is not None and app.service.executions is store
     assert CountingStore.opened == 1
     _, data, _ = await execute(http, url, "add", {"a": 4})
     record = await store.get(data["workflow_id"])

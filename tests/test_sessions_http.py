@@ -275,7 +275,7 @@ async def test_delete_waits_for_a_running_step(nexus_server, http):
     step = asyncio.create_task(run(http, url, "hold", "busy-delete"))
     await started.wait()
     deleting = asyncio.create_task(delete_session(http, url, "busy-delete"))
-    locks = app.runtime.session_locks  # type: ignore[union-attr]
+    locks = app.service.runtime.session_locks  # type: ignore[union-attr]
     await until(lambda: locks._entries["busy-delete"].users == 2)  # DELETE waits on the lock
     assert not deleting.done()
     release.set()

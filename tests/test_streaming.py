@@ -341,10 +341,8 @@ async def test_a_stream_longer_than_the_sqlite_write_buffer_is_stored_whole(
     events = await stream(http, url, "many", {"n": n})
     assert len(events) == n + 2
     execution_id = events[0][2]["workflow_id"]
-    live = app.runtime.live.get(execution_id)
-    if live is not None:  # the final save runs after the last event was sent
-        await asyncio.wait_for(asyncio.shield(live.task), 5)
-    stored = await app.runtime.executions.events(execution_id)
+    await app.service.get(execution_id)  # settled: the final save ran after the last event
+    stored = await app.service.executions.events(execution_id)
     assert [e.seq for e in stored] == list(range(1, n + 3))
     async with asyncio.timeout(10):
         async with http.get(f"{url}/executions/{execution_id}/events?last_event_id={n}") as r:

@@ -11,20 +11,21 @@ from nexus_aio.hookspecs import hookimpl
 @hookimpl
 def health_components(nexus: Any) -> list[tuple[str, Any]]:
     async def api() -> dict[str, Any]:
-        runtime = nexus.runtime
+        service = nexus.service
         return {
             "status": "healthy",
-            "running_executions": runtime.running if runtime else 0,
+            "running_executions": service.running if service else 0,
             "max_concurrent_requests": nexus.settings.max_concurrent_requests,
         }
 
     async def database() -> dict[str, Any]:
         started = time.perf_counter()
-        await nexus.runtime.executions.ping()
-        await nexus.runtime.sessions.ping()
+        service = nexus.service
+        await service.executions.ping()
+        await service.sessions.ping()
         return {
             "status": "healthy",
-            "backend": type(nexus.runtime.executions).__name__,
+            "backend": type(service.executions).__name__,
             "latency_ms": round((time.perf_counter() - started) * 1000, 3),
         }
 

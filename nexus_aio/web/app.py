@@ -13,9 +13,16 @@ from aiohttp import web
 from nexus_aio import errors
 from nexus_aio.envelope import new_request_id
 from nexus_aio.errors import ConfigurationError, NexusError
-from nexus_aio.execution.runtime import Runtime
+from nexus_aio.execution.service import ExecutionService
 from nexus_aio.logs import access_logger
-from nexus_aio.web.keys import ACTOR, EXECUTION_ID, NEXUS, REQUEST_ID, REQUEST_STARTED
+from nexus_aio.web.keys import (
+    ACTOR,
+    EXECUTION_ID,
+    NEXUS,
+    REQUEST_ID,
+    REQUEST_STARTED,
+    STREAM_RESPONSE,
+)
 from nexus_aio.web.responses import error_response
 from nexus_aio.web.workers import is_worker_child
 
@@ -72,26 +79,36 @@ def make_core_middleware(nexus: Nexus) -> Any:
                 request[ACTOR] = await hooks.actor_from_request(request)
             response = await handler(request)
         except web.HTTPException as exc:
-            if exc.status < 400:
+            if exc.status < 400 or STREAM_RESPONSE in request:
                 raise
             response = await render_error(
                 request, nexus_error_from_http(request, exc), custom_errors
             )
-        except NexusError as exc:
-            response = await render_error(request, exc, custom_errors)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.error(
-                "unhandled error on %s %s (request %s)",
-                request.method,
-                request.path,
-                rid,
-                exc_info=exc,
-            )
-            response = await render_error(
-                request, errors.NexusError("Internal server error"), custom_errors, exc
-            )
+            stream = request.get(STREAM_RESPONSE)
+            if stream is not None:  # the status line is out: end the stream, never write another
+                log.error(
+                    "error after the stream of %s %s started",
+                    request.method,
+                    request.path,
+                    exc_info=exc,
+                )
+                response = stream
+            elif isinstance(exc, NexusError):
+                response = await render_error(request, exc, custom_errors)
+            else:
+                log.error(
+                    "unhandled error on %s %s (request %s)",
+                    request.method,
+                    request.path,
+                    rid,
+                    exc_info=exc,
+                )
+                response = await render_error(
+                    request, errors.NexusError("Internal server error"), custom_errors, exc
+                )
         if not response.prepared:
             response.headers["X-Request-ID"] = rid
             if compress and isinstance(response, web.Response):
@@ -151,7 +168,7 @@ def build_app(nexus: Nexus) -> web.Application:
         seen[key] = route.handler
         routes.append(_prefixed(settings.api_prefix, route))
     app.add_routes(routes)
-    app.cleanup_ctx.append(_runtime_ctx)
+    app.cleanup_ctx.append(_service_ctx)
     app.cleanup_ctx.extend(hooks.register_cleanup_ctx())
     app.on_startup.append(_mark_started)
     return app
@@ -161,36 +178,16 @@ async def _mark_started(app: web.Application) -> None:
     app[NEXUS].started_at = time.time()
 
 
-async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Open the stores the ``storage_backend`` hook picks; recover interrupted executions."""
+async def _service_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Open the execution service (stores, executor) for the app's lifetime; a server starting
+    recovers runs a dead one left behind (with ``--workers`` the parent did that once)."""
     nexus: Nexus = app[NEXUS]
-    executions = await nexus.hooks.storage_backend("executions")
-    sessions = await nexus.hooks.storage_backend("sessions")
-    if executions is None or sessions is None:
-        raise ConfigurationError(
-            "no storage_backend plugin supplied the executions/sessions stores"
-        )
-    await executions.open()
-    await sessions.open()
-    try:
-        # With --workers the parent recovers once; a worker must not interrupt its siblings' runs.
-        interrupted = 0 if is_worker_child() else await executions.mark_interrupted()
-        if interrupted:
-            log.warning(
-                "%d executions were interrupted by the last shutdown; marked interrupted",
-                interrupted,
-            )
-    except NexusError as exc:
-        log.warning("could not recover interrupted executions: %s", exc.message)
-    runtime = Runtime(nexus.settings, nexus.hooks, executions, sessions)
-    nexus.runtime = runtime
+    nexus.service = await ExecutionService.open(nexus, recover=not is_worker_child())
     try:
         yield
     finally:
-        await runtime.close()
-        nexus.runtime = None
-        await sessions.close()
-        await executions.close()
+        service, nexus.service = nexus.service, None
+        await service.close()
 
 
 def serve(

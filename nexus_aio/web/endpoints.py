@@ -58,7 +58,7 @@ from aiohttp import web
 
 from nexus_aio.errors import RegistrationError, ValidationError
 from nexus_aio.query import Query
-from nexus_aio.security import check_payload
+from nexus_aio.security import check_payload, limits_from
 from nexus_aio.web.request import read_json
 from nexus_aio.web.responses import json_response
 from nexus_aio.workflows.schema import (
@@ -556,7 +556,7 @@ def make_endpoint_handler(nexus: Nexus, spec: EndpointSpec) -> Handler:
     rate_limit = spec.rate_limit or nexus.settings.endpoint_rate_limit
     plan = _analyze(spec, rate_limit)
     fn = spec.handler
-    limits = nexus.security_limits()
+    limits = limits_from(nexus.settings)
     request_arg = plan.request_arg
     path_plan = plan.path
     query_plan = plan.query
@@ -625,10 +625,10 @@ def make_endpoint_handler(nexus: Nexus, spec: EndpointSpec) -> Handler:
         if is_async:
             result = await fn(**kwargs)
         else:
-            runtime = nexus.runtime
-            if runtime is None:  # pragma: no cover - routes only run while the runtime is up
+            service = nexus.service
+            if service is None:  # pragma: no cover - routes only run while the app serves
                 raise RuntimeError("endpoint called while the app is not running")
-            result = await runtime.run_sync_fn(functools.partial(fn, **kwargs))
+            result = await service.runtime.run_sync_fn(functools.partial(fn, **kwargs))
             if inspect.isawaitable(result):
                 result = await result
         return _response(result)

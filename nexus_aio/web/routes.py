@@ -4,16 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from nexus_aio import __version__
 from nexus_aio.envelope import new_execution_id
 from nexus_aio.errors import Forbidden, NexusError, Unauthorized
-from nexus_aio.web.keys import ACTOR, EXECUTION_ID, REQUEST_ID, WORKFLOW_NAME, nexus_of
+from nexus_aio.execution.service import RunRequest
+from nexus_aio.web.keys import (
+    ACTOR,
+    EXECUTION_ID,
+    REQUEST_ID,
+    WORKFLOW_NAME,
+    nexus_of,
+    service_of,
+)
 from nexus_aio.web.request import read_execute_request
 from nexus_aio.web.responses import json_response
+
+if TYPE_CHECKING:
+    from nexus_aio.nexus import Nexus
 
 HEALTH_CHECK_TIMEOUT = 2.0
 
@@ -33,56 +44,49 @@ async def check_permission(request: web.Request, action: str, resource: str | No
         )
 
 
-def make_execute_handler(nexus: Any) -> Any:
+def make_execute_handler(nexus: Nexus) -> Any:
+    """``POST|GET /workflows/{name}/execute``: read the HTTP request, hand it to the execution
+    service, render its answer (JSON, SSE or 202)."""
     workflows = nexus.workflows
     needs_permission = nexus.hooks.implemented("permission_allowed", builtin=False)
-    from nexus_aio.web.executions import IDEMPOTENCY_HEADER, IDEMPOTENT_PASS, Idempotency
-
-    idempotency = Idempotency(nexus)
+    from nexus_aio.web.idempotency import IDEMPOTENCY_HEADER, IDEMPOTENT_PASS, handle_idempotent
+    from nexus_aio.web.sse import stream_run
 
     async def execute(request: web.Request) -> web.StreamResponse:
         if IDEMPOTENCY_HEADER in request.headers and IDEMPOTENT_PASS not in request:
-            return await idempotency.handle(request, execute)
+            return await handle_idempotent(request, execute)
         name = request.match_info["name"]
-        workflow = workflows.get(name)
-        if workflow is None:
-            nexus.get_workflow(name)  # raises WorkflowNotFound
+        workflow = workflows.get(name) or nexus.get_workflow(name)  # WorkflowNotFound
         request[WORKFLOW_NAME] = name
         if needs_permission:
             await check_permission(request, "execute", name)
         execution_id = request[EXECUTION_ID] = new_execution_id()
-        runtime = nexus.runtime
+        service = service_of(request)
+        actor = request.get(ACTOR)
         try:
             parsed = await read_execute_request(request, workflow)
-            sub = nexus.submission(
-                name,
-                parsed.inputs,
-                mode=parsed.mode,
-                session_id=parsed.session_id,
-                context=parsed.context,
-                actor=request.get(ACTOR),
-                request_id=request[REQUEST_ID],
-                execution_id=execution_id,
-                checked=True,
-            )
-        except NexusError as exc:
-            # The client sees this workflow_id: keep a record so it can be looked up.
-            await runtime.record_rejected(
-                execution_id, name, exc, request_id=request[REQUEST_ID], actor=request.get(ACTOR)
+        except NexusError as exc:  # the client sees this workflow_id: keep a record of it
+            await service.reject(
+                execution_id, name, exc, request_id=request[REQUEST_ID], actor=actor
             )
             raise
-        headers = {"X-Session-ID": sub.session_id} if sub.session_id else None
-        if sub.mode == "sync":
-            envelope = await runtime.run_sync(sub)
-            if sub.session_id:
-                envelope["session_id"] = sub.session_id
-            return json_response(envelope, headers=headers)
-        if sub.mode == "stream":
-            from nexus_aio.web.sse import stream_submission
-
-            return await stream_submission(request, sub)
-        live = await runtime.start(sub)
-        return accepted_response(request, live.record.id, sub.session_id)
+        run = RunRequest(
+            name,
+            parsed.inputs,
+            parsed.mode,
+            parsed.session_id,
+            parsed.context,
+            actor,
+            request[REQUEST_ID],
+            execution_id,
+        )
+        headers = {"X-Session-ID": run.session_id} if run.session_id else None
+        if run.mode == "sync":
+            return json_response(await service.run(run), headers=headers)
+        if run.mode == "stream":
+            return await stream_run(request, service, run)
+        record = await service.submit(run)
+        return accepted_response(request, record.id, record.session_id)
 
     return execute
 
@@ -135,9 +139,9 @@ async def list_workflows(request: web.Request) -> web.Response:
 async def health(request: web.Request) -> web.Response:
     nexus = nexus_of(request)
     started = nexus.started_at or time.time()
-    runtime = nexus.runtime
+    service = nexus.service
     try:
-        active = await runtime.sessions.count_active() if runtime is not None else 0
+        active = await service.sessions.count_active() if service is not None else 0
     except NexusError:
         active = None
     return json_response(

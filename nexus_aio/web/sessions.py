@@ -17,22 +17,20 @@ from aiohttp import web
 from nexus_aio.errors import Forbidden, NexusError, SessionNotFound, Unauthorized
 from nexus_aio.execution.runtime import Runtime, actor_id
 from nexus_aio.stores.sessions import Session, SessionStore, validate_session_id
-from nexus_aio.web.keys import ACTOR, nexus_of
+from nexus_aio.web.keys import ACTOR, service_of
 from nexus_aio.web.responses import json_response
 
 if TYPE_CHECKING:
     from nexus_aio.nexus import Nexus
 
-log = logging.getLogger("nexus_aio.stores.sessions")
+log = logging.getLogger("nexus_aio.sessions")
 
 PURGE_INTERVAL_MAX = 60.0
 PURGE_INTERVAL_MIN = 0.5
 
 
 def _runtime(request: web.Request) -> Runtime:
-    runtime = nexus_of(request).runtime
-    assert runtime is not None, "session routes run only while the app runs"
-    return runtime
+    return service_of(request).runtime
 
 
 def check_session_owner(request: web.Request, session: Session) -> None:
@@ -112,12 +110,12 @@ def make_purge_ctx(nexus: Nexus) -> Callable[[web.Application], AsyncIterator[No
     """A cleanup context running :func:`purge_periodically` on the runtime's session store."""
 
     async def session_purge_ctx(app: web.Application) -> AsyncIterator[None]:
-        runtime = nexus.runtime
-        if runtime is None:  # the core context did not start: nothing to purge
+        service = nexus.service
+        if service is None:  # the core context did not start: nothing to purge
             yield
             return
         task = asyncio.create_task(
-            purge_periodically(runtime.sessions, purge_interval(nexus)),
+            purge_periodically(service.sessions, purge_interval(nexus)),
             name="nexus-session-purge",
         )
         try:

@@ -2,25 +2,29 @@
 
 Keepalive events (``event: keepalive``) repeat the id of the last real event, so a browser's
 ``Last-Event-ID`` always names a stored event and resuming never skips or repeats one.
-A disconnected client is noticed within a second, even when the workflow is silent.
+A disconnected client is noticed within a second, even when the workflow is silent. Once the
+response has started, every failure is told as an ``event: error`` and the stream ends: a
+second HTTP status line is never written.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from aiohttp.client_exceptions import ClientConnectionResetError
 
-from nexus_aio.envelope import iso_timestamp
-from nexus_aio.web.keys import RATE_HEADERS, REQUEST_ID, nexus_of
+from nexus_aio.envelope import error_envelope, iso_timestamp
+from nexus_aio.errors import NexusError
+from nexus_aio.execution.service import ExecutionService, RunRequest
+from nexus_aio.web.keys import RATE_HEADERS, REQUEST_ID, STREAM_RESPONSE, nexus_of
 from nexus_aio.web.responses import dumps
 
 if TYPE_CHECKING:
-    from nexus_aio.execution.runtime import EventLog, Submission
+    from nexus_aio.execution.events import EventLog
     from nexus_aio.stores.executions import ExecutionEvent
 
 log = logging.getLogger("nexus_aio.sse")
@@ -50,6 +54,7 @@ async def open_stream(
         }
     )
     await resp.prepare(request)
+    request[STREAM_RESPONSE] = resp
     return resp
 
 
@@ -66,54 +71,144 @@ async def pump(
     loop = asyncio.get_running_loop()
     index = max(after_seq, 0)
     last_sent = loop.time()
+    while True:
+        pending = events.events
+        if index < len(pending):
+            await resp.write(format_events(pending[index:]))
+            index = len(pending)
+            last_sent = loop.time()
+        if events.finished and index >= len(events.events):
+            return True
+        changed = events.changed()
+        if index < len(events.events) or events.finished:
+            continue  # pushed while we were writing: that push set no event we wait on
+        wait = min(DISCONNECT_POLL, keepalive - (loop.time() - last_sent))
+        if wait > 0:
+            try:
+                async with asyncio.timeout(wait):
+                    await changed.wait()
+                continue
+            except TimeoutError:
+                pass
+        if _closed(request):
+            return False
+        if loop.time() - last_sent >= keepalive:
+            await resp.write(format_event(index, "keepalive", {"timestamp": iso_timestamp()}))
+            last_sent = loop.time()
+
+
+async def relay(
+    request: web.Request,
+    resp: web.StreamResponse,
+    events: AsyncIterator[ExecutionEvent],
+    after_seq: int = 0,
+) -> bool:
+    """Write events from any source (the store, another instance) with keepalives while it is
+    quiet; False if the client left."""
+    keepalive = nexus_of(request).settings.sse_keepalive
+    loop = asyncio.get_running_loop()
+    last_sent = loop.time()
+    seq = after_seq
+    following = aiter(events)
+    pending: asyncio.Future[ExecutionEvent] | None = None
     try:
         while True:
-            pending = events.events
-            if index < len(pending):
-                await resp.write(format_events(pending[index:]))
-                index = len(pending)
-                last_sent = loop.time()
-            if events.finished and index >= len(events.events):
-                return True
-            changed = events.changed()
-            if index < len(events.events) or events.finished:
-                continue  # pushed while we were writing: that push set no event we wait on
-            wait = min(DISCONNECT_POLL, keepalive - (loop.time() - last_sent))
-            if wait > 0:
+            if pending is None:
+                pending = asyncio.ensure_future(anext(following))
+            wait = max(0.0, min(DISCONNECT_POLL, keepalive - (loop.time() - last_sent)))
+            done, _ = await asyncio.wait({pending}, timeout=wait)
+            if done:
                 try:
-                    async with asyncio.timeout(wait):
-                        await changed.wait()
-                    continue
-                except TimeoutError:
-                    pass
+                    event = pending.result()
+                except StopAsyncIteration:
+                    return True
+                finally:
+                    pending = None
+                await resp.write(format_event(event.seq, event.type, event.data))
+                seq, last_sent = event.seq, loop.time()
+                continue
             if _closed(request):
                 return False
             if loop.time() - last_sent >= keepalive:
-                await resp.write(format_event(index, "keepalive", {"timestamp": iso_timestamp()}))
+                await resp.write(format_event(seq, "keepalive", {"timestamp": iso_timestamp()}))
                 last_sent = loop.time()
+    finally:
+        if pending is not None:
+            pending.cancel()
+            await asyncio.gather(pending, return_exceptions=True)
+        aclose = getattr(following, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+async def _fail_stream(resp: web.StreamResponse, exc: Exception, execution_id: str) -> None:
+    """Tell the client of a failure after the response started, as the stream's last event."""
+    error = exc if isinstance(exc, NexusError) else NexusError("Internal server error")
+    if not isinstance(exc, NexusError):
+        log.error("stream of %s failed", execution_id, exc_info=exc)
+    try:
+        # No ``id:`` line: the client's Last-Event-ID keeps naming the last stored event.
+        await resp.write(b"event: error\ndata: %s\n\n" % dumps(error_envelope(error, execution_id)))
+        await resp.write_eof()
     except DISCONNECTED:
-        return False
+        pass
 
 
-async def stream_submission(request: web.Request, sub: Submission) -> web.StreamResponse:
-    """Run ``sub`` in the background and stream its events; errors before this are plain HTTP."""
-    nexus = nexus_of(request)
-    runtime = nexus.runtime
-    assert runtime is not None
-    live = await runtime.start(sub)
-    headers = {"X-Session-ID": sub.session_id} if sub.session_id else None
+async def stream_execution(
+    request: web.Request,
+    service: ExecutionService,
+    execution_id: str,
+    after_seq: int,
+    headers: dict[str, str] | None = None,
+) -> web.StreamResponse:
+    """SSE of an execution's events after ``after_seq``: the live log of a run of this process,
+    else what the service follows (stored events, then live ones from another process)."""
+    resp = await open_stream(request, headers)
+    try:
+        live = service.live(execution_id)
+        if live is not None:
+            finished = await pump(request, resp, live.log, after_seq)
+        else:
+            finished = await relay(
+                request, resp, service.follow(execution_id, after_seq), after_seq
+            )
+        if finished:
+            await resp.write_eof()
+    except DISCONNECTED:
+        pass
+    except Exception as exc:
+        await _fail_stream(resp, exc, execution_id)
+    return resp
+
+
+async def stream_run(
+    request: web.Request, service: ExecutionService, run: RunRequest
+) -> web.StreamResponse:
+    """Start ``run`` and stream its events; errors before the stream opens are plain HTTP."""
+    live = await service.stream(run)
+    execution_id = live.record.id
+    cancel_on_disconnect = service.settings.cancel_on_disconnect
+    headers = {"X-Session-ID": run.session_id} if run.session_id else None
     try:
         resp = await open_stream(request, headers)
         finished = await pump(request, resp, live.log)
     except asyncio.CancelledError:
-        finished = False
-        if nexus.settings.cancel_on_disconnect:
-            await asyncio.shield(runtime.cancel(sub.execution_id))
+        if cancel_on_disconnect:
+            await asyncio.shield(service.cancel(execution_id))
         raise
+    except DISCONNECTED:
+        finished = False
+    except Exception as exc:
+        await service.cancel(execution_id)
+        stream = request.get(STREAM_RESPONSE)
+        if stream is None:
+            raise
+        await _fail_stream(stream, exc, execution_id)
+        return stream
     if not finished:
-        if nexus.settings.cancel_on_disconnect:
-            await runtime.cancel(sub.execution_id)
-        log.debug("client left the stream of %s", sub.execution_id)
+        if cancel_on_disconnect:
+            await service.cancel(execution_id)
+        log.debug("client left the stream of %s", execution_id)
         return resp
     try:
         await resp.write_eof()

@@ -54,6 +54,8 @@ class Callable_:
         target = inspect.unwrap(fn)
         if inspect.isasyncgenfunction(target):
             kind = "asyncgen"
+        elif inspect.isgeneratorfunction(target):
+            kind = "gen"
         elif inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(
             getattr(target, "__call__", None)  # noqa: B004 - async callable objects
         ):
@@ -63,18 +65,50 @@ class Callable_:
         return cls(fn, schema, context_param, kind)
 
     async def call(self, kwargs: dict[str, Any], ctx: Context, run_sync: SyncRunner) -> Any:
+        """Run the callable; its ``BaseException``s other than cancellation (``SystemExit``,
+        ``KeyboardInterrupt``...) come out as :class:`WorkflowAborted`, so that asyncio never
+        sees them escape a task (it would re-raise them out of the event loop)."""
         if self.context_param is not None:
             kwargs = {**kwargs, self.context_param: ctx}
-        if self.kind == "async":
-            return await self.fn(**kwargs)
-        if self.kind == "sync":
-            fn = self.fn
-            return await run_sync(lambda: fn(**kwargs))
-        chunks = []
-        async for item in self.fn(**kwargs):
+        try:
+            if self.kind == "async":
+                return await self.fn(**kwargs)
+            if self.kind == "sync":
+                fn = self.fn
+                return await run_sync(lambda: fn(**kwargs))
+            if self.kind == "gen":
+                return await self._drain_sync(kwargs, ctx, run_sync)
+            chunks = []
+            async for item in self.fn(**kwargs):
+                ctx._sink.push("chunk", item)
+                chunks.append(item)
+            return chunks
+        except (Exception, asyncio.CancelledError):
+            raise
+        except BaseException as exc:
+            raise WorkflowAborted(exc) from exc
+
+    async def _drain_sync(self, kwargs: dict[str, Any], ctx: Context, run_sync: SyncRunner) -> Any:
+        """A plain generator: each item is produced in the thread pool (its body may block)."""
+        items = self.fn(**kwargs)
+        chunks: list[Any] = []
+        while True:
+            item = await run_sync(lambda: next(items, _EXHAUSTED))
+            if item is _EXHAUSTED:
+                return chunks
             ctx._sink.push("chunk", item)
             chunks.append(item)
-        return chunks
+
+
+_EXHAUSTED = object()
+
+
+class WorkflowAborted(Exception):
+    """A workflow raised a ``BaseException`` that is not cancellation (``SystemExit``...)."""
+
+    def __init__(self, original: BaseException) -> None:
+        super().__init__(str(original) or type(original).__name__)
+        self.original = original
 
 
 @dataclass
@@ -206,7 +240,7 @@ def compile_workflow(
         description=description,
         schema=compiled.schema,
         outputs=output_schema(target),
-        kind="stream" if compiled.kind == "asyncgen" else "function",
+        kind="stream" if compiled.kind in ("asyncgen", "gen") else "function",
         runner=compiled.call,
         source=target,
         **extra,

@@ -27,8 +27,7 @@ from aiohttp import web
 from nexus_aio import hookimpl
 from nexus_aio.envelope import error_envelope, new_execution_id
 from nexus_aio.errors import ConfigurationError, NexusError, ValidationError
-from nexus_aio.security import check_payload
-from nexus_aio.stores.sessions import validate_session_id
+from nexus_aio.execution.service import RunRequest
 from nexus_aio.web.keys import ACTOR, REQUEST_ID
 from nexus_aio.web.request import read_json
 from nexus_aio.web.responses import json_response
@@ -37,7 +36,6 @@ from nexus_aio.workflows.schema import json_type_name
 
 if TYPE_CHECKING:
     from nexus_aio import Nexus
-    from nexus_aio.execution.runtime import Submission
 
 __version__ = "0.1.0"
 __all__ = [
@@ -165,7 +163,8 @@ async def run_bounded(
 
 # -- one item: the execute route's steps ------------------------------------------------------
 def _item_fields(item: BatchItem) -> tuple[Any, str | None, dict[str, Any] | None]:
-    """The item's inputs, session id and context, checked like an execute request body."""
+    """The item's inputs, session id and context, with the shape checks of an execute body (the
+    execution service checks the rest: security filter, session id, inputs)."""
     body = item.body
     unknown = sorted(body.keys() - ITEM_FIELDS)
     if unknown:
@@ -177,10 +176,8 @@ def _item_fields(item: BatchItem) -> tuple[Any, str | None, dict[str, Any] | Non
     if context is not None and not isinstance(context, dict):
         raise _invalid("context", "object", context, "Invalid parameter: context")
     session_id = body.get("session_id")
-    if session_id is not None:
-        if not isinstance(session_id, str):
-            raise _invalid("session_id", "string", session_id, "Invalid parameter: session_id")
-        session_id = validate_session_id(session_id)
+    if session_id is not None and not isinstance(session_id, str):
+        raise _invalid("session_id", "string", session_id, "Invalid parameter: session_id")
     return body.get("inputs", {}), session_id, context
 
 
@@ -217,36 +214,29 @@ class _ItemRunner:
         return {"index": item.index, "name": item.name, "status_code": status, **envelope}
 
     async def _execute(self, item: BatchItem, execution_id: str) -> dict[str, Any]:
-        nexus, request = self.nexus, self.request
-        runtime = nexus.runtime
-        assert runtime is not None, "the batch route only runs while the app serves"
+        """The item through the execution service, as a sync execute would run it."""
+        service = self.nexus.service
+        assert service is not None, "the batch route only runs while the app serves"
+        request = self.request
         actor = request.get(ACTOR)
         try:
-            sub = self._submission(item, execution_id, actor)
+            inputs, session_id, context = _item_fields(item)
         except NexusError as exc:  # keep a record under the id the client sees, like execute
-            await runtime.record_rejected(
+            await service.reject(
                 execution_id, item.name, exc, request_id=request[REQUEST_ID], actor=actor
             )
             raise
-        envelope = await runtime.run_sync(sub)
-        if sub.session_id:
-            envelope["session_id"] = sub.session_id
-        return envelope
-
-    def _submission(self, item: BatchItem, execution_id: str, actor: Any) -> Submission:
-        nexus = self.nexus
-        check_payload(item.body, nexus.security_limits())
-        inputs, session_id, context = _item_fields(item)
-        return nexus.submission(
+        run = RunRequest(
             item.name,
             inputs,
-            session_id=session_id,
-            context=context,
-            actor=actor,
-            request_id=self.request[REQUEST_ID],
-            execution_id=execution_id,
-            checked=True,
+            "sync",
+            session_id,
+            context,
+            actor,
+            request[REQUEST_ID],
+            execution_id,
         )
+        return await service.run(run)
 
 
 def _workflow_limit_check() -> LimitCheck | None:

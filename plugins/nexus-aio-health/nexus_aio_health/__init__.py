@@ -85,7 +85,7 @@ async def ready(request: web.Request) -> web.Response:
     nexus = nexus_of(request)
     state = request.app.get(HEALTH_STATE)
     body: dict[str, Any] = {"version": nexus_version}
-    if nexus.runtime is None:
+    if nexus.service is None:
         body.update(status="unhealthy", ready=False, reason="starting: the stores are not open")
         return json_response(body, status=503)
     components = await run_health_components(nexus)
@@ -164,10 +164,10 @@ def stores_check(nexus: Nexus, threshold: Threshold) -> Check:
     timeout = threshold.unhealthy / 1000 if threshold.unhealthy else None
 
     async def stores() -> dict[str, Any]:
-        runtime = nexus.runtime
-        if runtime is None:
+        service = nexus.service
+        if service is None:
             return {"status": "unhealthy", "error": "the stores are not open"}
-        named = {"executions": runtime.executions, "sessions": runtime.sessions}
+        named = {"executions": service.executions, "sessions": service.sessions}
         results = await asyncio.gather(*(_ping(s, timeout) for s in named.values()))
         report = store_report(dict(zip(named, results, strict=True)), threshold)
         for name, store in named.items():

@@ -116,7 +116,7 @@ async def test_an_unreachable_store_makes_ready_503_and_is_named(nexus_server, h
     async def down() -> None:
         raise StoreUnavailable("sessions store is down")
 
-    monkeypatch.setattr(app.runtime.sessions, "ping", down)
+    monkeypatch.setattr(app.service.sessions, "ping", down)
     status, body = await get(http, f"{url}/health/ready")
     assert status == 503
     stores = body["components"]["stores"]

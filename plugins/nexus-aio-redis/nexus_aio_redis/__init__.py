@@ -7,6 +7,8 @@ and the core's own stores answer: the plugin costs nothing per request. With it:
 * ``storage_backend("executions")``: :class:`RedisExecutionStore` (records, history, events in
   Redis Streams followed live from any instance, idempotency keys);
 * ``storage_backend("ratelimit")``: :class:`RedisRateLimiter` (GCRA in one Lua script);
+* ``executor``: :class:`~nexus_aio_redis.dispatch.ArqExecutor` when ``redis_execute_async`` is on
+  (async runs go to ``python -m nexus_aio worker`` processes);
 * ``health_components``: ``redis`` (PING latency, ``degraded`` above ``redis_degraded_ms``).
 
 Settings (``Settings.get``; env ``NEXUS_<NAME>``): ``redis_url``, ``redis_prefix`` (``nexus:``),
@@ -19,15 +21,17 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from nexus_aio import hookimpl
-from nexus_aio.errors import StoreUnavailable
+from nexus_aio.errors import ConfigurationError, StoreUnavailable
 
 from .client import connect, redact
+from .dispatch import ArqExecutor
 from .executions import RedisExecutionStore
 from .ratelimit import RedisRateLimiter
 from .sessions import RedisSessionStore
 
 if TYPE_CHECKING:
     from nexus_aio import Nexus
+    from nexus_aio.execution.service import ExecutionService
 
 __version__ = "0.1.0"
 __all__ = [
@@ -65,14 +69,20 @@ def storage_backend(nexus: Nexus, kind: str) -> Any:
             lock_lease=float(settings.get("redis_lock_lease", 10.0, type=float)),
         )
     if kind == "executions":
-        return RedisExecutionStore(
-            connect(url, timeout=timeout),
-            prefix=_prefix(nexus),
-            dispatch_async=bool(settings.get("redis_execute_async", False, type=bool)),
-        )
+        return RedisExecutionStore(connect(url, timeout=timeout), prefix=_prefix(nexus))
     if kind == "ratelimit":
         return RedisRateLimiter(connect(url, timeout=timeout), prefix=_prefix(nexus))
     return None
+
+
+@hookimpl
+def executor(nexus: Nexus, service: ExecutionService) -> ArqExecutor | None:
+    """Async runs go to arq workers when ``redis_execute_async`` is on (with ``redis_url``)."""
+    if redis_url(nexus) is None or not nexus.settings.get("redis_execute_async", False, type=bool):
+        return None
+    if not isinstance(service.executions, RedisExecutionStore):
+        raise ConfigurationError("redis_execute_async needs the Redis executions store")
+    return ArqExecutor(service, service.executions, _prefix(nexus))
 
 
 @hookimpl
@@ -84,8 +94,8 @@ def health_components(nexus: Nexus) -> list[tuple[str, Any]] | None:
     shown = redact(url)
 
     async def redis_health() -> dict[str, Any]:
-        runtime = nexus.runtime
-        store = runtime.sessions if runtime is not None else None
+        service = nexus.service
+        store = service.sessions if service is not None else None
         if not isinstance(store, RedisSessionStore):
             return {"status": "unhealthy", "url": shown, "error": "the app is not running"}
         started = time.perf_counter()

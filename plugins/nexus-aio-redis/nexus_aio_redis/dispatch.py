@@ -1,10 +1,12 @@
 """Distributed execution: async-mode runs go to an arq queue; ``worker`` processes run them.
 
-The serving instance saves the ``queued`` record, then enqueues an arq job whose id is the
-execution id (arq refuses a second job with the same id, so a submission is enqueued once). A
-worker (``python -m nexus_aio worker --app MODULE:ATTR``) loads the same app, runs the job through
-the core ``Runtime`` (same timeouts, sessions, events) and publishes events to the Redis stream as
-they happen, so any instance can stream them.
+:class:`ArqExecutor` is the core's ``Executor`` protocol on arq, supplied through the ``executor``
+hook when ``redis_execute_async`` is on. The serving instance's execution service saves the
+``queued`` record, then the executor enqueues an arq job whose id is the execution id (arq refuses
+a second job with the same id, so a submission is enqueued once). A worker
+(``python -m nexus_aio worker --app MODULE:ATTR``) loads the same app and runs the job through
+its own execution service (same checks, timeouts, sessions, events), publishing events to the
+Redis stream as they happen, so any instance can stream them.
 
 * Cancellation: ``DELETE /executions/{id}`` on any instance sets ``cancel:{id}``; the worker polls
   it while running (and checks it before starting), and cancels the run.
@@ -19,18 +21,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from nexus_aio.errors import ConfigurationError, NexusError
-from nexus_aio.execution.runtime import EventLog, LiveExecution, Runtime
-from nexus_aio.stores.executions import TERMINAL, ExecutionRecord
+from nexus_aio.envelope import error_envelope
+from nexus_aio.errors import Cancelled, ConfigurationError, StoreUnavailable, WorkerLost
+from nexus_aio.stores.executions import TERMINAL, ExecutionEvent, ExecutionRecord
 
 from .executions import RedisExecutionStore
 
 if TYPE_CHECKING:
     from nexus_aio import Nexus
+    from nexus_aio.execution.runtime import Submission
+    from nexus_aio.execution.service import ExecutionService
 
-__all__ = ["JOB_NAME", "build_worker", "run_job", "run_worker"]
+__all__ = ["JOB_NAME", "ArqExecutor", "build_worker", "run_job", "run_worker"]
 
 log = logging.getLogger("nexus_aio.redis.worker")
 
@@ -42,91 +47,99 @@ def queue_name(prefix: str) -> str:
     return prefix + "queue"
 
 
-async def _fail_lost(store: RedisExecutionStore, record: ExecutionRecord, tries: int) -> None:
-    """The last try's worker died too: record a clear failure instead of a run forever 'running'."""
-    events = await store.events(record.id)
-    record.status = "failed"
-    record.finished_at = time.time()
-    record.error = {
-        "type": "WorkerLost",
-        "message": f"The worker running this execution stopped {tries} times; giving up",
-        "details": {"tries": tries},
-    }
-    envelope = {"success": False, "error": record.error, "workflow_id": record.id}
-    log_ = EventLog(persist=True)
-    log_.events.extend(events)
-    log_.push("error", envelope)
-    await store.add_events(record.id, log_.events)
-    await store.save(record, durable=True)
+class ArqExecutor:
+    """Async runs as arq jobs in Redis, run by ``worker`` processes (any instance may follow or
+    cancel them: their events and cancel requests live in Redis too)."""
+
+    def __init__(self, service: ExecutionService, store: RedisExecutionStore, prefix: str) -> None:
+        from arq.connections import ArqRedis
+
+        self._service = service
+        self._store = store
+        self._queue = queue_name(prefix)
+        self._arq = ArqRedis(connection_pool=store.connection_pool)
+
+    async def submit(self, sub: Submission) -> ExecutionRecord:
+        record = self._service.runtime.new_record(sub, "queued")
+        await self._store.save(record, durable=True)
+        try:
+            await self._arq.enqueue_job(
+                JOB_NAME,
+                sub.execution_id,
+                sub.metadata,
+                sub.actor,
+                _job_id=sub.execution_id,
+                _queue_name=self._queue,
+            )
+        except Exception as exc:  # the run was not accepted: say so in its record too
+            error = StoreUnavailable(f"Could not queue the execution in Redis: {exc}")
+            record.status, record.finished_at = "failed", time.time()
+            record.error = error.to_dict()
+            await self._store.save(record, durable=True)
+            raise error from exc
+        return record
+
+    async def cancel(self, execution_id: str) -> bool:
+        return await self._store.request_cancel(execution_id)
+
+    def follow(self, execution_id: str, after_seq: int = 0) -> AsyncIterator[ExecutionEvent]:
+        return self._store.follow(execution_id, after_seq)
+
+    async def close(self) -> None:
+        return None  # the connection pool is the store's; the store closes it
 
 
-async def _cancelled_before_start(store: RedisExecutionStore, record: ExecutionRecord) -> None:
-    record.status = "cancelled"
-    record.finished_at = time.time()
-    record.error = {"type": "Cancelled", "message": "The execution was cancelled", "details": {}}
-    await store.save(record, durable=True)
-
-
-async def _watch_cancel(
-    store: RedisExecutionStore, execution_id: str, task: asyncio.Task[Any]
+# -- the worker side ---------------------------------------------------------------------------
+async def _end_before_start(
+    store: RedisExecutionStore, record: ExecutionRecord, error: Cancelled | WorkerLost
 ) -> None:
-    while not task.done():
+    """Close a run that will not (or no longer) run here: its record and its log's last event."""
+    events = await store.events(record.id)
+    record.finished_at = time.time()
+    record.status = "cancelled" if isinstance(error, Cancelled) else "failed"
+    record.error = error.to_dict()
+    seq = events[-1].seq + 1 if events else 1
+    envelope = error_envelope(error, record.id, record.finished_at)
+    await store.add_events(record.id, [ExecutionEvent(seq, "error", envelope, record.finished_at)])
+    await store.save(record, durable=True)
+
+
+async def _watch_cancel(service: ExecutionService, store: RedisExecutionStore, run_id: str) -> None:
+    while True:
         await asyncio.sleep(CANCEL_POLL)
         try:
-            if await store.cancel_requested(execution_id):
-                task.cancel()
+            if await store.cancel_requested(run_id):
+                await service.cancel(run_id)
                 return
         except Exception as exc:  # Redis blip: keep running, check again
-            log.warning("cannot check cancellation of %s: %s", execution_id, exc)
+            log.warning("cannot check cancellation of %s: %s", run_id, exc)
 
 
 async def run_job(
     ctx: dict[str, Any], execution_id: str, context: Any = None, actor: Any = None
 ) -> str:
-    """The arq job: run one queued execution with the core runtime, in this worker."""
-    nexus: Nexus = ctx["nexus"]
+    """The arq job: run one queued execution through this worker's execution service."""
+    service: ExecutionService = ctx["nexus_service"]
     max_tries: int = ctx["nexus_max_tries"]
-    runtime = nexus.runtime
-    assert runtime is not None
-    store = runtime.executions
+    store = service.executions
     assert isinstance(store, RedisExecutionStore)
     record = await store.get(execution_id)
     if record is None or record.status in TERMINAL:
         return "skipped"
     job_try = int(ctx.get("job_try", 1))
     if job_try > max_tries:
-        await _fail_lost(store, record, max_tries)
+        lost = WorkerLost(
+            f"The worker running this execution stopped {max_tries} times; giving up",
+            details={"tries": max_tries},
+        )
+        await _end_before_start(store, record, lost)
         return "lost"
     if await store.cancel_requested(execution_id):
-        await _cancelled_before_start(store, record)
+        await _end_before_start(store, record, Cancelled())
         return "cancelled"
+    watcher = asyncio.create_task(_watch_cancel(service, store, execution_id))
     try:
-        sub = nexus.submission(
-            record.workflow,
-            record.inputs,
-            mode="async",
-            session_id=record.session_id,
-            context=context,
-            actor=actor,
-            request_id=record.request_id,
-            execution_id=execution_id,
-            checked=True,
-        )
-    except NexusError as exc:  # e.g. this worker runs another version of the app
-        record.status, record.finished_at, record.error = "failed", time.time(), exc.to_dict()
-        await store.save(record, durable=True)
-        return "failed"
-    runtime._acquire()
-    live = LiveExecution(record, EventLog(persist=True))
-    live.log.events.extend(await store.events(execution_id))
-    live.log.on_push = lambda event: store.publish(record, event)
-    if job_try > 1:
-        live.log.push("retry", {"workflow_id": execution_id, "attempt": job_try})
-    runtime.live[execution_id] = live
-    live.task = asyncio.create_task(runtime._run_background(sub, live))
-    watcher = asyncio.create_task(_watch_cancel(store, execution_id, live.task))
-    try:
-        await asyncio.shield(live.task)
+        record = await service.run_queued(record, attempt=job_try, context=context, actor=actor)
     finally:
         watcher.cancel()
         await asyncio.gather(watcher, return_exceptions=True)
@@ -134,8 +147,8 @@ async def run_job(
     return record.status
 
 
-def build_worker(nexus: Nexus, runtime: Runtime, *, burst: bool = False) -> Any:
-    """An arq ``Worker`` running :func:`run_job` for ``nexus`` (its runtime already open)."""
+def build_worker(nexus: Nexus, service: ExecutionService, *, burst: bool = False) -> Any:
+    """An arq ``Worker`` running :func:`run_job` on ``service`` (already open)."""
     from arq import func
     from arq.connections import RedisSettings
     from arq.worker import Worker
@@ -147,13 +160,13 @@ def build_worker(nexus: Nexus, runtime: Runtime, *, burst: bool = False) -> Any:
         raise ConfigurationError("the worker needs redis_url (NEXUS_REDIS_URL)")
     settings = nexus.settings
     max_tries = int(settings.get("redis_max_tries", 3, type=int))
-    longest = max([wf.timeout or 0 for wf in nexus.workflows.values()] + [settings.request_timeout])
+    longest = max([wf.timeout or 0 for wf in nexus.workflows.values()] + [settings.run_timeout])
     job_timeout = longest + 1
     worker = Worker(
         functions=[func(run_job, name=JOB_NAME, max_tries=max_tries + 1, timeout=job_timeout)],
         queue_name=queue_name(_prefix(nexus)),
         redis_settings=RedisSettings.from_dsn(url),
-        ctx={"nexus": nexus, "nexus_max_tries": max_tries},
+        ctx={"nexus_service": service, "nexus_max_tries": max_tries},
         burst=burst,
         max_jobs=int(settings.get("redis_worker_jobs", settings.max_concurrent_requests, type=int)),
         poll_delay=float(settings.get("redis_poll_delay", 0.1, type=float)),
@@ -180,39 +193,31 @@ async def _stop_worker(nexus: Nexus, worker: Any, main: asyncio.Task[None]) -> N
 
 
 async def run_worker(nexus: Nexus) -> None:
-    """Open the stores, run the arq worker until SIGINT/SIGTERM, then close everything."""
+    """Open the execution service, run the arq worker until SIGINT/SIGTERM, then close."""
     import signal
 
-    nexus.load_plugin_workflows()
-    executions = await nexus.hooks.storage_backend("executions")
-    sessions = await nexus.hooks.storage_backend("sessions")
-    if not isinstance(executions, RedisExecutionStore):
-        raise ConfigurationError("the worker needs redis_url (NEXUS_REDIS_URL)")
-    await executions.open()
-    await sessions.open()
-    runtime = Runtime(nexus.settings, nexus.hooks, executions, sessions)
-    nexus.runtime = runtime
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    stopper = asyncio.create_task(stop.wait())
-    print(f"nexus_aio worker: {len(nexus.workflows)} workflows", flush=True)
-    try:
-        while not stop.is_set():
-            worker = build_worker(nexus, runtime)
-            main = asyncio.create_task(worker.main())
-            await asyncio.wait({main, stopper}, return_when="FIRST_COMPLETED")
-            lost = main.done() and not stop.is_set()
-            if lost:  # Redis went away: arq's loop ended; start again once it is back
-                exc = main.exception() if not main.cancelled() else None
-                log.warning("worker lost Redis (%s); reconnecting in 1 s", exc)
-            await _stop_worker(nexus, worker, main)
-            if lost:
-                await asyncio.wait({stopper}, timeout=1.0)
-    finally:
-        stopper.cancel()
-        await runtime.close()
-        nexus.runtime = None
-        await sessions.close()
-        await executions.close()
+    async with nexus.open_service() as service:
+        if not isinstance(service.executions, RedisExecutionStore):
+            raise ConfigurationError("the worker needs redis_url (NEXUS_REDIS_URL)")
+        nexus.service = service  # workflows calling app.execute_workflow run here too
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        stopper = asyncio.create_task(stop.wait())
+        print(f"nexus_aio worker: {len(nexus.workflows)} workflows", flush=True)
+        try:
+            while not stop.is_set():
+                worker = build_worker(nexus, service)
+                main = asyncio.create_task(worker.main())
+                await asyncio.wait({main, stopper}, return_when="FIRST_COMPLETED")
+                lost = main.done() and not stop.is_set()
+                if lost:  # Redis went away: arq's loop ended; start again once it is back
+                    exc = main.exception() if not main.cancelled() else None
+                    log.warning("worker lost Redis (%s); reconnecting in 1 s", exc)
+                await _stop_worker(nexus, worker, main)
+                if lost:
+                    await asyncio.wait({stopper}, timeout=1.0)
+        finally:
+            stopper.cancel()
+            nexus.service = None

@@ -130,10 +130,7 @@ class RedisExecutionStore(ExecutionStore):
         clock: Callable[[], float] = time.time,
         owns_client: bool = True,
         follow_block: float = 0.5,
-        dispatch_async: bool = False,
     ) -> None:
-        self.dispatch_async = dispatch_async
-        self._arq: Any = None
         self._client = client
         self._prefix = prefix
         self._index = prefix + "execs"
@@ -313,31 +310,12 @@ class RedisExecutionStore(ExecutionStore):
                     yield event
                 return
 
-    # -- distributed execution (arq) --------------------------------------------------------
-    async def enqueue(self, sub: Any) -> bool:
-        """Hand an async-mode run to the arq workers; False when this store runs them locally.
+    @property
+    def connection_pool(self) -> Any:
+        """The client's connection pool (the arq executor enqueues through it)."""
+        return self._client.connection_pool
 
-        The job id is the execution id: arq will not enqueue the same id twice.
-        """
-        if not self.dispatch_async or sub.mode != "async":
-            return False
-        from arq.connections import ArqRedis
-
-        from .dispatch import JOB_NAME, queue_name
-
-        if self._arq is None:
-            self._arq = ArqRedis(connection_pool=self._client.connection_pool)
-        with self._guard:
-            await self._arq.enqueue_job(
-                JOB_NAME,
-                sub.execution_id,
-                sub.metadata,
-                sub.actor,
-                _job_id=sub.execution_id,
-                _queue_name=queue_name(self._prefix),
-            )
-        return True
-
+    # -- cancel requests (runs owned by another instance or a worker) ----------------------
     async def request_cancel(self, execution_id: str) -> bool:
         """Ask whichever worker runs ``execution_id`` to cancel it, and wait (briefly) for that.
 

@@ -100,7 +100,7 @@ async def test_mark_interrupted_leaves_shared_runs_alone(store: RedisExecutionSt
 
 async def _collect(app: Any, execution_id: str, after: int, stop_after: int | None) -> list[Any]:
     got = []
-    async for event in app.runtime.follow(execution_id, after):
+    async for event in app.service.follow(execution_id, after):
         got.append(event)
         if stop_after is not None and len(got) == stop_after:
             break  # the client disconnects
@@ -119,18 +119,18 @@ async def test_async_run_on_a_is_followed_live_from_b_and_resumed(redis_server: 
             ) as resp:
                 assert resp.status == 202
                 execution_id = (await resp.json())["workflow_id"]
-        assert execution_id not in app_b.runtime.live
+        assert app_b.service.live(execution_id) is None
         first = await asyncio.wait_for(_collect(app_b, execution_id, 0, 3), 5)
-        record = await app_b.runtime.get_record(execution_id)
+        record = await app_b.service.get(execution_id)
         assert record is not None and record.status == "running"  # seen live, mid-run
         rest = await asyncio.wait_for(_collect(app_b, execution_id, first[-1].seq, None), 5)
         seqs = [e.seq for e in first + rest]
         assert seqs == list(range(1, len(seqs) + 1))
         assert rest[-1].type == "complete"
         assert rest[-1].data["result"] == {"slept": 0.5}
-        done = await app_b.runtime.get_record(execution_id)
+        done = await app_b.service.get(execution_id)
         assert done is not None and done.status == "succeeded"
-        assert await app_a.runtime.executions.events(execution_id) == first + rest
+        assert await app_a.service.executions.events(execution_id) == first + rest
     finally:
         await server_b.stop()
         await server_a.stop()
@@ -186,15 +186,11 @@ async def test_async_run_on_a_streamed_over_http_from_b_resumes_with_last_event_
 async def test_worker_job_for_an_unknown_workflow_fails_the_record(redis_server: Any) -> None:
     from nexus_aio_redis.dispatch import run_job
 
-    from nexus_aio.execution.runtime import Runtime
-
     app = make_app(redis_url=redis_server.url)
-    store = await app.hooks.storage_backend("executions")
-    sessions = await app.hooks.storage_backend("sessions")
-    app.runtime = Runtime(app.settings, app.hooks, store, sessions)
-    try:
+    async with app.open_service() as service:
+        store = service.executions
         await store.save(ExecutionRecord("q1", "gone", "async", "queued", {}, 1.0))
-        ctx = {"nexus": app, "nexus_max_tries": 3, "job_try": 1}
+        ctx = {"nexus_service": service, "nexus_max_tries": 3, "job_try": 1}
         assert await run_job(ctx, "q1") == "failed"
         record = await store.get("q1")
         assert record is not None and record.error["type"] == "WorkflowNotFound"  # type: ignore[index]
@@ -203,8 +199,5 @@ async def test_worker_job_for_an_unknown_workflow_fails_the_record(redis_server:
         assert await run_job({**ctx, "job_try": 4}, "q2") == "lost"
         lost = await store.get("q2")
         assert lost is not None and lost.status == "failed"
+        assert lost.error is not None and lost.error["type"] == "WorkerLost"
         assert [e.type for e in await store.events("q2")] == ["error"]
-    finally:
-        await app.runtime.close()
-        await sessions.close()
-        await store.close()

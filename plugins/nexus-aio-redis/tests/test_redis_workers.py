@@ -41,6 +41,7 @@ class Cluster:
             "NEXUS_REDIS_URL": redis_url,
             "NEXUS_REDIS_EXECUTE_ASYNC": "1",
             "NEXUS_REQUEST_TIMEOUT": "3",
+            "NEXUS_RUN_TIMEOUT": "3",
             "NEXUS_REDIS_WORKER_GRACE": "0.5",
             "NEXUS_REDIS_POLL_DELAY": "0.05",
             **settings,

@@ -1,0 +1,108 @@
+"""Executors: where async runs wait and run. ``LocalExecutor`` is the in-process default.
+
+An async submission is a job, not an HTTP request: it is recorded as ``queued`` (durably, so an
+accepted run is never lost silently), waits in a bounded queue for one of the
+``max_concurrent_requests`` running slots, and runs under ``run_timeout`` (or the workflow's own
+``timeout``). A plugin may supply another executor through the ``executor`` hook (the Redis
+plugin hands async runs to arq workers); it implements the same :class:`Executor` protocol.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import Protocol, runtime_checkable
+
+from nexus_aio.errors import Cancelled, Interrupted, ServiceUnavailable
+from nexus_aio.execution.runtime import LiveExecution, Runtime, Submission
+from nexus_aio.stores.executions import ExecutionEvent, ExecutionRecord
+
+__all__ = ["Executor", "LocalExecutor"]
+
+
+@runtime_checkable
+class Executor(Protocol):
+    """Runs async-mode submissions somewhere: in this process or on queue workers."""
+
+    async def submit(self, sub: Submission) -> ExecutionRecord:
+        """Accept ``sub``: store its ``queued`` record durably and run it when it can.
+
+        Raises ``ServiceUnavailable`` (with ``Retry-After``) when it cannot take more runs.
+        """
+        ...
+
+    async def cancel(self, execution_id: str) -> bool:
+        """Cancel a run this executor accepted and that has not finished; False if unknown."""
+        ...
+
+    def follow(self, execution_id: str, after_seq: int = 0) -> AsyncIterator[ExecutionEvent]:
+        """The run's events after ``after_seq``, as they happen, until it has ended."""
+        ...
+
+    async def close(self) -> None:
+        """Stop taking runs; runs still waiting become ``interrupted``."""
+        ...
+
+
+class LocalExecutor:
+    """Async runs in this process: a FIFO of runs waiting for a slot, bounded by
+    ``max_queued_runs``; a slot freed by any run goes to the oldest waiting one."""
+
+    def __init__(self, runtime: Runtime, max_queued: int) -> None:
+        self.runtime = runtime
+        self.max_queued = max_queued
+        self._waiting: deque[tuple[Submission, LiveExecution]] = deque()
+        self._reserved = 0  # submissions between the capacity check and joining the queue
+        runtime.on_slot_free = self._hand_over
+
+    @property
+    def queued(self) -> int:
+        return len(self._waiting)
+
+    async def submit(self, sub: Submission) -> ExecutionRecord:
+        runtime = self.runtime
+        if len(self._waiting) + self._reserved >= self.max_queued and not runtime.has_free_slot:
+            raise ServiceUnavailable(
+                f"The queue of async runs is full ({self.max_queued} waiting); retry soon",
+                headers={"Retry-After": "1"},
+                details={"max_queued_runs": self.max_queued},
+            )
+        record = runtime.new_record(sub, "queued")
+        self._reserved += 1
+        try:
+            await runtime.executions.save(record, durable=True)
+        finally:
+            self._reserved -= 1
+        live = runtime.track(sub, record)
+        if not self._waiting and runtime.has_free_slot:
+            runtime.running += 1
+            runtime.launch(sub, live)
+        else:
+            self._waiting.append((sub, live))
+        return record
+
+    def _hand_over(self) -> bool:
+        """A slot is free: start the oldest waiting run on it (the slot stays taken)."""
+        if not self._waiting:
+            return False
+        sub, live = self._waiting.popleft()
+        self.runtime.launch(sub, live)
+        return True
+
+    async def cancel(self, execution_id: str) -> bool:
+        """A waiting run ends ``cancelled`` here; one that another process owns (``--workers``
+        on a shared store) gets a cancel request if the store can carry one."""
+        for entry in self._waiting:
+            if entry[1].record.id == execution_id:
+                self._waiting.remove(entry)
+                await self.runtime.drop(entry[1], Cancelled())
+                return True
+        return await self.runtime.executions.request_cancel(execution_id)
+
+    def follow(self, execution_id: str, after_seq: int = 0) -> AsyncIterator[ExecutionEvent]:
+        return self.runtime.executions.follow(execution_id, after_seq)
+
+    async def close(self) -> None:
+        waiting, self._waiting = self._waiting, deque()
+        for _, live in waiting:
+            await self.runtime.drop(live, Interrupted())

@@ -1,0 +1,339 @@
+"""The execution service: the one way a workflow runs, whatever the channel.
+
+HTTP execute (sync, stream, async), batch items, ``python -m nexus_aio run``,
+``Nexus.execute_workflow`` and queue workers all hand a :class:`RunRequest` to an
+:class:`ExecutionService`. It owns what every channel needs done the same way: the request
+checks (workflow lookup, mode, security filter, session id, input validation), the record of
+rejected requests, sessions, idempotency, the event log, the executor of async runs, and the
+opening and closing of the stores (through the ``storage_backend`` hook).
+
+A channel keeps only what is its own: reading its wire format and rendering the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from nexus_aio.envelope import error_envelope, new_execution_id
+from nexus_aio.errors import ConfigurationError, NexusError, ValidationError, WorkflowNotFound
+from nexus_aio.execution.events import closing_event
+from nexus_aio.execution.executor import Executor, LocalExecutor
+from nexus_aio.execution.idempotency import Idempotency
+from nexus_aio.execution.runtime import LiveExecution, Runtime, Submission, actor_id
+from nexus_aio.security import check_payload, limits_from
+from nexus_aio.stores.executions import (
+    TERMINAL,
+    ExecutionEvent,
+    ExecutionRecord,
+    ExecutionStore,
+)
+from nexus_aio.stores.sessions import SessionStore, validate_session_id
+
+if TYPE_CHECKING:
+    from nexus_aio.nexus import Nexus
+
+__all__ = ["MODES", "ExecutionService", "RunRequest"]
+
+log = logging.getLogger("nexus_aio.execution")
+
+MODES = ("sync", "stream", "async")
+SETTLE_TIMEOUT = 2.0  # how long a reader waits for a finished run's final save
+
+
+@dataclass(slots=True)
+class RunRequest:
+    """What a channel asks for: run ``workflow`` with ``inputs`` (as the client sent them)."""
+
+    workflow: str
+    inputs: Any = None
+    mode: str = "sync"
+    session_id: str | None = None
+    context: dict[str, Any] | None = None
+    actor: Any = None
+    request_id: str | None = None
+    # The id the client will see; a channel that shows it before the run (HTTP) sets it.
+    execution_id: str | None = None
+
+
+class ExecutionService:
+    """Runs workflows for every channel; one per serving app (or per ``run``/embedded use)."""
+
+    def __init__(self, nexus: Nexus, executions: ExecutionStore, sessions: SessionStore) -> None:
+        settings = nexus.settings
+        self.nexus = nexus
+        self.settings = settings
+        self.executions = executions
+        self.sessions = sessions
+        self.runtime = Runtime(settings, nexus.hooks, executions, sessions)
+        self.executor: Executor = LocalExecutor(self.runtime, settings.max_queued_runs)
+        self.idempotency = Idempotency(executions, settings.idempotency_ttl)
+        self.limits = limits_from(settings)
+        self.loop = asyncio.get_running_loop()
+
+    # -- lifecycle ------------------------------------------------------------------------
+    @classmethod
+    async def open(cls, nexus: Nexus, *, recover: bool = False) -> ExecutionService:
+        """Open the stores the ``storage_backend`` hook picks and the executor the ``executor``
+        hook picks (else :class:`LocalExecutor`). ``recover`` marks runs a dead server left
+        queued or running as interrupted: only a server starting (once for ``--workers``)."""
+        hooks = nexus.hooks
+        executions = await hooks.storage_backend("executions")
+        sessions = await hooks.storage_backend("sessions")
+        if executions is None or sessions is None:
+            raise ConfigurationError(
+                "no storage_backend plugin supplied the executions/sessions stores"
+            )
+        await executions.open()
+        try:
+            await sessions.open()
+        except BaseException:
+            await executions.close()
+            raise
+        if recover:
+            await _recover(executions)
+        service = cls(nexus, executions, sessions)
+        try:
+            executor = await hooks.executor(service)
+        except BaseException:
+            await service.close()
+            raise
+        if executor is not None:
+            service.runtime.on_slot_free = None
+            service.executor = executor
+        return service
+
+    async def close(self) -> None:
+        """Stop the executor (waiting runs become interrupted), cancel running ones, close the
+        stores (writing what is pending)."""
+        try:
+            await self.executor.close()
+            await self.runtime.close()
+        finally:
+            try:
+                await self.sessions.close()
+            finally:
+                await self.executions.close()
+
+    @property
+    def running(self) -> int:
+        return self.runtime.running
+
+    # -- checks -----------------------------------------------------------------------------
+    def prepare(self, req: RunRequest) -> Submission:
+        """Check and validate ``req``; raises ``WorkflowNotFound`` (404) or a 400 error."""
+        wf = self.nexus.get_workflow(req.workflow)
+        if req.mode not in MODES:
+            raise ValidationError(
+                f"Invalid mode {req.mode!r}: use one of {', '.join(MODES)}",
+                details={
+                    "field": "mode",
+                    "expected": "one of sync, stream, async",
+                    "received": str(req.mode),
+                },
+            )
+        inputs = {} if req.inputs is None else req.inputs
+        check_payload(inputs, self.limits, path="inputs")
+        if req.context is not None:
+            check_payload(req.context, self.limits, path="context")
+        session_id = None if req.session_id is None else validate_session_id(req.session_id)
+        kwargs = wf.schema.validate(inputs)
+        settings = self.settings
+        if wf.timeout:
+            timeout = wf.timeout
+        elif req.mode == "async":
+            timeout = settings.run_timeout
+        else:
+            timeout = settings.request_timeout
+        return Submission(
+            wf,
+            kwargs,
+            inputs,
+            req.execution_id or new_execution_id(),
+            req.mode,
+            session_id,
+            req.context,
+            req.actor,
+            req.request_id,
+            timeout,
+        )
+
+    async def admit(self, req: RunRequest) -> Submission:
+        """:meth:`prepare`, keeping a record of a refused request under the id its client sees
+        (a workflow that does not exist has no record)."""
+        try:
+            return self.prepare(req)
+        except WorkflowNotFound:
+            raise
+        except NexusError as exc:
+            if req.execution_id is not None:
+                await self.reject(
+                    req.execution_id,
+                    req.workflow,
+                    exc,
+                    request_id=req.request_id,
+                    actor=req.actor,
+                )
+            raise
+
+    async def reject(
+        self,
+        execution_id: str,
+        workflow: str,
+        error: NexusError,
+        *,
+        request_id: str | None = None,
+        actor: Any = None,
+    ) -> None:
+        """Record a request refused before running (a channel's own parsing errors too), so
+        its ``workflow_id`` can be looked up; its log holds the one ``error`` event."""
+        now = time.time()
+        error.at = now
+        record = ExecutionRecord(
+            id=execution_id,
+            workflow=workflow,
+            mode="sync",
+            status="failed",
+            inputs={},
+            created_at=now,
+            finished_at=now,
+            error=error.to_dict(),
+            request_id=request_id,
+            actor=actor_id(actor),
+        )
+        event = ExecutionEvent(1, "error", error_envelope(error, execution_id), now)
+        try:
+            await self.executions.add_events(execution_id, [event])
+            await self.executions.save(record)
+        except NexusError:
+            log.warning("could not record rejected execution %s", execution_id)
+
+    # -- the three modes ----------------------------------------------------------------------
+    async def run(self, req: RunRequest) -> dict[str, Any]:
+        """Sync mode: run now in this task; the success envelope, or a ``NexusError``."""
+        if req.execution_id is None:
+            req.execution_id = new_execution_id()
+        return await self.runtime.run_sync(await self.admit(req))
+
+    async def stream(self, req: RunRequest) -> LiveExecution:
+        """Stream mode: start now in the background (or 503); follow its ``log``."""
+        return await self.runtime.start(await self.admit(req))
+
+    async def submit(self, req: RunRequest) -> ExecutionRecord:
+        """Async mode: hand the run to the executor's queue; its ``queued`` record."""
+        return await self.executor.submit(await self.admit(req))
+
+    async def run_queued(
+        self,
+        record: ExecutionRecord,
+        *,
+        attempt: int = 1,
+        context: dict[str, Any] | None = None,
+        actor: Any = None,
+    ) -> ExecutionRecord:
+        """Queue workers: run here, to its end, an async run another process accepted (its
+        ``queued`` record is in the shared store); returns the final record. A later attempt
+        (the previous worker died) continues the stored log after a ``retry`` event."""
+        runtime = self.runtime
+        request = RunRequest(
+            record.workflow,
+            record.inputs,
+            "async",
+            record.session_id,
+            context,
+            actor,
+            record.request_id,
+            record.id,
+        )
+        try:
+            sub = self.prepare(request)
+        except NexusError as exc:  # e.g. this worker runs another version of the app
+            live = runtime.track_record(record)
+            await runtime.drop(live, exc)
+            return live.record
+        live = runtime.track_record(record)
+        live.log.events.extend(await self.executions.events(record.id))
+        if attempt > 1:
+            live.log.push("retry", {"workflow_id": record.id, "attempt": attempt})
+        runtime.running += 1  # the queue bounds how many runs a worker takes
+        runtime.launch(sub, live)
+        await live.done.wait()
+        return live.record
+
+    # -- executions ---------------------------------------------------------------------------
+    async def get(self, execution_id: str, *, settled: bool = True) -> ExecutionRecord | None:
+        """The freshest record: this process's live one, else the store's. A live run whose
+        status just turned final is returned once its final save landed (``settled``), so a
+        status a client has seen survives a crash."""
+        live = self.runtime.live.get(execution_id)
+        if live is None:
+            return await self.executions.get(execution_id)
+        if settled and live.record.status in TERMINAL and not live.done.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(live.done.wait(), SETTLE_TIMEOUT)
+        return live.record
+
+    async def wait(self, execution_id: str, seconds: float) -> ExecutionRecord | None:
+        """The record once final, or as it is after ``seconds``."""
+        live = self.runtime.live.get(execution_id)
+        if live is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(live.done.wait(), seconds)
+            return await self.get(execution_id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while True:  # owned by another process or worker: only the shared store knows
+            record = await self.executions.get(execution_id)
+            remaining = deadline - loop.time()
+            if record is None or record.status in TERMINAL or remaining <= 0:
+                return record
+            await asyncio.sleep(min(self.executions.follow_poll, remaining))
+
+    def live(self, execution_id: str) -> LiveExecution | None:
+        """The run of this process with that id (queued or running), if any."""
+        return self.runtime.live.get(execution_id)
+
+    async def follow(self, execution_id: str, after_seq: int = 0) -> AsyncIterator[ExecutionEvent]:
+        """Events after ``after_seq``: this process's live log, else the executor's view (the
+        store), ending with the closing event (rebuilt for a run a crash cut off)."""
+        live = self.runtime.live.get(execution_id)
+        if live is not None:
+            async for event in live.log.follow(after_seq):
+                yield event
+            return
+        last: ExecutionEvent | None = None
+        async for event in self.executor.follow(execution_id, after_seq):
+            last = event
+            yield event
+        record = await self.executions.get(execution_id)
+        if record is None:
+            return
+        if last is None and after_seq > 0:
+            stored = await self.executions.events(execution_id, after_seq - 1)
+            last = stored[-1] if stored else None
+        closing = closing_event(record, last)
+        if closing is not None and closing.seq > after_seq:
+            yield closing
+
+    async def cancel(self, execution_id: str) -> bool:
+        """Cancel a queued or running run wherever the executor has it; False if it cannot."""
+        if await self.runtime.cancel(execution_id):  # running in this process
+            return True
+        return await self.executor.cancel(execution_id)
+
+
+async def _recover(executions: ExecutionStore) -> None:
+    try:
+        interrupted = await executions.mark_interrupted()
+    except NexusError as exc:
+        log.warning("could not recover interrupted executions: %s", exc.message)
+        return
+    if interrupted:
+        log.warning(
+            "%d executions were interrupted by the last shutdown; marked interrupted", interrupted
+        )
