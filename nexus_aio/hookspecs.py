@@ -2,13 +2,13 @@
 
 Every hook receives the ``nexus`` app first; an implementation may declare fewer arguments.
 Implement one with ``@hookimpl`` from ``nexus_aio``. Build-time hooks (``register_*``,
-``health_components``) run once while ``create_app()`` builds the app and must return their items
-directly; request-time and startup hooks (``actor_from_request``, ``permission_allowed``,
-``handle_exception``, ``storage_backend``) may return a value, a callable or an awaitable, which
-the core awaits. For the first-result hooks the core awaits each result in turn and keeps the
-first non-None, so an async implementation answering None passes to the next plugin. A
-request-time hook that only built-in plugins implement is never called per request. A misspelt
-hook name fails at startup (``check_pending``).
+``health_components``) run once while ``create_app()`` builds the app (``register_commands``: when
+the CLI builds its parser) and must return their items directly; request-time and startup hooks
+(``actor_from_request``, ``permission_allowed``, ``handle_exception``, ``storage_backend``) may
+return a value, a callable or an awaitable, which the core awaits. For the first-result hooks the
+core awaits each result in turn and keeps the first non-None, so an async implementation answering
+None passes to the next plugin. A request-time hook that only built-in plugins implement is never
+called per request. A misspelt hook name fails at startup (``check_pending``).
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
+    import argparse
+
     from aiohttp import web
 
     from nexus_aio.nexus import Nexus
@@ -61,6 +63,17 @@ def register_cleanup_ctx(nexus: Nexus) -> Iterable[Any] | None:
 
     Added to ``app.cleanup_ctx`` after the core's (the runtime and stores are open when they
     start); the code after ``yield`` runs at shutdown only for contexts that started.
+    """
+
+
+@hookspec
+def register_commands(nexus: Nexus, subparsers: argparse._SubParsersAction[Any]) -> None:
+    """CLI subcommands for ``python -m nexus_aio``, added when the CLI builds its parser.
+
+    ``nexus`` is the app the CLI runs (``--app MODULE:ATTR``, else one from the environment).
+    Add each with ``subparsers.add_parser(name)`` and name its handler with
+    ``parser.set_defaults(handler=fn)``; ``fn(args)`` returns the exit status (None means 0).
+    A name already taken (by the core or another plugin) fails startup; returns None.
     """
 
 

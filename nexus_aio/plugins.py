@@ -14,6 +14,7 @@ to pluggy's ``firstresult``, which stops at the first awaitable even when it res
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import importlib.metadata
 import inspect
@@ -228,6 +229,29 @@ class Hooks:
 
     def register_cleanup_ctx(self) -> list[Any]:
         return self._collect("register_cleanup_ctx")
+
+    def register_commands(self, subparsers: argparse._SubParsersAction[Any]) -> None:
+        """Let each plugin add its CLI subcommands; a name already taken fails startup."""
+        owners = dict.fromkeys(subparsers.choices, "the core")
+        for impl in self._implementations("register_commands"):
+            before = set(subparsers.choices)
+            try:
+                result = self._call(impl, {"nexus": self.nexus, "subparsers": subparsers})
+            except argparse.ArgumentError as exc:  # "conflicting subparser: NAME"
+                taken = exc.message.rpartition(": ")[2]
+                raise ConfigurationError(
+                    f"Duplicate command {taken!r}: plugin {impl.plugin_name!r} adds it, "
+                    f"{owners.get(taken, 'another plugin')} already did"
+                ) from exc
+            if inspect.isawaitable(result):
+                if inspect.iscoroutine(result):
+                    result.close()
+                raise ConfigurationError(
+                    f"hook register_commands of plugin {impl.plugin_name!r} must add its "
+                    "commands synchronously"
+                )
+            added = set(subparsers.choices) - before
+            owners.update(dict.fromkeys(added, f"plugin {impl.plugin_name!r}"))
 
     def health_components(self) -> list[tuple[str, Any]]:
         return self._collect("health_components")

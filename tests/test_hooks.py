@@ -17,6 +17,7 @@ import pytest
 from aiohttp import web
 
 from nexus_aio import Nexus, hookimpl
+from nexus_aio.cli import build_parser
 from nexus_aio.errors import ConfigurationError
 from nexus_aio.plugins import Hooks
 from nexus_aio.stores.executions import MemoryExecutionStore
@@ -139,6 +140,100 @@ async def test_hook_register_cleanup_ctx(http):
     finally:
         await server.stop()
     assert events == ["start runtime=True", "stop"]
+
+
+GREETER_PLUGIN = '''
+"""A third-party plugin adding ``hello`` to ``python -m nexus_aio``."""
+from nexus_aio import hookimpl
+from nexus_aio.cli import add_source_args, load_nexus
+
+
+@hookimpl
+def register_commands(nexus, subparsers):
+    hello = subparsers.add_parser("hello", help="greet someone with the app's workflows")
+    hello.add_argument("name")
+    add_source_args(hello)
+    hello.set_defaults(handler=greet)
+
+
+def greet(args):
+    app, source = load_nexus(args)
+    print(f"hello {args.name}: {sorted(app.workflows)} from {source}")
+    return 3
+'''
+
+GREETER_APP = """
+import greeter
+from nexus_aio import Nexus
+
+app = Nexus(plugins=[greeter])
+
+
+@app.workflow()
+def add(a: int, b: int = 1) -> int:
+    return a + b
+"""
+
+
+def run_cli(*args: str, cwd: Any, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "nexus_aio", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={"NEXUS_DATABASE": ":memory:", "PATH": "/usr/bin:/bin", **env},
+    )
+
+
+def test_hook_register_commands(tmp_path):
+    (tmp_path / "greeter.py").write_text(GREETER_PLUGIN)
+    (tmp_path / "myapp.py").write_text(GREETER_APP)
+    hello = run_cli("hello", "ann", "--app", "myapp:app", cwd=tmp_path)
+    assert hello.returncode == 3, hello.stderr  # the handler's return value is the exit status
+    assert hello.stdout == "hello ann: ['add'] from app myapp:app\n"
+    listed = run_cli("--help", "--app", "myapp:app", cwd=tmp_path)
+    assert listed.returncode == 0 and "greet someone" in listed.stdout
+    # the command belongs to the app's plugin: absent without --app, or with the plugin disabled
+    for args, env in (
+        (["hello", "ann"], {}),
+        (["hello", "ann", "--app", "myapp:app"], {"NEXUS_DISABLE_PLUGINS": "greeter"}),
+    ):
+        refused = run_cli(*args, cwd=tmp_path, **env)
+        assert refused.returncode == 2
+        assert "invalid choice: 'hello'" in refused.stderr
+
+
+def test_register_commands_duplicate_command_fails_startup(tmp_path):
+    class Serve:
+        @hookimpl
+        def register_commands(self, subparsers):
+            subparsers.add_parser("serve")
+
+    with pytest.raises(ConfigurationError, match=r"Duplicate command 'serve'.*the core already"):
+        build_parser(make(Serve()))
+
+    class Hello:
+        @hookimpl
+        def register_commands(self, subparsers):
+            subparsers.add_parser("hello")
+
+    # pluggy asks the later-registered plugin first
+    with pytest.raises(ConfigurationError, match="'Hello-0' adds it, plugin 'Hello-1' already"):
+        build_parser(make(Hello(), Hello()))
+
+    (tmp_path / "dup.py").write_text(
+        "from nexus_aio import Nexus, hookimpl\n\n"
+        "class Run:\n"
+        "    @hookimpl\n"
+        "    def register_commands(self, subparsers):\n"
+        "        subparsers.add_parser('run')\n\n"
+        "app = Nexus(plugins=[Run()])\n"
+    )
+    result = run_cli("list", "--app", "dup:app", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "error: Duplicate command 'run'" in result.stderr
 
 
 async def test_hook_health_components(nexus_server, http):

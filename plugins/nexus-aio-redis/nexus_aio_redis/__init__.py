@@ -7,7 +7,8 @@ and the core's own stores answer: the plugin costs nothing per request. With it:
 * ``storage_backend("executions")``: :class:`RedisExecutionStore` (records, history, events in
   Redis Streams followed live from any instance, idempotency keys);
 * ``storage_backend("ratelimit")``: :class:`RedisRateLimiter` (GCRA in one Lua script);
-* ``health_components``: ``redis`` (PING latency, ``degraded`` above ``redis_degraded_ms``).
+* ``health_components``: ``redis`` (PING latency, ``degraded`` above ``redis_degraded_ms``);
+* ``register_commands``: ``python -m nexus_aio worker`` runs queued async executions (arq).
 
 Settings (``Settings.get``; env ``NEXUS_<NAME>``): ``redis_url``, ``redis_prefix`` (``nexus:``),
 ``redis_timeout`` (2 s per command), ``redis_lock_lease`` (10 s), ``redis_degraded_ms`` (50).
@@ -36,6 +37,7 @@ __all__ = [
     "RedisSessionStore",
     "health_components",
     "redis_url",
+    "register_commands",
     "storage_backend",
 ]
 
@@ -102,3 +104,10 @@ def health_components(nexus: Nexus) -> list[tuple[str, Any]] | None:
         }
 
     return [("redis", redis_health)]
+
+
+@hookimpl
+def register_commands(nexus: Nexus, subparsers: Any) -> None:
+    from .commands import add_commands
+
+    add_commands(subparsers)
