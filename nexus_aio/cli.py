@@ -1,4 +1,12 @@
-"""``python -m nexus_aio [serve|run|worker|list|plugins|openapi]``."""
+"""``python -m nexus_aio [serve|run|list|plugins|openapi]`` and the commands plugins add.
+
+The parser is built from the app the command will use, so the plugins it has enabled decide
+which commands exist: ``--app MODULE:ATTR`` is read first (the app's own plugins count), otherwise
+a ``Nexus()`` configured from the environment (``NEXUS_DISABLE_PLUGINS`` honoured). Plugins add
+subcommands through the ``register_commands`` hook and name their handler with
+``parser.set_defaults(handler=fn)``; ``fn(args)`` returns the exit status. A plugin command gets
+the app with :func:`load_nexus` and takes ``--app``/``--workflows`` with :func:`add_source_args`.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +14,7 @@ import argparse
 import asyncio
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,56 +24,70 @@ from nexus_aio.errors import ConfigurationError, NexusError, RegistrationError
 from nexus_aio.nexus import Nexus
 
 
-def _add_source_args(parser: argparse.ArgumentParser) -> None:
+def add_source_args(parser: argparse.ArgumentParser) -> None:
+    """``--app MODULE:ATTR`` and ``--workflows DIR``: where :func:`load_nexus` finds the app."""
     parser.add_argument(
         "--app", help="MODULE:ATTR of a Nexus app (imported from the current directory)"
     )
     parser.add_argument("--workflows", metavar="DIR", help="discover *.py workflow files in DIR")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(nexus: Nexus) -> argparse.ArgumentParser:
+    """The core commands, then those ``nexus``'s plugins add (a name taken twice fails)."""
     parser = argparse.ArgumentParser(
         prog="python -m nexus_aio", description="Serve registered workflows as a REST API."
     )
-    sub = parser.add_subparsers(dest="command")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     serve = sub.add_parser("serve", help="serve the API (the default command)")
-    _add_source_args(serve)
+    add_source_args(serve)
     serve.add_argument("--host", help="bind address (default: api_host, 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default: api_port, 8000)")
     serve.add_argument("--workers", type=int, default=1, help="processes sharing the port")
     serve.add_argument("--log-format", choices=["text", "json"], help="log line format")
     serve.add_argument("--log-level", help="log level (default INFO)")
+    serve.set_defaults(handler=cmd_serve)
     run = sub.add_parser("run", help="run one workflow without a server and print the envelope")
     run.add_argument("name")
     run.add_argument("--inputs", default="{}", help="inputs as a JSON object")
     run.add_argument("--session-id")
-    _add_source_args(run)
+    add_source_args(run)
+    run.set_defaults(handler=cmd_run)
     lst = sub.add_parser("list", help="list workflows")
-    _add_source_args(lst)
+    add_source_args(lst)
+    lst.set_defaults(handler=cmd_list)
     plugins = sub.add_parser("plugins", help="list installed plugins with version and hooks")
-    _add_source_args(plugins)
-    worker = sub.add_parser("worker", help="run async executions from the queue (redis plugin)")
-    _add_source_args(worker)
-    worker.add_argument("--log-level", help="log level (default INFO)")
+    add_source_args(plugins)
+    plugins.set_defaults(handler=cmd_plugins)
     openapi = sub.add_parser("openapi", help="print the OpenAPI document")
-    _add_source_args(openapi)
+    add_source_args(openapi)
+    openapi.set_defaults(handler=cmd_openapi)
+    nexus.hooks.register_commands(sub)
     return parser
 
 
-def load_nexus(args: argparse.Namespace, **kwargs: Any) -> tuple[Nexus, str]:
-    """The app to serve and a sentence saying where its workflows came from."""
+# The app ``main`` loaded to build the parser, handed on to the command's ``load_nexus``.
+_PRELOADED = "_nexus_app"
+
+
+def load_nexus(args: argparse.Namespace) -> tuple[Nexus, str]:
+    """The app to act on and a sentence saying where its workflows came from.
+
+    The app is the one the parser was built from (``--app``, else a ``Nexus()`` from the
+    environment); without ``--app``, workflows come from ``--workflows DIR``, else
+    ``./workflows``, else the bundled examples. Call it once per command.
+    """
     from nexus_aio.workflows.discovery import load_app, load_directory, load_examples
 
-    if args.app:
-        app = load_app(args.app)
-        source = f"app {args.app}"
-    else:
-        app = Nexus(**kwargs)
-        source = ""
-    if args.workflows:
-        names = load_directory(app, args.workflows)
-        source = f"workflows from {args.workflows}/ ({len(names)})"
-    elif not args.app:
+    target = getattr(args, "app", None)
+    app = getattr(args, _PRELOADED, None)
+    if app is None:
+        app = load_app(target) if target else Nexus()
+    source = f"app {target}" if target else ""
+    directory = getattr(args, "workflows", None)
+    if directory:
+        names = load_directory(app, directory)
+        source = f"workflows from {directory}/ ({len(names)})"
+    elif not target:
         if Path("workflows").is_dir():
             names = load_directory(app, "workflows")
             source = f"workflows from ./workflows ({len(names)})"
@@ -96,21 +118,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         return serve_workers(app, args, host, port)
     app.start(host=host, port=port)
-    return 0
-
-
-def cmd_worker(args: argparse.Namespace) -> int:
-    """Run queued async executions; needs the nexus-aio-redis plugin and ``redis_url``."""
-    from nexus_aio.logs import configure_logging
-
-    try:
-        from nexus_aio_redis.dispatch import run_worker
-    except ImportError:
-        print("error: the worker needs the nexus-aio-redis plugin", file=sys.stderr)
-        return 2
-    app, _ = load_nexus(args)
-    configure_logging(args.log_level or app.settings.log_level, app.settings.log_format)
-    asyncio.run(run_worker(app))
     return 0
 
 
@@ -167,23 +174,35 @@ def cmd_openapi(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {
-    "serve": cmd_serve,
-    "run": cmd_run,
-    "worker": cmd_worker,
-    "list": cmd_list,
-    "plugins": cmd_plugins,
-    "openapi": cmd_openapi,
-}
+def _parser_app(argv: Sequence[str]) -> tuple[Nexus, str | None]:
+    """The app whose plugins decide the commands: ``--app``'s, read ahead of the parser."""
+    from nexus_aio.workflows.discovery import load_app
+
+    ahead = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    ahead.add_argument("--app")
+    target = ahead.parse_known_args(argv)[0].app
+    return (load_app(target) if target else Nexus()), target
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
         argv.insert(0, "serve")
-    args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        app, target = _parser_app(argv)
+        parser = build_parser(app)
+    except (ConfigurationError, RegistrationError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], int | None] | None = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help(sys.stderr)
+        return 2
+    if getattr(args, "app", None) == target:
+        setattr(args, _PRELOADED, app)
+    try:
+        return handler(args) or 0
     except (ConfigurationError, RegistrationError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -2,11 +2,13 @@
 
 Every hook receives the ``nexus`` app first; an implementation may declare fewer arguments.
 Implement one with ``@hookimpl`` from ``nexus_aio``. Build-time hooks (``register_*``,
-``health_components``) run once while ``create_app()`` builds the app and must return their items
-directly; request-time and startup hooks (``actor_from_request``, ``permission_allowed``,
-``handle_exception``, ``storage_backend``) may return a value, a callable or an awaitable, which
-the core awaits. A request-time hook that only built-in plugins implement is never called per
-request. A misspelt hook name fails at startup (``check_pending``).
+``health_components``) run once while ``create_app()`` builds the app (``register_commands``: when
+the CLI builds its parser) and must return their items directly; request-time and startup hooks
+(``actor_from_request``, ``permission_allowed``, ``handle_exception``, ``storage_backend``) may
+return a value, a callable or an awaitable, which the core awaits. For the first-result hooks the
+core awaits each result in turn and keeps the first non-None, so an async implementation answering
+None passes to the next plugin. A request-time hook that only built-in plugins implement is never
+called per request. A misspelt hook name fails at startup (``check_pending``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
+    import argparse
+
     from aiohttp import web
 
     from nexus_aio.execution.service import ExecutionService
@@ -64,6 +68,17 @@ def register_cleanup_ctx(nexus: Nexus) -> Iterable[Any] | None:
 
 
 @hookspec
+def register_commands(nexus: Nexus, subparsers: argparse._SubParsersAction[Any]) -> None:
+    """CLI subcommands for ``python -m nexus_aio``, added when the CLI builds its parser.
+
+    ``nexus`` is the app the CLI runs (``--app MODULE:ATTR``, else one from the environment).
+    Add each with ``subparsers.add_parser(name)`` and name its handler with
+    ``parser.set_defaults(handler=fn)``; ``fn(args)`` returns the exit status (None means 0).
+    A name already taken (by the core or another plugin) fails startup; returns None.
+    """
+
+
+@hookspec
 def health_components(nexus: Nexus) -> Iterable[tuple[str, Any]] | None:
     """Named health checks, asked once at app build, run by ``/health/detailed`` per request.
 
@@ -78,8 +93,8 @@ def actor_from_request(nexus: Nexus, request: web.Request) -> Any:
     """The authenticated actor of a request, called by the core middleware before the handler.
 
     Return a dict with ``id`` (stored under ``keys.ACTOR``, passed to ``permission_allowed`` and
-    ``Context.actor``) or None for anonymous. Stops at the first non-None result. Raise
-    ``Unauthorized`` for bad credentials (401 envelope).
+    ``Context.actor``) or None for anonymous. The core awaits each result and keeps the first
+    non-None. Raise ``Unauthorized`` for bad credentials (401 envelope).
     """
 
 
@@ -98,8 +113,8 @@ def handle_exception(nexus: Nexus, request: web.Request, exception: BaseExceptio
     """A response for an error raised while handling a request, or None to pass.
 
     Called by the core middleware with the ``NexusError`` (or, for an unexpected exception, the
-    original exception). Stops at the first non-None result; the built-in ``trylast`` fallback
-    renders the documented error envelope.
+    original exception). The core awaits each result and keeps the first non-None; the built-in
+    ``trylast`` fallback renders the documented error envelope.
     """
 
 
@@ -126,7 +141,8 @@ def storage_backend(nexus: Nexus, kind: str) -> Any:
     """A store for ``kind`` ("executions", "sessions" or "ratelimit"), asked once at startup.
 
     Return an (unopened) ``ExecutionStore``, ``SessionStore`` or ``RateLimitBackend``, or None to
-    pass. Stops at the first non-None result; the built-in SQLite/memory stores answer last.
+    pass. The core awaits each result and keeps the first non-None; the built-in SQLite/memory
+    stores answer last.
     """
 
 

@@ -6,10 +6,15 @@ they load. ``check_pending()`` makes a misspelt hook fail at startup.
 
 Request-time hooks are resolved once: :meth:`Hooks.implemented` tells the web layer whether a hook
 has any implementation, so an unimplemented hook costs nothing per request.
+
+First-result hooks (``actor_from_request``, ``handle_exception``, ``storage_backend``) are not left
+to pluggy's ``firstresult``, which stops at the first awaitable even when it resolves to None:
+:meth:`Hooks._first_result` awaits each result in pluggy's order and keeps the first non-None.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import importlib.metadata
 import inspect
@@ -65,13 +70,16 @@ class PluginManager(pluggy.PluginManager):
         self.versions: dict[str, str | None] = {}
         self.builtin: set[str] = set()
         self.implemented_cache: dict[tuple[str, bool], bool] = {}
+        self.call_order_cache: dict[str, list[pluggy.HookImpl]] = {}
 
     def register(self, plugin: Any, name: str | None = None) -> str | None:
         self.implemented_cache.clear()
+        self.call_order_cache.clear()
         return super().register(plugin, name)
 
     def unregister(self, plugin: Any = None, name: str | None = None) -> Any:
         self.implemented_cache.clear()
+        self.call_order_cache.clear()
         return super().unregister(plugin, name)
 
 
@@ -118,6 +126,8 @@ class Hooks:
     # Hooks called per request: an installed plugin that is switched off for this app (its
     # ``nexus_active(nexus)`` returns False) is left out of them, so it costs nothing.
     REQUEST_HOOKS = ("actor_from_request", "permission_allowed")
+    # Hooks whose first non-None (awaited) result wins: called through ``_first_result``.
+    FIRST_RESULT_HOOKS = ("actor_from_request", "handle_exception", "storage_backend", "executor")
 
     def __init__(self, pm: PluginManager, nexus: Nexus) -> None:
         self.pm = pm
@@ -139,6 +149,9 @@ class Hooks:
             for name in self.REQUEST_HOOKS
         }
         self.pm.implemented_cache.clear()
+        self.pm.call_order_cache.clear()
+        for name in self.FIRST_RESULT_HOOKS:
+            self._implementations(name)  # resolved now: a wrapper fails the build, not a request
 
     def _caller(self, name: str) -> Any:
         caller = self._request_callers.get(name)
@@ -155,6 +168,44 @@ class Hooks:
                 impls = [i for i in impls if i.plugin_name not in self.pm.builtin]
             found = cache[key] = bool(impls)
         return found
+
+    def _implementations(self, name: str) -> list[pluggy.HookImpl]:
+        """``name``'s (active) implementations in pluggy's call order, resolved once.
+
+        pluggy calls ``tryfirst`` ones first, ``trylast`` ones last, and otherwise the
+        later-registered first. Wrappers would need pluggy's own call loop: refused.
+        """
+        impls = self.pm.call_order_cache.get(name)
+        if impls is None:
+            impls = self._caller(name).get_hookimpls()[::-1]
+            wrappers = [i.plugin_name for i in impls if i.hookwrapper or i.wrapper]
+            if wrappers:
+                raise ConfigurationError(
+                    f"hook {name} takes no wrapper implementations ({', '.join(wrappers)})"
+                )
+            self.pm.call_order_cache[name] = impls
+        return impls
+
+    @staticmethod
+    def _call(impl: pluggy.HookImpl, kwargs: dict[str, Any]) -> Any:
+        """Call one implementation with only the arguments it declares, as pluggy does."""
+        args = [kwargs[name] for name in impl.argnames]
+        if impl.kwargnames:
+            extra = {name: kwargs[name] for name in impl.kwargnames if name in kwargs}
+            return impl.function(*args, **extra)
+        return impl.function(*args)
+
+    async def _first_result(self, name: str, **kwargs: Any) -> Any:
+        """The first non-None result of ``name``, each implementation's result awaited in turn.
+
+        An async implementation answering None ("no opinion") passes to the next one, as a
+        synchronous one does; the implementations after the first answer are never called.
+        """
+        for impl in self._implementations(name):
+            result = await await_me_maybe(self._call(impl, kwargs))
+            if result is not None:
+                return result
+        return None
 
     def _collect(self, name: str) -> list[Any]:
         results = getattr(self.pm.hook, name)(nexus=self.nexus)
@@ -179,13 +230,34 @@ class Hooks:
     def register_cleanup_ctx(self) -> list[Any]:
         return self._collect("register_cleanup_ctx")
 
+    def register_commands(self, subparsers: argparse._SubParsersAction[Any]) -> None:
+        """Let each plugin add its CLI subcommands; a name already taken fails startup."""
+        owners = dict.fromkeys(subparsers.choices, "the core")
+        for impl in self._implementations("register_commands"):
+            before = set(subparsers.choices)
+            try:
+                result = self._call(impl, {"nexus": self.nexus, "subparsers": subparsers})
+            except argparse.ArgumentError as exc:  # "conflicting subparser: NAME"
+                taken = exc.message.rpartition(": ")[2]
+                raise ConfigurationError(
+                    f"Duplicate command {taken!r}: plugin {impl.plugin_name!r} adds it, "
+                    f"{owners.get(taken, 'another plugin')} already did"
+                ) from exc
+            if inspect.isawaitable(result):
+                if inspect.iscoroutine(result):
+                    result.close()
+                raise ConfigurationError(
+                    f"hook register_commands of plugin {impl.plugin_name!r} must add its "
+                    "commands synchronously"
+                )
+            added = set(subparsers.choices) - before
+            owners.update(dict.fromkeys(added, f"plugin {impl.plugin_name!r}"))
+
     def health_components(self) -> list[tuple[str, Any]]:
         return self._collect("health_components")
 
     async def actor_from_request(self, request: Any) -> Any:
-        return await await_me_maybe(
-            self._caller("actor_from_request")(nexus=self.nexus, request=request)
-        )
+        return await self._first_result("actor_from_request", nexus=self.nexus, request=request)
 
     async def permission_allowed(self, actor: Any, action: str, resource: str | None) -> bool:
         results = self._caller("permission_allowed")(
@@ -197,8 +269,8 @@ class Hooks:
         return True
 
     async def handle_exception(self, request: Any, exception: BaseException) -> Any:
-        return await await_me_maybe(
-            self.pm.hook.handle_exception(nexus=self.nexus, request=request, exception=exception)
+        return await self._first_result(
+            "handle_exception", nexus=self.nexus, request=request, exception=exception
         )
 
     def execution_started(self, execution: Any) -> None:
@@ -208,15 +280,10 @@ class Hooks:
         self.pm.hook.execution_finished(nexus=self.nexus, execution=execution)
 
     async def storage_backend(self, kind: str) -> Any:
-        return await await_me_maybe(self.pm.hook.storage_backend(nexus=self.nexus, kind=kind))
+        return await self._first_result("storage_backend", nexus=self.nexus, kind=kind)
 
     async def executor(self, service: Any) -> Any:
-        for impl in reversed(self.pm.hook.executor.get_hookimpls()):
-            given = {"nexus": self.nexus, "service": service}
-            result = await await_me_maybe(impl.function(**{a: given[a] for a in impl.argnames}))
-            if result is not None:
-                return result
-        return None
+        return await self._first_result("executor", nexus=self.nexus, service=service)
 
     def openapi_spec(self, spec: Any) -> None:
         self.pm.hook.openapi_spec(nexus=self.nexus, spec=spec)

@@ -17,7 +17,9 @@ import pytest
 from aiohttp import web
 
 from nexus_aio import Nexus, hookimpl
+from nexus_aio.cli import build_parser
 from nexus_aio.errors import ConfigurationError
+from nexus_aio.plugins import Hooks
 from nexus_aio.stores.executions import MemoryExecutionStore
 from nexus_aio.testing import start_server
 from nexus_aio.web.keys import ACTOR
@@ -140,6 +142,100 @@ async def test_hook_register_cleanup_ctx(http):
     assert events == ["start runtime=True", "stop"]
 
 
+GREETER_PLUGIN = '''
+"""A third-party plugin adding ``hello`` to ``python -m nexus_aio``."""
+from nexus_aio import hookimpl
+from nexus_aio.cli import add_source_args, load_nexus
+
+
+@hookimpl
+def register_commands(nexus, subparsers):
+    hello = subparsers.add_parser("hello", help="greet someone with the app's workflows")
+    hello.add_argument("name")
+    add_source_args(hello)
+    hello.set_defaults(handler=greet)
+
+
+def greet(args):
+    app, source = load_nexus(args)
+    print(f"hello {args.name}: {sorted(app.workflows)} from {source}")
+    return 3
+'''
+
+GREETER_APP = """
+import greeter
+from nexus_aio import Nexus
+
+app = Nexus(plugins=[greeter])
+
+
+@app.workflow()
+def add(a: int, b: int = 1) -> int:
+    return a + b
+"""
+
+
+def run_cli(*args: str, cwd: Any, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "nexus_aio", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={"NEXUS_DATABASE": ":memory:", "PATH": "/usr/bin:/bin", **env},
+    )
+
+
+def test_hook_register_commands(tmp_path):
+    (tmp_path / "greeter.py").write_text(GREETER_PLUGIN)
+    (tmp_path / "myapp.py").write_text(GREETER_APP)
+    hello = run_cli("hello", "ann", "--app", "myapp:app", cwd=tmp_path)
+    assert hello.returncode == 3, hello.stderr  # the handler's return value is the exit status
+    assert hello.stdout == "hello ann: ['add'] from app myapp:app\n"
+    listed = run_cli("--help", "--app", "myapp:app", cwd=tmp_path)
+    assert listed.returncode == 0 and "greet someone" in listed.stdout
+    # the command belongs to the app's plugin: absent without --app, or with the plugin disabled
+    for args, env in (
+        (["hello", "ann"], {}),
+        (["hello", "ann", "--app", "myapp:app"], {"NEXUS_DISABLE_PLUGINS": "greeter"}),
+    ):
+        refused = run_cli(*args, cwd=tmp_path, **env)
+        assert refused.returncode == 2
+        assert "invalid choice: 'hello'" in refused.stderr
+
+
+def test_register_commands_duplicate_command_fails_startup(tmp_path):
+    class Serve:
+        @hookimpl
+        def register_commands(self, subparsers):
+            subparsers.add_parser("serve")
+
+    with pytest.raises(ConfigurationError, match=r"Duplicate command 'serve'.*the core already"):
+        build_parser(make(Serve()))
+
+    class Hello:
+        @hookimpl
+        def register_commands(self, subparsers):
+            subparsers.add_parser("hello")
+
+    # pluggy asks the later-registered plugin first
+    with pytest.raises(ConfigurationError, match="'Hello-0' adds it, plugin 'Hello-1' already"):
+        build_parser(make(Hello(), Hello()))
+
+    (tmp_path / "dup.py").write_text(
+        "from nexus_aio import Nexus, hookimpl\n\n"
+        "class Run:\n"
+        "    @hookimpl\n"
+        "    def register_commands(self, subparsers):\n"
+        "        subparsers.add_parser('run')\n\n"
+        "app = Nexus(plugins=[Run()])\n"
+    )
+    result = run_cli("list", "--app", "dup:app", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "error: Duplicate command 'run'" in result.stderr
+
+
 async def test_hook_health_components(nexus_server, http):
     class Plugin:
         @hookimpl
@@ -224,9 +320,21 @@ async def test_hook_handle_exception(nexus_server, http):
 
 
 def monitor(app: Nexus) -> list[str]:
-    """Names of every hook call made through ``app``'s plugin manager from now on."""
+    """Names of every hook called through ``app``'s plugins from now on.
+
+    pluggy's monitoring sees the hooks pluggy calls; the first-result hooks, whose
+    implementations the core calls one by one, are seen at the typed facade.
+    """
     called: list[str] = []
     app.pm.add_hookcall_monitoring(lambda name, impls, kw: called.append(name), lambda *a: None)
+    for name in Hooks.FIRST_RESULT_HOOKS:
+        facade = getattr(app.hooks, name)
+
+        async def recorded(*args: Any, _name: str = name, _facade: Any = facade) -> Any:
+            called.append(_name)
+            return await _facade(*args)
+
+        setattr(app.hooks, name, recorded)
     return called
 
 
@@ -330,6 +438,90 @@ async def test_hook_storage_backend(nexus_server, http):
     record = await store.get(data["workflow_id"])
     assert record is not None and record.result == 5
     assert {"executions", "sessions"} <= set(kinds)
+
+
+# -- first-result hooks: each answer awaited, the first non-None wins -----------------------------
+async def test_async_actor_from_request_answering_none_does_not_hide_a_later_plugin(
+    nexus_server, http
+):
+    asked: list[str] = []
+
+    class AsyncNoOpinion:
+        @hookimpl
+        async def actor_from_request(self, request):  # declares only what it uses
+            asked.append(request.headers.get("X-User", ""))
+            return None
+
+    # registered after HeaderAuth, so pluggy's order asks it first
+    url = await nexus_server(make(HeaderAuth(), AsyncNoOpinion()))
+    status, data, _ = await get(http, f"{url}/whoami", headers={"X-User": "ann"})
+    assert (status, data) == (200, {"actor": {"id": "ann"}})
+    assert asked == ["ann"]
+    status, run, _ = await execute(http, url, "add", {"a": 1}, headers={"X-User": "ann"})
+    assert status == 200
+    record = f"{url}/executions/{run['workflow_id']}"
+    assert (await get(http, record, headers={"X-User": "ann"}))[0] == 200
+    status, data, _ = await get(http, record, headers={"X-User": "bob"})
+    assert status == 403 and data["error"]["type"] == "Forbidden"  # ann's run, not bob's
+
+
+async def test_async_handle_exception_answering_none_does_not_hide_a_later_plugin(
+    nexus_server, http
+):
+    seen: list[str] = []
+
+    class AsyncNoOpinion:
+        @hookimpl(tryfirst=True)
+        async def handle_exception(self, nexus, request, exception):
+            seen.append(type(exception).__name__)
+            return None
+
+    class Teapot:
+        @hookimpl
+        def handle_exception(self, exception):
+            return web.Response(status=418, text=f"teapot: {type(exception).__name__}")
+
+    url = await nexus_server(make(AsyncNoOpinion(), Teapot()))
+    status, text, _ = await get(http, f"{url}/workflows/none/schema")
+    assert (status, text) == (418, "teapot: WorkflowNotFound")
+    assert seen == ["WorkflowNotFound"]
+
+
+async def test_async_storage_backend_answering_none_does_not_hide_a_later_plugin(
+    nexus_server, http
+):
+    store = MemoryExecutionStore()
+    asked: list[str] = []
+
+    class AsyncNoOpinion:
+        @hookimpl(tryfirst=True)
+        async def storage_backend(self, kind):
+            asked.append(kind)
+            return None
+
+    class AsyncStore:
+        @hookimpl
+        async def storage_backend(self, nexus, kind):
+            return store if kind == "executions" else None
+
+    app = make(AsyncNoOpinion(), AsyncStore())
+    url = await nexus_server(app)
+    assert app.service is not None and app.service.executions is store
+    assert "executions" in asked
+    _, data, _ = await execute(http, url, "add", {"a": 4})
+    record = await store.get(data["workflow_id"])
+    assert record is not None and record.result == 5
+
+
+def test_first_result_hooks_refuse_wrappers_at_build():
+    class Wrapper:
+        @hookimpl(wrapper=True)
+        def actor_from_request(self, nexus, request):
+            return (yield)
+
+    app = make(Wrapper())
+    with pytest.raises(ConfigurationError, match="actor_from_request takes no wrapper"):
+        app.create_app()
 
 
 def test_hook_openapi_spec():

@@ -9,7 +9,8 @@ and the core's own stores answer: the plugin costs nothing per request. With it:
 * ``storage_backend("ratelimit")``: :class:`RedisRateLimiter` (GCRA in one Lua script);
 * ``executor``: :class:`~nexus_aio_redis.dispatch.ArqExecutor` when ``redis_execute_async`` is on
   (async runs go to ``python -m nexus_aio worker`` processes);
-* ``health_components``: ``redis`` (PING latency, ``degraded`` above ``redis_degraded_ms``).
+* ``health_components``: ``redis`` (PING latency, ``degraded`` above ``redis_degraded_ms``);
+* ``register_commands``: ``python -m nexus_aio worker`` runs queued async executions (arq).
 
 Settings (``Settings.get``; env ``NEXUS_<NAME>``): ``redis_url``, ``redis_prefix`` (``nexus:``),
 ``redis_timeout`` (2 s per command), ``redis_lock_lease`` (10 s), ``redis_degraded_ms`` (50).
@@ -40,6 +41,7 @@ __all__ = [
     "RedisSessionStore",
     "health_components",
     "redis_url",
+    "register_commands",
     "storage_backend",
 ]
 
@@ -112,3 +114,10 @@ def health_components(nexus: Nexus) -> list[tuple[str, Any]] | None:
         }
 
     return [("redis", redis_health)]
+
+
+@hookimpl
+def register_commands(nexus: Nexus, subparsers: Any) -> None:
+    from .commands import add_commands
+
+    add_commands(subparsers)
