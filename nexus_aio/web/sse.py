@@ -63,19 +63,57 @@ def _closed(request: web.Request) -> bool:
     return transport is None or transport.is_closing()
 
 
-async def pump(
-    request: web.Request, resp: web.StreamResponse, events: EventLog, after_seq: int = 0
-) -> bool:
-    """Write ``events`` after ``after_seq`` until the log finishes; False if the client left."""
+class EventWriter:
+    """Writes events to an open SSE response and remembers the last id sent."""
+
+    __slots__ = ("last_seq", "resp")
+
+    def __init__(self, resp: web.StreamResponse, after_seq: int = 0) -> None:
+        self.resp = resp
+        self.last_seq = after_seq
+
+    async def events(self, events: list[ExecutionEvent]) -> None:
+        try:
+            data = format_events(events)
+        except NexusError:  # one event cannot be sent: send those before it, then fail there
+            for event in events:
+                await self.resp.write(format_event(event.seq, event.type, event.data))
+                self.last_seq = event.seq
+            raise
+        await self.resp.write(data)
+        self.last_seq = events[-1].seq
+
+    async def keepalive(self) -> None:
+        data = {"timestamp": iso_timestamp()}
+        await self.resp.write(format_event(self.last_seq, "keepalive", data))
+
+    async def fail(self, exc: Exception, execution_id: str) -> None:
+        """Tell the client of a failure after the response started, as the last event (its id
+        follows the last one sent), and end the stream."""
+        error = exc if isinstance(exc, NexusError) else NexusError("Internal server error")
+        if not isinstance(exc, NexusError):
+            log.error("stream of %s failed", execution_id, exc_info=exc)
+        data = error_envelope(error, execution_id)
+        try:
+            await self.resp.write(format_event(self.last_seq + 1, "error", data))
+            await self.resp.write_eof()
+        except DISCONNECTED:
+            pass
+
+
+async def pump(request: web.Request, out: EventWriter, events: EventLog) -> bool:
+    """Write ``events`` after ``out.last_seq`` until the log finishes; False if the client
+    left."""
     keepalive = nexus_of(request).settings.sse_keepalive
     loop = asyncio.get_running_loop()
-    index = max(after_seq, 0)
+    index = max(out.last_seq, 0)
     last_sent = loop.time()
     while True:
         pending = events.events
         if index < len(pending):
-            await resp.write(format_events(pending[index:]))
+            batch = pending[index:]
             index = len(pending)
+            await out.events(batch)
             last_sent = loop.time()
         if events.finished and index >= len(events.events):
             return True
@@ -93,22 +131,18 @@ async def pump(
         if _closed(request):
             return False
         if loop.time() - last_sent >= keepalive:
-            await resp.write(format_event(index, "keepalive", {"timestamp": iso_timestamp()}))
+            await out.keepalive()
             last_sent = loop.time()
 
 
 async def relay(
-    request: web.Request,
-    resp: web.StreamResponse,
-    events: AsyncIterator[ExecutionEvent],
-    after_seq: int = 0,
+    request: web.Request, out: EventWriter, events: AsyncIterator[ExecutionEvent]
 ) -> bool:
     """Write events from any source (the store, another instance) with keepalives while it is
     quiet; False if the client left."""
     keepalive = nexus_of(request).settings.sse_keepalive
     loop = asyncio.get_running_loop()
     last_sent = loop.time()
-    seq = after_seq
     following = aiter(events)
     pending: asyncio.Future[ExecutionEvent] | None = None
     try:
@@ -124,13 +158,13 @@ async def relay(
                     return True
                 finally:
                     pending = None
-                await resp.write(format_event(event.seq, event.type, event.data))
-                seq, last_sent = event.seq, loop.time()
+                await out.events([event])
+                last_sent = loop.time()
                 continue
             if _closed(request):
                 return False
             if loop.time() - last_sent >= keepalive:
-                await resp.write(format_event(seq, "keepalive", {"timestamp": iso_timestamp()}))
+                await out.keepalive()
                 last_sent = loop.time()
     finally:
         if pending is not None:
@@ -139,19 +173,6 @@ async def relay(
         aclose = getattr(following, "aclose", None)
         if aclose is not None:
             await aclose()
-
-
-async def _fail_stream(resp: web.StreamResponse, exc: Exception, execution_id: str) -> None:
-    """Tell the client of a failure after the response started, as the stream's last event."""
-    error = exc if isinstance(exc, NexusError) else NexusError("Internal server error")
-    if not isinstance(exc, NexusError):
-        log.error("stream of %s failed", execution_id, exc_info=exc)
-    try:
-        # No ``id:`` line: the client's Last-Event-ID keeps naming the last stored event.
-        await resp.write(b"event: error\ndata: %s\n\n" % dumps(error_envelope(error, execution_id)))
-        await resp.write_eof()
-    except DISCONNECTED:
-        pass
 
 
 async def stream_execution(
@@ -163,22 +184,20 @@ async def stream_execution(
 ) -> web.StreamResponse:
     """SSE of an execution's events after ``after_seq``: the live log of a run of this process,
     else what the service follows (stored events, then live ones from another process)."""
-    resp = await open_stream(request, headers)
+    out = EventWriter(await open_stream(request, headers), after_seq)
     try:
         live = service.live(execution_id)
         if live is not None:
-            finished = await pump(request, resp, live.log, after_seq)
+            finished = await pump(request, out, live.log)
         else:
-            finished = await relay(
-                request, resp, service.follow(execution_id, after_seq), after_seq
-            )
+            finished = await relay(request, out, service.follow(execution_id, after_seq))
         if finished:
-            await resp.write_eof()
+            await out.resp.write_eof()
     except DISCONNECTED:
         pass
     except Exception as exc:
-        await _fail_stream(resp, exc, execution_id)
-    return resp
+        await out.fail(exc, execution_id)
+    return out.resp
 
 
 async def stream_run(
@@ -190,8 +209,12 @@ async def stream_run(
     cancel_on_disconnect = service.settings.cancel_on_disconnect
     headers = {"X-Session-ID": run.session_id} if run.session_id else None
     try:
-        resp = await open_stream(request, headers)
-        finished = await pump(request, resp, live.log)
+        out = EventWriter(await open_stream(request, headers))
+    except BaseException:  # nobody will read this run's events
+        await asyncio.shield(service.cancel(execution_id))
+        raise
+    try:
+        finished = await pump(request, out, live.log)
     except asyncio.CancelledError:
         if cancel_on_disconnect:
             await asyncio.shield(service.cancel(execution_id))
@@ -200,18 +223,15 @@ async def stream_run(
         finished = False
     except Exception as exc:
         await service.cancel(execution_id)
-        stream = request.get(STREAM_RESPONSE)
-        if stream is None:
-            raise
-        await _fail_stream(stream, exc, execution_id)
-        return stream
+        await out.fail(exc, execution_id)
+        return out.resp
     if not finished:
         if cancel_on_disconnect:
             await service.cancel(execution_id)
         log.debug("client left the stream of %s", execution_id)
-        return resp
+        return out.resp
     try:
-        await resp.write_eof()
+        await out.resp.write_eof()
     except DISCONNECTED:
         pass
-    return resp
+    return out.resp
