@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PLUGINS := $(wildcard plugins/nexus-aio-*)
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-core lint format bench soak clean
+.PHONY: install run test test-core lint format docs bench soak clean
 
 install: $(STAMP)
 
@@ -29,6 +29,9 @@ lint: install
 format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -d site
 
 bench: install
 	$(BIN)/python scripts/bench.py
