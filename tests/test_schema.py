@@ -15,17 +15,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nexus_aio.errors import RegistrationError, ValidationError
-from nexus_aio.workflows.schema import (
-    MAX_REPORTED_ERRORS,
-    MISSING,
-    InputField,
-    InputSchema,
-    coerce_text,
-    json_type_name,
-    output_schema,
-    received_type_name,
-    type_json_schema,
-)
+from nexus_aio.workflows.coerce import coerce_text
+from nexus_aio.workflows.describe import output_schema
+from nexus_aio.workflows.inputs import InputField, InputSchema
+from nexus_aio.workflows.jsonschema import type_json_schema
+from nexus_aio.workflows.jsontypes import MISSING, json_type_name, received_type_name
+from nexus_aio.workflows.problems import MAX_REPORTED_ERRORS
 
 # --------------------------------------------------------------------------- fixtures
 

@@ -6,7 +6,7 @@ decorated function is, in this order of precedence:
 
 * the request: annotated ``aiohttp.web.Request`` (or any ``BaseRequest`` subclass);
 * a path parameter: its name appears in the path template (``/items/{item_id}``); the text is
-  coerced to the annotation (``nexus_aio.workflows.schema.coerce_text``);
+  coerced to the annotation (``nexus_aio.workflows.coerce.coerce_text``);
 * the JSON body: annotated ``dict`` (``dict[str, X]``, a ``TypedDict``), a dataclass, or a
   marshmallow ``Schema`` subclass or instance. At most one. Size limit (``read_json``) and
   security filter (``check_payload``) apply; the dataclass/dict is checked like workflow inputs,
@@ -61,15 +61,11 @@ from nexus_aio.query import Query
 from nexus_aio.security import check_payload
 from nexus_aio.web.request import read_json
 from nexus_aio.web.responses import json_response
-from nexus_aio.workflows.schema import (
-    MISSING,
-    InputField,
-    InputSchema,
-    _callable_hints,
-    coerce_text,
-    received_type_name,
-    type_json_schema,
-)
+from nexus_aio.workflows.coerce import coerce_text
+from nexus_aio.workflows.hints import callable_hints
+from nexus_aio.workflows.inputs import InputField, InputSchema
+from nexus_aio.workflows.jsonschema import type_json_schema
+from nexus_aio.workflows.jsontypes import MISSING, received_type_name
 
 if TYPE_CHECKING:
     from nexus_aio.nexus import EndpointSpec, Nexus
@@ -363,7 +359,7 @@ def _analyze(spec: EndpointSpec, rate_limit: int) -> _Plan:
         signature = inspect.signature(fn)
     except (TypeError, ValueError) as exc:
         raise RegistrationError(f"{where}: cannot read the signature: {exc}") from None
-    hints = _callable_hints(fn)
+    hints = callable_hints(fn)
     variables = set(path_variables(spec.path))
     request_arg: str | None = None
     path: list[_Extract] = []

@@ -33,7 +33,7 @@ from nexus_aio.web.keys import ACTOR, REQUEST_ID
 from nexus_aio.web.request import read_json
 from nexus_aio.web.responses import json_response
 from nexus_aio.web.routes import check_permission
-from nexus_aio.workflows.schema import json_type_name
+from nexus_aio.workflows.jsontypes import json_type_name
 
 if TYPE_CHECKING:
     from nexus_aio import Nexus
