@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def load_nexus(args: argparse.Namespace, **kwargs: Any) -> tuple[Nexus, str]:
     """The app to serve and a sentence saying where its workflows came from."""
-    from nexus_aio.workflows.discovery import load_app, load_directory, load_examples
+    from nexus_aio.discovery import load_app, load_directory, load_examples
 
     if args.app:
         app = load_app(args.app)
