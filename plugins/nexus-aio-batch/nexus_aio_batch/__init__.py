@@ -27,6 +27,7 @@ from aiohttp import web
 from nexus_aio import hookimpl
 from nexus_aio.envelope import error_envelope, new_execution_id
 from nexus_aio.errors import ConfigurationError, NexusError, ValidationError
+from nexus_aio.openapi import error_responses
 from nexus_aio.security import check_payload
 from nexus_aio.stores.sessions import validate_session_id
 from nexus_aio.web.keys import ACTOR, REQUEST_ID
@@ -291,14 +292,14 @@ def register_routes(nexus: Nexus) -> list[web.RouteDef]:
 
 @hookimpl
 def openapi_spec(nexus: Nexus, spec: Any) -> None:
-    """Document the batch route next to the core routes."""
+    """Document the batch route next to the core routes, with the core's error envelope."""
     item = {
         "type": "object",
         "required": ["name"],
         "properties": {
             "name": {"type": "string"},
             "inputs": {"type": "object"},
-            "session_id": {"type": "string"},
+            "session_id": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"},
             "context": {"type": "object"},
         },
     }
@@ -314,10 +315,28 @@ def openapi_spec(nexus: Nexus, spec: Any) -> None:
             }
         },
     }
+    result = {
+        "type": "object",
+        "required": ["success", "results", "total", "succeeded", "failed"],
+        "properties": {
+            "success": {"type": "boolean", "description": "True when every item succeeded"},
+            "results": {
+                "type": "array",
+                "description": "Per item, in request order: the envelope a single execute "
+                "would have returned, with index, name and status_code",
+                "items": {"type": "object"},
+            },
+            "total": {"type": "integer"},
+            "succeeded": {"type": "integer"},
+            "failed": {"type": "integer"},
+            "execution_time": {"type": "number"},
+        },
+    }
     spec.path(
         path=nexus.settings.api_prefix + BATCH_PATH,
         operations={
             "post": {
+                "operationId": "execute_batch",
                 "summary": "Run several workflows in one request",
                 "tags": ["workflows"],
                 "requestBody": {
@@ -325,8 +344,11 @@ def openapi_spec(nexus: Nexus, spec: Any) -> None:
                     "content": {"application/json": {"schema": body}},
                 },
                 "responses": {
-                    "200": {"description": "Per-item envelopes in request order"},
-                    "400": {"description": "Malformed batch"},
+                    "200": {
+                        "description": "Per-item envelopes in request order",
+                        "content": {"application/json": {"schema": result}},
+                    },
+                    **error_responses(400, 413, 429),
                 },
             }
         },
