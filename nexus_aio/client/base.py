@@ -150,9 +150,6 @@ class ClientBase:
         self.rate_limit = RateLimit.from_headers(headers) or self.rate_limit
         self.last_request_id = headers.get("X-Request-ID")
 
-    def _execute_url(self, name: str) -> str:
-        return f"{self.base_url}/workflows/{name}/execute"
-
     @staticmethod
     def _result(envelope: Any) -> Any:
         return envelope["result"] if isinstance(envelope, dict) else envelope

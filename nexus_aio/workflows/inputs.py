@@ -1,8 +1,8 @@
 """``InputSchema``: a workflow's inputs, from its parameters, checked per request.
 
 A workflow's inputs are its parameters: the type hint says what JSON is acceptable, the default
-says whether the input is optional. The same fields also give the ``/schema`` description, a
-JSON Schema for OpenAPI and a marshmallow schema for apispec.
+says whether the input is optional. The same fields also give the ``/schema`` description and
+the JSON Schema OpenAPI documents.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from nexus_aio.workflows.describe import describe_field
 from nexus_aio.workflows.hints import callable_hints, strip_annotation
 from nexus_aio.workflows.jsonschema import add_annotations, type_json_schema
 from nexus_aio.workflows.jsontypes import MISSING, received_type_name
-from nexus_aio.workflows.marshmallow import marshmallow_field
 from nexus_aio.workflows.problems import Problem, add_segment, validation_error
 
 __all__ = ["InputField", "InputSchema"]
@@ -61,7 +60,6 @@ class InputSchema:
             plan.append((fld.name, check, fld.required, default, copy_default, compiled.expected))
         self._plan = tuple(plan)
         self._describe: dict[str, dict[str, Any]] | None = None
-        self._marshmallow: dict[str, type] = {}
 
     def __repr__(self) -> str:
         return f"InputSchema({list(self.fields)})"
@@ -186,20 +184,3 @@ class InputSchema:
             schema["required"] = required
         schema["additionalProperties"] = False
         return schema
-
-    def marshmallow_schema(self, name: str = "Inputs") -> type:
-        """A marshmallow ``Schema`` class mirroring the inputs, for apispec's MarshmallowPlugin.
-
-        Documentation only: requests are checked by ``validate``, which is strict and faster.
-        Built on first use and cached per ``name`` (apispec wants distinct component names).
-        """
-        cached = self._marshmallow.get(name)
-        if cached is None:
-            from marshmallow import Schema
-
-            declared = {
-                n: marshmallow_field(f.annotation, f.required, f.default, f.description)
-                for n, f in self.fields.items()
-            }
-            cached = self._marshmallow[name] = Schema.from_dict(declared, name=name)
-        return cached
