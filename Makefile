@@ -25,6 +25,7 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy nexus_aio
+	$(BIN)/lint-imports
 
 format: install
 	$(BIN)/ruff format .

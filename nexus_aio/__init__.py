@@ -1,6 +1,7 @@
 """nexus_aio: registered workflows become a complete REST API on aiohttp."""
 
-__version__ = "0.1.0"
+# First, so a module that reads the version from the package root while it loads finds it.
+from nexus_aio.version import __version__  # isort: skip
 
 from nexus_aio.context import Context
 from nexus_aio.errors import (

@@ -76,7 +76,7 @@ def load_nexus(args: argparse.Namespace) -> tuple[Nexus, str]:
     environment); without ``--app``, workflows come from ``--workflows DIR``, else
     ``./workflows``, else the bundled examples. Call it once per command.
     """
-    from nexus_aio.workflows.discovery import load_app, load_directory, load_examples
+    from nexus_aio.discovery import load_app, load_directory, load_examples
 
     target = getattr(args, "app", None)
     app = getattr(args, _PRELOADED, None)
@@ -176,7 +176,7 @@ def cmd_openapi(args: argparse.Namespace) -> int:
 
 def _parser_app(argv: Sequence[str]) -> tuple[Nexus, str | None]:
     """The app whose plugins decide the commands: ``--app``'s, read ahead of the parser."""
-    from nexus_aio.workflows.discovery import load_app
+    from nexus_aio.discovery import load_app
 
     ahead = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     ahead.add_argument("--app")

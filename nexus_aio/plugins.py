@@ -297,7 +297,7 @@ class Hooks:
             hooks = sorted(h.name for h in self.pm.get_hookcallers(plugin) or [])
             version = self.pm.versions.get(name)
             if version is None and name in self.pm.builtin:
-                from nexus_aio import __version__
+                from nexus_aio.version import __version__
 
                 version = __version__
             out.append(

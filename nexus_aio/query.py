@@ -6,17 +6,15 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from nexus_aio.workflows.schema import MISSING
-
 
 @dataclass(frozen=True)
 class Query:
     """``def search(q: str = Query(..., max_length=100), limit: int = Query(10, ge=1, le=100))``.
 
-    ``default=...`` (Ellipsis) or no default makes the parameter required.
+    ``default=...`` (Ellipsis), or no default at all, makes the parameter required.
     """
 
-    default: Any = MISSING
+    default: Any = ...
     pattern: str | None = None
     ge: float | None = None
     le: float | None = None
@@ -34,7 +32,7 @@ class Query:
 
     @property
     def required(self) -> bool:
-        return self.default is MISSING or self.default is Ellipsis
+        return self.default is Ellipsis
 
     def check(self, name: str, value: Any) -> list[str]:
         """Problems with ``value`` (already coerced), as messages; empty when it is fine."""

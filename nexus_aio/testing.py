@@ -51,8 +51,8 @@ def plugin_installed(name: str) -> bool:
 
 def make_app(**settings: Any) -> Nexus:
     """A ``Nexus`` on in-memory stores with the bundled example workflows registered."""
+    from nexus_aio.discovery import load_examples
     from nexus_aio.nexus import Nexus
-    from nexus_aio.workflows.discovery import load_examples
 
     settings.setdefault("database", ":memory:")
     app = Nexus(**settings)

@@ -13,7 +13,8 @@ from marshmallow import Schema, fields
 
 from nexus_aio import Nexus, Query
 from nexus_aio.errors import ConfigurationError, RegistrationError
-from nexus_aio.web.endpoints import EndpointInfo, analyze_endpoint, path_variables
+from nexus_aio.web.endpoints import analyze_endpoint
+from nexus_aio.workflows.endpoint_params import EndpointInfo, path_variables
 
 
 def spec_app(**settings: Any) -> Nexus:

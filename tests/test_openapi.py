@@ -13,6 +13,7 @@ from marshmallow import Schema, fields
 from openapi_spec_validator import validate
 
 from nexus_aio import Nexus, Query, hookimpl
+from nexus_aio.openapi import add_responses, error_responses
 from nexus_aio.openapi.document import build_openapi
 from nexus_aio.testing import make_app, plugin_installed
 
@@ -20,6 +21,9 @@ from nexus_aio.testing import make_app, plugin_installed
 class OrderSchema(Schema):
     item = fields.String(required=True)
     quantity = fields.Integer(load_default=1)
+
+
+ENVELOPE = {"$ref": "#/components/schemas/ErrorEnvelope"}
 
 
 def _schema(doc: dict[str, Any], ref: dict[str, str]) -> dict[str, Any]:
@@ -96,8 +100,12 @@ async def test_core_execution_session_and_batch_routes_are_documented(nexus_serv
         ("/sessions/{session_id}", "delete"),
     ]:
         assert method in paths.get(path, {}), (method, path)
-    # the batch route exists (and is documented) exactly when its plugin is installed
+    # the batch route exists (and is documented, by its plugin) exactly when it is installed
     assert ("post" in paths.get("/workflows/batch", {})) is plugin_installed("batch")
+    if plugin_installed("batch"):
+        responses = paths["/workflows/batch"]["post"]["responses"]
+        for status in ("400", "413", "429"):
+            assert responses[status]["content"]["application/json"]["schema"] == ENVELOPE
     limit = next(p for p in paths["/executions"]["get"]["parameters"] if p["name"] == "limit")
     assert limit["schema"]["maximum"] == 500
     assert "/docs" not in paths and "/docs/static/{filename}" not in paths
@@ -221,6 +229,38 @@ def test_auth_plugin_adds_bearer_scheme_and_401_403_when_enabled():
     assert doc["security"] == [{"bearerAuth": []}]
     responses = doc["paths"]["/workflows/sum/execute"]["post"]["responses"]
     assert "401" in responses and "403" in responses
+    assert responses["401"]["content"]["application/json"]["schema"] == ENVELOPE
+    # the public paths (default: /health and below) need no credentials
+    for path in ("/health", "/health/detailed"):
+        health = doc["paths"][path]["get"]
+        assert health["security"] == [] and "401" not in health["responses"]
+    if plugin_installed("batch"):  # a plugin's route gets them too
+        assert "401" in doc["paths"]["/workflows/batch"]["post"]["responses"]
+
+
+def test_core_document_knows_no_plugin():
+    doc = build_openapi(Nexus(database=":memory:", load_entry_points=False, enable_auth=False))
+    assert "/workflows/batch" not in doc["paths"]
+    assert "BatchRequest" not in doc["components"]["schemas"]
+    for item in doc["paths"].values():
+        for operation in item.values():
+            assert "401" not in operation["responses"] and "403" not in operation["responses"]
+
+
+def test_a_plugin_adds_a_response_to_every_operation_with_the_public_helper():
+    class Billing:
+        @hookimpl
+        def openapi_spec(self, nexus: Nexus, spec: Any) -> None:
+            add_responses(spec, error_responses(402), where=lambda path, method: path != "/health")
+
+    doc = build_openapi(Nexus(database=":memory:", load_entry_points=False, plugins=[Billing()]))
+    validate(doc)
+    operations = [(p, op) for p, item in doc["paths"].items() for op in item.values()]
+    assert len(operations) > 10
+    for path, operation in operations:
+        assert ("402" in operation["responses"]) is (path != "/health"), path
+    paid = doc["paths"]["/workflows"]["get"]["responses"]["402"]
+    assert paid["content"]["application/json"]["schema"] == ENVELOPE
 
 
 def test_document_is_built_once_per_app():

@@ -6,7 +6,6 @@ import copy
 import dataclasses
 import enum
 import inspect
-import warnings
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal, NotRequired, Optional, TypedDict
 
@@ -15,17 +14,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nexus_aio.errors import RegistrationError, ValidationError
-from nexus_aio.workflows.schema import (
-    MAX_REPORTED_ERRORS,
-    MISSING,
-    InputField,
-    InputSchema,
-    coerce_text,
-    json_type_name,
-    output_schema,
-    received_type_name,
-    type_json_schema,
-)
+from nexus_aio.workflows.coerce import coerce_text
+from nexus_aio.workflows.describe import output_schema
+from nexus_aio.workflows.inputs import InputField, InputSchema
+from nexus_aio.workflows.jsonschema import type_json_schema
+from nexus_aio.workflows.jsontypes import MISSING, json_type_name, received_type_name
+from nexus_aio.workflows.problems import MAX_REPORTED_ERRORS
 
 # --------------------------------------------------------------------------- fixtures
 
@@ -739,48 +733,6 @@ def test_json_type_name(value: Any, name: str) -> None:
 @pytest.mark.parametrize(("value", "name"), [(1, "number"), (1.5, "number"), (True, "boolean")])
 def test_received_type_name_has_one_number_type(value: Any, name: str) -> None:
     assert received_type_name(value) == name
-
-
-# --------------------------------------------------------------------------- marshmallow
-
-
-def test_marshmallow_schema_mirrors_inputs_and_is_cached() -> None:
-    from marshmallow import fields
-
-    def wf(
-        a: int, tags: list[str], color: Color = Color.RED, config: Config | None = None
-    ) -> None: ...
-
-    schema = schema_of(wf)
-    cls = schema.marshmallow_schema("WfInputs")
-    assert cls is schema.marshmallow_schema("WfInputs")
-    declared = cls._declared_fields  # type: ignore[attr-defined]
-    assert list(declared) == ["a", "tags", "color", "config"]
-    assert isinstance(declared["a"], fields.Integer) and declared["a"].required
-    assert isinstance(declared["tags"], fields.List)
-    assert isinstance(declared["color"], fields.Enum) and not declared["color"].required
-    assert isinstance(declared["config"], fields.Nested) and declared["config"].allow_none
-
-
-def test_marshmallow_schema_renders_through_apispec() -> None:
-    from apispec import APISpec
-    from apispec.ext.marshmallow import MarshmallowPlugin
-
-    def first(tree: Tree, mode: Literal["x", "y"] = "x") -> None: ...
-
-    def second(tree: Tree | None = None) -> None: ...
-
-    spec = APISpec("t", "1", "3.1.0", plugins=[MarshmallowPlugin()])
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # a duplicate component name would warn
-        for name, fn in (("FirstInputs", first), ("SecondInputs", second)):
-            spec.components.schema(name, schema=schema_of(fn).marshmallow_schema(name))
-    schemas = spec.to_dict()["components"]["schemas"]
-    assert schemas["FirstInputs"]["required"] == ["tree"]
-    assert schemas["FirstInputs"]["properties"]["mode"]["enum"] == ["x", "y"]
-    assert schemas["Tree"]["properties"]["children"]["items"] == {
-        "$ref": "#/components/schemas/Tree"
-    }
 
 
 # --------------------------------------------------------------------------- properties

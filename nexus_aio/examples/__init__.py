@@ -1,4 +1,4 @@
 """Bundled example workflows, served by ``make run`` / bare ``python -m nexus_aio``.
 
-Each module here follows the discovery convention (see ``nexus_aio.workflows.discovery``).
+Each module here follows the discovery convention (see ``nexus_aio.discovery``).
 """

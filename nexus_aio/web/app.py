@@ -14,7 +14,7 @@ from nexus_aio import errors
 from nexus_aio.envelope import new_request_id
 from nexus_aio.errors import ConfigurationError, NexusError
 from nexus_aio.execution.service import ExecutionService
-from nexus_aio.logs import access_logger
+from nexus_aio.web.access_log import access_logger
 from nexus_aio.web.keys import (
     ACTOR,
     EXECUTION_ID,

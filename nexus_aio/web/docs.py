@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from nexus_aio.errors import NotFound
-from nexus_aio.openapi.document import build_openapi, routes_of_app
+from nexus_aio.openapi.document import build_openapi
+from nexus_aio.openapi.routes import routes_of_app
 from nexus_aio.web.responses import dumps
 
 if TYPE_CHECKING:

@@ -28,8 +28,8 @@ from nexus_aio.errors import (
 from nexus_aio.execution.runtime import Runtime, actor_id
 from nexus_aio.stores.executions import TERMINAL, ExecutionRecord
 from nexus_aio.web.keys import ACTOR, EXECUTION_ID, service_of
+from nexus_aio.web.permissions import check_permission
 from nexus_aio.web.responses import json_response
-from nexus_aio.web.routes import check_permission
 from nexus_aio.web.sse import stream_execution
 
 if TYPE_CHECKING:

@@ -21,9 +21,9 @@ from nexus_aio.execution.idempotency import Outcome
 from nexus_aio.execution.runtime import actor_id
 from nexus_aio.stores.executions import IdempotencyEntry
 from nexus_aio.web.keys import ACTOR, EXECUTION_ID, WORKFLOW_NAME, nexus_of, service_of
+from nexus_aio.web.permissions import check_permission
 from nexus_aio.web.request import read_body
 from nexus_aio.web.responses import JSON_HEADERS
-from nexus_aio.web.routes import check_permission
 from nexus_aio.web.sse import stream_execution
 
 __all__ = [

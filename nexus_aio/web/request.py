@@ -10,7 +10,7 @@ from aiohttp import web
 
 from nexus_aio.errors import BadRequest, PayloadTooLarge, ValidationError
 from nexus_aio.web.keys import ACTOR, REQUEST_ID, nexus_of
-from nexus_aio.workflows.schema import coerce_text
+from nexus_aio.workflows.coerce import coerce_text
 
 if TYPE_CHECKING:
     from nexus_aio.workflows.workflow import CompiledWorkflow
@@ -56,7 +56,7 @@ class ExecuteRequest:
 
 
 def _field_error(field: str, expected: str, value: Any) -> ValidationError:
-    from nexus_aio.workflows.schema import json_type_name
+    from nexus_aio.workflows.jsontypes import json_type_name
 
     received = json_type_name(value)
     return ValidationError(

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from nexus_aio import __version__
 from nexus_aio.envelope import new_execution_id
-from nexus_aio.errors import Forbidden, NexusError, Unauthorized
+from nexus_aio.errors import NexusError
 from nexus_aio.execution.service import RunRequest
+from nexus_aio.version import __version__
 from nexus_aio.web.keys import (
     ACTOR,
     EXECUTION_ID,
@@ -20,6 +20,7 @@ from nexus_aio.web.keys import (
     nexus_of,
     service_of,
 )
+from nexus_aio.web.permissions import check_permission
 from nexus_aio.web.request import read_execute_request
 from nexus_aio.web.responses import json_response
 
@@ -27,21 +28,6 @@ if TYPE_CHECKING:
     from nexus_aio.nexus import Nexus
 
 HEALTH_CHECK_TIMEOUT = 2.0
-
-
-async def check_permission(request: web.Request, action: str, resource: str | None = None) -> None:
-    """Ask ``permission_allowed`` (only when a non-built-in plugin implements it)."""
-    nexus = nexus_of(request)
-    if not nexus.hooks.implemented("permission_allowed", builtin=False):
-        return
-    actor = request.get(ACTOR)
-    if not await nexus.hooks.permission_allowed(actor, action, resource):
-        if actor is None:
-            raise Unauthorized("Authentication required")
-        raise Forbidden(
-            f"Not allowed to {action} {resource or ''}".strip(),
-            details={"action": action, "resource": resource},
-        )
 
 
 def make_execute_handler(nexus: Nexus) -> Any:

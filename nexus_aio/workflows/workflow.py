@@ -16,7 +16,9 @@ from typing import Any
 
 from nexus_aio.context import Context
 from nexus_aio.errors import NexusError, RegistrationError, WorkflowExecutionError
-from nexus_aio.workflows.schema import MISSING, InputField, InputSchema, output_schema
+from nexus_aio.workflows.describe import output_schema
+from nexus_aio.workflows.inputs import InputField, InputSchema
+from nexus_aio.workflows.jsontypes import MISSING
 
 # Runs a sync callable off the event loop; supplied by the runtime (its thread pool).
 SyncRunner = Callable[[Callable[[], Any]], Awaitable[Any]]

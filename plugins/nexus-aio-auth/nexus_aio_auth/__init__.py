@@ -6,7 +6,8 @@ hook returns at its first line and no middleware is added. Enabled, the pieces a
 - ``actor_from_request``: ``Authorization: Bearer <token>`` -> actor (or 401 for a bad token);
 - a middleware refusing requests without an actor outside the public paths (401);
 - ``permission_allowed``: the scope table in :mod:`nexus_aio_auth.scopes` (403 when it says no);
-- ``openapi_spec``: a ``bearerAuth`` security scheme required globally.
+- ``openapi_spec``: a ``bearerAuth`` security scheme required globally, 401/403 documented on
+  every operation outside the public paths.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from aiohttp import hdrs, web
 
 from nexus_aio import hookimpl
 from nexus_aio.errors import Unauthorized
+from nexus_aio.openapi import add_responses, error_responses, operations
 from nexus_aio.web.keys import ACTOR
 
 from .config import AuthConfig
@@ -146,9 +148,13 @@ def make_auth_middleware(public_paths: tuple[str, ...], api_prefix: str = "") ->
     return auth_middleware
 
 
-@hookimpl
+@hookimpl(trylast=True)
 def openapi_spec(nexus: Nexus, spec: Any) -> None:
-    """Document bearer auth: a ``bearerAuth`` scheme (HTTP bearer, JWT) required globally."""
+    """Document bearer auth: a ``bearerAuth`` scheme (HTTP bearer, JWT) required globally, 401
+    and 403 on every operation outside the public paths, and no requirement on those.
+
+    Last of the ``openapi_spec`` hooks, so the routes other plugins document get them too.
+    """
     if not nexus.settings.enable_auth:
         return
     if SECURITY_SCHEME not in spec.components.security_schemes:
@@ -162,3 +168,9 @@ def openapi_spec(nexus: Nexus, spec: Any) -> None:
             },
         )
     spec.options["security"] = [{SECURITY_SCHEME: []}]
+    config = authenticator_for(nexus).config
+    is_public = public_path_matcher(config.public_paths, nexus.settings.api_prefix)
+    add_responses(spec, error_responses(401, 403), where=lambda path, _: not is_public(path))
+    for path, _, operation in operations(spec):
+        if is_public(path):
+            operation["security"] = []  # OpenAPI: this operation needs no credentials

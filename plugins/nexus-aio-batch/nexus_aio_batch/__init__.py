@@ -28,11 +28,12 @@ from nexus_aio import hookimpl
 from nexus_aio.envelope import error_envelope, new_execution_id
 from nexus_aio.errors import ConfigurationError, NexusError, ValidationError
 from nexus_aio.execution.service import RunRequest
+from nexus_aio.openapi import error_responses
 from nexus_aio.web.keys import ACTOR, REQUEST_ID
+from nexus_aio.web.permissions import check_permission
 from nexus_aio.web.request import read_json
 from nexus_aio.web.responses import json_response
-from nexus_aio.web.routes import check_permission
-from nexus_aio.workflows.schema import json_type_name
+from nexus_aio.workflows.jsontypes import json_type_name
 
 if TYPE_CHECKING:
     from nexus_aio import Nexus
@@ -281,14 +282,14 @@ def register_routes(nexus: Nexus) -> list[web.RouteDef]:
 
 @hookimpl
 def openapi_spec(nexus: Nexus, spec: Any) -> None:
-    """Document the batch route next to the core routes."""
+    """Document the batch route next to the core routes, with the core's error envelope."""
     item = {
         "type": "object",
         "required": ["name"],
         "properties": {
             "name": {"type": "string"},
             "inputs": {"type": "object"},
-            "session_id": {"type": "string"},
+            "session_id": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"},
             "context": {"type": "object"},
         },
     }
@@ -304,10 +305,28 @@ def openapi_spec(nexus: Nexus, spec: Any) -> None:
             }
         },
     }
+    result = {
+        "type": "object",
+        "required": ["success", "results", "total", "succeeded", "failed"],
+        "properties": {
+            "success": {"type": "boolean", "description": "True when every item succeeded"},
+            "results": {
+                "type": "array",
+                "description": "Per item, in request order: the envelope a single execute "
+                "would have returned, with index, name and status_code",
+                "items": {"type": "object"},
+            },
+            "total": {"type": "integer"},
+            "succeeded": {"type": "integer"},
+            "failed": {"type": "integer"},
+            "execution_time": {"type": "number"},
+        },
+    }
     spec.path(
         path=nexus.settings.api_prefix + BATCH_PATH,
         operations={
             "post": {
+                "operationId": "execute_batch",
                 "summary": "Run several workflows in one request",
                 "tags": ["workflows"],
                 "requestBody": {
@@ -315,8 +334,11 @@ def openapi_spec(nexus: Nexus, spec: Any) -> None:
                     "content": {"application/json": {"schema": body}},
                 },
                 "responses": {
-                    "200": {"description": "Per-item envelopes in request order"},
-                    "400": {"description": "Malformed batch"},
+                    "200": {
+                        "description": "Per-item envelopes in request order",
+                        "content": {"application/json": {"schema": result}},
+                    },
+                    **error_responses(400, 413, 429),
                 },
             }
         },

@@ -114,4 +114,7 @@ def test_openapi_spec_hook_documents_the_route_with_the_item_limit():
     post = spec.paths["/api/workflows/batch"]["post"]
     schema = post["requestBody"]["content"]["application/json"]["schema"]
     assert schema["properties"]["workflows"]["maxItems"] == 7
-    assert set(post["responses"]) == {"200", "400"}
+    assert set(post["responses"]) == {"200", "400", "413", "429"}
+    envelope = {"$ref": "#/components/schemas/ErrorEnvelope"}
+    assert post["responses"]["400"]["content"]["application/json"]["schema"] == envelope
+    assert "Retry-After" in post["responses"]["429"]["headers"]

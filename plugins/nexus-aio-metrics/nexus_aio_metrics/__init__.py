@@ -34,7 +34,7 @@ from prometheus_client.exposition import generate_latest
 
 from nexus_aio import hookimpl
 from nexus_aio.web.keys import REQUEST_STARTED, WORKFLOW_NAME, nexus_of
-from nexus_aio.web.routes import check_permission
+from nexus_aio.web.permissions import check_permission
 
 if TYPE_CHECKING:
     from nexus_aio import Nexus

@@ -1,0 +1,50 @@
+"""The one access-log line per request: request id, method, path, workflow, status and duration;
+never headers, inputs or secrets. Written to the ``nexus_aio.access`` logger (text or JSON as
+``configure_logging`` set it up)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from nexus_aio.web.keys import REQUEST_ID, WORKFLOW_NAME
+
+if TYPE_CHECKING:
+    from nexus_aio.settings import Settings
+
+ACCESS = logging.getLogger("nexus_aio.access")
+
+
+def access_logger(
+    settings: Settings,
+) -> Callable[[web.Request, web.StreamResponse, float], None] | None:
+    """The access-log writer, or None when it would print nothing (checked once, at build)."""
+    if not settings.access_log or not ACCESS.isEnabledFor(logging.INFO):
+        return None
+    log = ACCESS._log  # skip the per-call isEnabledFor: decided above
+    info = logging.INFO
+
+    def write(request: web.Request, response: web.StreamResponse, duration: float) -> None:
+        workflow = request.get(WORKFLOW_NAME, "-")
+        rid = request.get(REQUEST_ID, "-")
+        ms = duration * 1000
+        log(
+            info,
+            "%s %s %s %s %d %.2fms",
+            (rid, request.method, request.path, workflow, response.status, ms),
+            extra={
+                "fields": {
+                    "request_id": rid,
+                    "method": request.method,
+                    "path": request.path,
+                    "workflow": workflow,
+                    "status": response.status,
+                    "duration_ms": round(ms, 3),
+                }
+            },
+        )
+
+    return write
