@@ -27,10 +27,6 @@ def nexus_of(request: web.Request) -> Nexus:
     return nexus
 
 
-def actor_of(request: web.Request) -> Any:
-    return request.get(ACTOR)
-
-
 def service_of(request: web.Request) -> ExecutionService:
     """The app's execution service (routes run only while the app serves, so it is open)."""
     service = request.app[NEXUS].service

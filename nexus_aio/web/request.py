@@ -9,7 +9,7 @@ import orjson
 from aiohttp import web
 
 from nexus_aio.errors import BadRequest, PayloadTooLarge, ValidationError
-from nexus_aio.web.keys import ACTOR, REQUEST_ID, nexus_of
+from nexus_aio.web.keys import nexus_of
 from nexus_aio.workflows.coerce import coerce_text
 
 if TYPE_CHECKING:
@@ -149,11 +149,3 @@ async def read_execute_request(request: web.Request, workflow: CompiledWorkflow)
             )
         session_id = header_sid
     return ExecuteRequest(inputs, mode, session_id, context)
-
-
-def request_actor(request: web.Request) -> Any:
-    return request.get(ACTOR)
-
-
-def request_id(request: web.Request) -> str | None:
-    return request.get(REQUEST_ID)

@@ -30,24 +30,15 @@ def is_worker_child() -> bool:
 
 
 def _recover_once(app: Nexus) -> None:
-    """Mark runs left queued or running by a dead server as interrupted, before workers start."""
+    """Mark runs left queued or running by a dead server as interrupted, before workers start
+    (the execution service does it when opened with ``recover``; the workers then open theirs
+    without it, so none interrupts a sibling's runs)."""
 
-    async def recover() -> int:
-        store = await app.hooks.storage_backend("executions")
-        if store is None:
-            return 0
-        await store.open()
-        try:
-            return int(await store.mark_interrupted())
-        finally:
-            await store.close()
+    async def recover() -> None:
+        async with app.open_service(recover=True):
+            pass
 
-    count = asyncio.run(recover())
-    if count:
-        print(
-            f"{count} executions were interrupted by the last shutdown; marked interrupted",
-            flush=True,
-        )
+    asyncio.run(recover())
 
 
 def _shared_sessions(app: Nexus) -> bool:
