@@ -457,7 +457,8 @@ async def test_running_executions_events_are_handed_to_the_store_in_batches():
     logs = {i: EventLog(persist=True) for i in ("a", "b")}
     runtime = SimpleNamespace(
         executions=store,
-        live={i: LiveExecution(ExecutionRecord(i, "wf", "async", "running", {}, 0.0), log_)
+        live={i: LiveExecution(ExecutionRecord(i, "wf", "async", "running", {}, 0.0), log_,
+                               asyncio.Event())
               for i, log_ in logs.items()},
     )  # fmt: skip
     written: dict[str, int] = {}

@@ -77,11 +77,11 @@ class LiveExecution:
 
     __slots__ = ("done", "log", "record", "task")
 
-    def __init__(self, record: ExecutionRecord, log_: EventLog) -> None:
+    def __init__(self, record: ExecutionRecord, log_: EventLog, done: asyncio.Event) -> None:
         self.record = record
         self.log = log_
         self.task: asyncio.Task[Any] | None = None
-        self.done = asyncio.Event()  # set once the final record and log are saved
+        self.done = done  # set once the final record and log are saved
 
 
 class Runtime:
@@ -185,10 +185,11 @@ class Runtime:
         await self.executions.save(record, durable=durable)
 
     # -- one execution ------------------------------------------------------------------------
-    async def _run(self, sub: Submission, live: LiveExecution) -> dict[str, Any]:
+    async def _run(
+        self, sub: Submission, record: ExecutionRecord, events: EventLog
+    ) -> dict[str, Any]:
         """Log ``start``, run, log ``complete`` or ``error``; returns the success envelope or
         raises the ``NexusError`` (``Cancelled`` when the task was cancelled from outside)."""
-        record, events = live.record, live.log
         record.status = "running"
         record.started_at = time.time()
         events.push("start", start_data(record, record.started_at))
@@ -289,12 +290,13 @@ class Runtime:
     async def run_sync(self, sub: Submission) -> dict[str, Any]:
         """Run in the caller's task; returns the success envelope or raises a ``NexusError``."""
         self.acquire()
-        live = LiveExecution(self.new_record(sub, "running"), EventLog(persist=False))
+        record = self.new_record(sub, "running")
+        events = EventLog(persist=False)
         try:
-            return await self._run(sub, live)
+            return await self._run(sub, record, events)
         finally:
             self.release()
-            await asyncio.shield(self._save(live.record, live.log))
+            await asyncio.shield(self._save(record, events))
 
     # -- background modes (stream, async) -------------------------------------------------
     def track(self, sub: Submission, record: ExecutionRecord) -> LiveExecution:
@@ -304,7 +306,7 @@ class Runtime:
 
     def track_record(self, record: ExecutionRecord) -> LiveExecution:
         """:meth:`track` for a run known only by its record (a queue worker's job)."""
-        live = LiveExecution(record, EventLog(persist=True))
+        live = LiveExecution(record, EventLog(persist=True), asyncio.Event())
         if self.executions.live_events:
             publish = self.executions.publish
             live.log.on_push = lambda event: publish(record, event)
@@ -330,7 +332,7 @@ class Runtime:
 
     async def _run_background(self, sub: Submission, live: LiveExecution) -> None:
         try:
-            await self._run(sub, live)
+            await self._run(sub, live.record, live.log)
         except (NexusError, asyncio.CancelledError):
             pass  # recorded and logged by _run
         finally:
