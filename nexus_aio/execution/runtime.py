@@ -293,10 +293,18 @@ class Runtime:
         record = self.new_record(sub, "running")
         events = EventLog(persist=False)
         try:
-            return await self._run(sub, record, events)
-        finally:
+            envelope = await self._run(sub, record, events)
+        except asyncio.CancelledError:  # the caller is going away: the save must still land
             self.release()
             await asyncio.shield(self._save(record, events))
+            raise
+        except BaseException:
+            self.release()
+            await self._save(record, events)
+            raise
+        self.release()
+        await self._save(record, events)  # no shield (a task per request) on the hot path
+        return envelope
 
     # -- background modes (stream, async) -------------------------------------------------
     def track(self, sub: Submission, record: ExecutionRecord) -> LiveExecution:
