@@ -25,9 +25,9 @@ from nexus_aio.stores.executions import (
     ExecutionStore,
     IdempotencyEntry,
     MemoryExecutionStore,
-    SQLiteExecutionStore,
     encode_cursor,
 )
+from nexus_aio.stores.sqlite_executions import SQLiteExecutionStore
 
 T0 = 1_700_000_000.0
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -11,14 +12,16 @@ from typing import Any
 import pytest
 
 from nexus_aio.errors import StoreUnavailable, ValidationError
+from nexus_aio.stores.executions import ExecutionRecord
 from nexus_aio.stores.sessions import (
     MemorySessionStore,
     Session,
     SessionLocks,
     SessionStore,
-    SQLiteSessionStore,
     validate_session_id,
 )
+from nexus_aio.stores.sqlite_executions import SQLiteExecutionStore
+from nexus_aio.stores.sqlite_sessions import SQLiteSessionStore
 
 T0 = 1_700_000_000.0
 TTL = 100.0
@@ -270,20 +273,81 @@ async def test_sqlite_leaves_other_tables_alone(tmp_path: Path) -> None:
     conn.close()
 
 
-async def test_sqlite_shares_a_file_with_the_executions_store(tmp_path: Path) -> None:
-    from nexus_aio.stores.executions import SQLiteExecutionStore
+def sqlite_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name.startswith("nexus-sqlite")}
 
+
+async def test_sqlite_stores_of_one_file_share_one_worker_thread(tmp_path: Path) -> None:
     path = str(tmp_path / "nexus.db")
-    executions = SQLiteExecutionStore(path)
+    before = sqlite_threads()
+    executions = SQLiteExecutionStore(path, flush_interval=3600)
     sessions = SQLiteSessionStore(path)
     await executions.open()
     await sessions.open()
+    (worker,) = sqlite_threads() - before
+    await sessions.save(new_session())
+    await executions.save(ExecutionRecord("ex-1", "wf", "sync", "succeeded", {}, T0))
+    await executions.flush()
+    assert sqlite_threads() - before == {worker}
+
+    await sessions.close()  # the executions store still uses the worker
+    await executions.save(ExecutionRecord("ex-2", "wf", "sync", "succeeded", {}, T0), durable=True)
+    assert worker.is_alive()
+    await executions.close()  # the last user: the thread ends
+    worker.join(timeout=5)
+    assert not worker.is_alive()
+
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT id FROM sessions").fetchall() == [("s1",)]
+        assert conn.execute("SELECT id FROM executions ORDER BY id").fetchall() == [
+            ("ex-1",),
+            ("ex-2",),
+        ]
+    conn.close()
+    reopened = SQLiteSessionStore(path, ttl=TTL)  # a new worker starts for a new first user
+    await reopened.open()
     try:
-        await sessions.save(new_session())
-        assert await sessions.get("s1") is not None
+        assert await reopened.get("s1") is not None
     finally:
+        await reopened.close()
+
+
+async def test_sqlite_stores_sharing_a_worker_keep_their_own_busy_timeout(tmp_path: Path) -> None:
+    path = tmp_path / "nexus.db"
+    executions = SQLiteExecutionStore(str(path), busy_timeout=30.0)
+    sessions = SQLiteSessionStore(str(path), busy_timeout=0.05)
+    await executions.open()
+    await sessions.open()
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        async with asyncio.timeout(10):  # 0.05 s for sessions, not the executions store's 30 s
+            with pytest.raises(StoreUnavailable, match="locked"):
+                await sessions.save(new_session())
+        waiting = asyncio.create_task(executions.ping())  # waits up to its own 30 s
+        await asyncio.sleep(0.3)  # far beyond the sessions store's 0.05 s
+        assert not waiting.done()
+        other.execute("ROLLBACK")
+        async with asyncio.timeout(10):
+            await waiting  # got the lock once released: no StoreUnavailable
+        await sessions.save(new_session())
+    finally:
+        other.close()
         await sessions.close()
         await executions.close()
+
+
+async def test_sqlite_in_memory_stores_never_share_a_database(clock: FakeClock) -> None:
+    first = SQLiteSessionStore(":memory:", ttl=TTL, clock=clock)
+    second = SQLiteSessionStore(":memory:", ttl=TTL, clock=clock)
+    await first.open()
+    await second.open()
+    try:
+        await first.save(new_session())
+        assert await second.get("s1") is None
+    finally:
+        await first.close()
+        await second.close()
 
 
 async def test_sqlite_read_only_database_reports_unavailable(tmp_path: Path) -> None:
