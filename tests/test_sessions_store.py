@@ -1,4 +1,5 @@
-"""Session stores (memory and SQLite, same contract), session ids and per-session locks."""
+"""Session stores: the contract (``nexus_aio.testing``) on the memory and SQLite stores, what only
+SQLite does (restart, sharing its file and worker, failures), session ids and per-session locks."""
 
 from __future__ import annotations
 
@@ -22,17 +23,10 @@ from nexus_aio.stores.sessions import (
 )
 from nexus_aio.stores.sqlite_executions import SQLiteExecutionStore
 from nexus_aio.stores.sqlite_sessions import SQLiteSessionStore
+from nexus_aio.testing import ManualClock, SessionStoreContract, opened
 
 T0 = 1_700_000_000.0
 TTL = 100.0
-
-
-class FakeClock:
-    def __init__(self, t: float = T0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def new_session(session_id: str = "s1", state: Any = None, actor: str | None = None) -> Session:
@@ -40,22 +34,8 @@ def new_session(session_id: str = "s1", state: Any = None, actor: str | None = N
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-async def store(
-    request: pytest.FixtureRequest, clock: FakeClock, tmp_path: Path
-) -> AsyncIterator[SessionStore]:
-    made: SessionStore
-    if request.param == "memory":
-        made = MemorySessionStore(ttl=TTL, clock=clock)
-    else:
-        made = SQLiteSessionStore(str(tmp_path / "nexus.db"), ttl=TTL, clock=clock)
-    await made.open()
-    yield made
-    await made.close()
+def clock() -> ManualClock:
+    return ManualClock()
 
 
 # -- session ids ----------------------------------------------------------------------------------
@@ -86,131 +66,24 @@ def test_session_to_dict_uses_iso_utc_times() -> None:
     }
 
 
-# -- the store contract, for both stores ----------------------------------------------------------
-async def test_get_unknown_session_is_none(store: SessionStore) -> None:
-    assert await store.get("nope") is None
+# -- the store contract, on both stores -----------------------------------------------------------
+class TestMemorySessionStore(SessionStoreContract):
+    @pytest.fixture
+    async def store(self, clock: ManualClock) -> AsyncIterator[SessionStore]:
+        async with opened(MemorySessionStore(ttl=TTL, clock=clock)) as store:
+            yield store
 
 
-async def test_save_then_get_round_trips(store: SessionStore, clock: FakeClock) -> None:
-    clock.t = T0 + 5
-    session = new_session(state={"cart": [1, 2], "user": {"name": "é"}}, actor="alice")
-    await store.save(session)
-    assert (session.updated_at, session.expires_at) == (T0 + 5, T0 + 5 + TTL)
-    assert await store.get("s1") == Session(
-        "s1", {"cart": [1, 2], "user": {"name": "é"}}, T0, T0 + 5, T0 + 5 + TTL, "alice"
-    )
-
-
-async def test_saved_state_is_a_snapshot(store: SessionStore) -> None:
-    session = new_session(state={"items": [1]})
-    await store.save(session)
-    session.state["items"].append(2)
-    loaded = await store.get("s1")
-    assert loaded is not None and loaded.state == {"items": [1]}
-    loaded.state["items"].append(3)
-    again = await store.get("s1")
-    assert again is not None and again.state == {"items": [1]}
-
-
-async def test_save_overwrites_state(store: SessionStore) -> None:
-    await store.save(new_session(state={"step": 1}))
-    await store.save(new_session(state={"step": 2}))
-    loaded = await store.get("s1")
-    assert loaded is not None and loaded.state == {"step": 2}
-
-
-async def test_session_expires_after_ttl(store: SessionStore, clock: FakeClock) -> None:
-    await store.save(new_session())
-    clock.t = T0 + TTL - 0.001
-    assert await store.get("s1") is not None
-    clock.t = T0 + TTL
-    assert await store.get("s1") is None
-    assert await store.purge_expired() == 0  # get() already deleted it
-
-
-async def test_save_slides_the_expiry(store: SessionStore, clock: FakeClock) -> None:
-    await store.save(new_session())
-    clock.t = T0 + 90
-    loaded = await store.get("s1")
-    assert loaded is not None
-    await store.save(loaded)
-    clock.t = T0 + 150  # past the first expiry, within the second
-    loaded = await store.get("s1")
-    assert loaded is not None and loaded.expires_at == T0 + 90 + TTL
-    assert loaded.created_at == T0
-    clock.t = T0 + 190
-    assert await store.get("s1") is None
-
-
-async def test_touch_extends_without_changing_state(store: SessionStore, clock: FakeClock) -> None:
-    await store.save(new_session(state={"keep": True}))
-    clock.t = T0 + 90
-    await store.touch("s1")
-    clock.t = T0 + 150
-    loaded = await store.get("s1")
-    assert loaded is not None
-    assert loaded.state == {"keep": True}
-    assert (loaded.updated_at, loaded.expires_at) == (T0, T0 + 90 + TTL)
-
-
-async def test_touch_neither_creates_nor_revives(store: SessionStore, clock: FakeClock) -> None:
-    await store.touch("ghost")
-    assert await store.get("ghost") is None
-    await store.save(new_session())
-    clock.t = T0 + TTL + 1
-    await store.touch("s1")
-    assert await store.get("s1") is None
-
-
-async def test_delete_reports_whether_it_existed(store: SessionStore) -> None:
-    await store.save(new_session())
-    assert await store.delete("s1") is True
-    assert await store.get("s1") is None
-    assert await store.delete("s1") is False
-
-
-async def test_count_active_ignores_expired(store: SessionStore, clock: FakeClock) -> None:
-    await store.save(new_session("old"))
-    clock.t = T0 + 50
-    await store.save(new_session("new1"))
-    await store.save(new_session("new2"))
-    assert await store.count_active() == 3
-    clock.t = T0 + TTL
-    assert await store.count_active() == 2
-
-
-async def test_purge_expired_removes_only_expired(store: SessionStore, clock: FakeClock) -> None:
-    for i in range(3):
-        await store.save(new_session(f"old{i}"))
-    clock.t = T0 + 50
-    await store.save(new_session("live"))
-    clock.t = T0 + TTL + 1
-    assert await store.purge_expired() == 3
-    assert await store.purge_expired() == 0
-    assert await store.count_active() == 1
-    assert await store.get("live") is not None
-
-
-@pytest.mark.parametrize(
-    "state",
-    [{"obj": object()}, {"when": {1, 2}}, {1: "int key"}, ["not", "a", "dict"]],
-    ids=["object", "set", "int-key", "list"],
-)
-async def test_save_refuses_non_json_state(store: SessionStore, state: Any) -> None:
-    session = new_session(state=state)
-    with pytest.raises(ValidationError) as info:
-        await store.save(session)
-    assert info.value.details["field"] == "session"
-    assert await store.get("s1") is None
-    assert session.expires_at == T0 + TTL  # untouched: nothing was saved
-
-
-async def test_ping_succeeds_when_open(store: SessionStore) -> None:
-    await store.ping()
+class TestSQLiteSessionStore(SessionStoreContract):
+    @pytest.fixture
+    async def store(self, clock: ManualClock, tmp_path: Path) -> AsyncIterator[SessionStore]:
+        path = str(tmp_path / "nexus.db")
+        async with opened(SQLiteSessionStore(path, ttl=TTL, clock=clock)) as store:
+            yield store
 
 
 # -- SQLite specifics -----------------------------------------------------------------------------
-async def test_sqlite_survives_restart(tmp_path: Path, clock: FakeClock) -> None:
+async def test_sqlite_survives_restart(tmp_path: Path, clock: ManualClock) -> None:
     path = str(tmp_path / "nexus.db")
     first = SQLiteSessionStore(path, ttl=TTL, clock=clock)
     await first.open()
@@ -247,7 +120,7 @@ async def test_sqlite_creates_parent_directories(tmp_path: Path) -> None:
     assert path.is_file()
 
 
-async def test_sqlite_in_memory_works(clock: FakeClock) -> None:
+async def test_sqlite_in_memory_works(clock: ManualClock) -> None:
     store = SQLiteSessionStore(":memory:", ttl=TTL, clock=clock)
     await store.open()
     try:
@@ -337,7 +210,7 @@ async def test_sqlite_stores_sharing_a_worker_keep_their_own_busy_timeout(tmp_pa
         await executions.close()
 
 
-async def test_sqlite_in_memory_stores_never_share_a_database(clock: FakeClock) -> None:
+async def test_sqlite_in_memory_stores_never_share_a_database(clock: ManualClock) -> None:
     first = SQLiteSessionStore(":memory:", ttl=TTL, clock=clock)
     second = SQLiteSessionStore(":memory:", ttl=TTL, clock=clock)
     await first.open()
