@@ -4,6 +4,7 @@ SQLite does (restart, sharing its file and worker, failures), session ids and pe
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -208,6 +209,26 @@ async def test_sqlite_stores_sharing_a_worker_keep_their_own_busy_timeout(tmp_pa
         other.close()
         await sessions.close()
         await executions.close()
+
+
+async def test_sqlite_worker_inherited_through_fork_is_not_reused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = str(tmp_path / "nexus.db")
+    parent = SQLiteSessionStore(path, ttl=TTL)
+    await parent.open()
+    before = sqlite_threads()
+    real_pid = os.getpid()
+    monkeypatch.setattr(os, "getpid", lambda: real_pid + 1)  # what a forked child sees
+    child = SQLiteSessionStore(path, ttl=TTL)
+    await child.open()
+    try:
+        assert len(sqlite_threads() - before) == 1  # its own thread: the parent's is not there
+        await child.save(new_session())
+        assert await parent.get("s1") is not None
+    finally:
+        await parent.close()
+        await child.close()
 
 
 async def test_sqlite_in_memory_stores_never_share_a_database(clock: ManualClock) -> None:

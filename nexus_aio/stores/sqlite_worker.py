@@ -47,11 +47,12 @@ def _busy_ms(busy_timeout: float) -> int:
 class SQLiteWorker:
     """The thread and connection of one database file; get one from :func:`open_worker`."""
 
-    __slots__ = ("_busy", "_conn", "_connected", "_executor", "_key", "_users", "path")
+    __slots__ = ("_busy", "_conn", "_connected", "_executor", "_key", "_pid", "_users", "path")
 
     def __init__(self, path: str, key: str | None, busy_timeout: float) -> None:
         self.path = path
         self._key = key
+        self._pid = os.getpid()  # a forked child has the registry but not the thread
         self._users = 0
         self._conn: sqlite3.Connection | None = None
         self._busy = _busy_ms(busy_timeout)
@@ -127,7 +128,7 @@ async def open_worker(path: str, busy_timeout: float) -> SQLiteWorker:
     key = _share_key(path)
     with _workers_lock:
         worker = None if key is None else _workers.get(key)
-        if worker is None:
+        if worker is None or worker._pid != os.getpid():
             worker = SQLiteWorker(path, key, busy_timeout)
             if key is not None:
                 _workers[key] = worker
