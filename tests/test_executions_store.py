@@ -1,4 +1,5 @@
-"""Execution stores: the shared contract on both stores, then SQLite durability and failure modes.
+"""Execution stores: the contract (``nexus_aio.testing``) on the memory and SQLite stores, then
+what only one of them does: the memory store's bound, SQLite durability and failure modes.
 
 Failure simulation must work as root (CI containers), where ``chmod`` stops nothing. Two mechanisms
 really fail for root: another connection holding an EXCLUSIVE transaction (SQLite locks are not
@@ -18,26 +19,18 @@ from pathlib import Path
 
 import pytest
 
-from nexus_aio.errors import StoreUnavailable, ValidationError
+from nexus_aio.errors import StoreUnavailable
 from nexus_aio.stores.executions import (
     ExecutionEvent,
     ExecutionRecord,
     ExecutionStore,
     IdempotencyEntry,
     MemoryExecutionStore,
-    SQLiteExecutionStore,
-    encode_cursor,
 )
+from nexus_aio.stores.sqlite_executions import SQLiteExecutionStore
+from nexus_aio.testing import ExecutionStoreContract, ManualClock, opened
 
 T0 = 1_700_000_000.0
-
-
-class FakeClock:
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def record(
@@ -66,11 +59,11 @@ def events(*types: str, start: int = 1) -> list[ExecutionEvent]:
 
 
 def sqlite_store(
-    path: Path | str, clock: FakeClock | None = None, **kw: float
+    path: Path | str, clock: ManualClock | None = None, **kw: float
 ) -> SQLiteExecutionStore:
     kw.setdefault("flush_interval", 3600.0)  # tests flush explicitly unless they test the timer
     kw.setdefault("busy_timeout", 0.05)
-    return SQLiteExecutionStore(str(path), clock=clock or FakeClock(), **kw)  # type: ignore[arg-type]
+    return SQLiteExecutionStore(str(path), clock=clock or ManualClock(), **kw)  # type: ignore[arg-type]
 
 
 def db_rows(path: Path, sql: str) -> list[tuple[object, ...]]:
@@ -83,8 +76,8 @@ def db_rows(path: Path, sql: str) -> list[tuple[object, ...]]:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+def clock() -> ManualClock:
+    return ManualClock()
 
 
 @pytest.fixture
@@ -92,225 +85,36 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / "state" / "nexus.db"  # the parent does not exist yet
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-async def store(
-    request: pytest.FixtureRequest, clock: FakeClock, db_path: Path
-) -> AsyncIterator[ExecutionStore]:
-    s: ExecutionStore
-    if request.param == "memory":
-        s = MemoryExecutionStore(clock=clock)
-    else:
-        s = sqlite_store(db_path, clock)
-    await s.open()
-    yield s
-    await s.close()
-
-
 @pytest.fixture
-async def sqlite(clock: FakeClock, db_path: Path) -> AsyncIterator[SQLiteExecutionStore]:
+async def sqlite(clock: ManualClock, db_path: Path) -> AsyncIterator[SQLiteExecutionStore]:
     s = sqlite_store(db_path, clock)
     await s.open()
     yield s
     await s.close()
 
 
-async def all_pages(store: ExecutionStore, limit: int, **filters: str) -> tuple[list[str], int]:
-    ids: list[str] = []
-    cursor, pages = None, 0
-    while True:
-        page, cursor = await store.list(limit=limit, cursor=cursor, **filters)
-        ids += [r.id for r in page]
-        pages += 1
-        if cursor is None:
-            return ids, pages
-
-
 # -- the contract, on both stores ------------------------------------------------------------
-async def test_save_get_roundtrip_keeps_every_field(store: ExecutionStore) -> None:
-    original = ExecutionRecord(
-        id="ex-1",
-        workflow="summarise",
-        mode="async",
-        status="failed",
-        inputs={"text": "héllo", "nested": {"list": [1, 2.5, None, True]}},
-        created_at=T0 + 0.125,
-        result=None,
-        error={"type": "WorkflowExecutionError", "message": "boom", "details": {"node": "a"}},
-        started_at=T0 + 1,
-        finished_at=T0 + 2.5,
-        session_id="sess-1",
-        request_id="req-1",
-        actor="alice",
-    )
-    await store.save(original)
-    assert await store.get("ex-1") == original
-    assert await store.get("missing") is None
+class TestMemoryExecutionStore(ExecutionStoreContract):
+    @pytest.fixture
+    async def store(self, clock: ManualClock) -> AsyncIterator[ExecutionStore]:
+        async with opened(MemoryExecutionStore(clock=clock)) as store:
+            yield store
 
 
-async def test_save_keeps_a_snapshot_not_the_live_object(store: ExecutionStore) -> None:
-    rec = record(1, status="running")
-    await store.save(rec)
-    rec.status = "succeeded"
-    assert (await store.get(rec.id)).status == "running"  # type: ignore[union-attr]
-    fetched = await store.get(rec.id)
-    assert fetched is not None
-    fetched.status = "failed"
-    assert (await store.get(rec.id)).status == "running"  # type: ignore[union-attr]
+class TestSQLiteExecutionStore(ExecutionStoreContract):
+    @pytest.fixture
+    async def store(self, clock: ManualClock, db_path: Path) -> AsyncIterator[ExecutionStore]:
+        async with opened(sqlite_store(db_path, clock)) as store:
+            yield store
 
 
-async def test_save_upserts_latest_state(store: ExecutionStore) -> None:
-    rec = record(1, status="running")
-    await store.save(rec, durable=True)
-    rec.status, rec.result, rec.finished_at = "succeeded", {"ok": 1}, T0 + 9
-    await store.save(rec)
-    got = await store.get(rec.id)
-    assert got is not None
-    assert (got.status, got.result, got.finished_at) == ("succeeded", {"ok": 1}, T0 + 9)
-    page, _ = await store.list()
-    assert [r.id for r in page] == [rec.id]
+class TestSQLiteExecutionStoreFlushingOnItsOwn(ExecutionStoreContract):
+    """The same contract while the background flusher writes as it would in production."""
 
-
-async def test_list_is_newest_first_with_filters(store: ExecutionStore) -> None:
-    await store.save(record(1, workflow="a", status="succeeded"))
-    await store.save(record(3, workflow="b", status="failed"))
-    await store.save(record(2, workflow="a", status="failed"))
-    page, cursor = await store.list()
-    assert [r.id for r in page] == ["ex-0003", "ex-0002", "ex-0001"]
-    assert cursor is None
-    assert [r.id for r in (await store.list(workflow="a"))[0]] == ["ex-0002", "ex-0001"]
-    assert [r.id for r in (await store.list(status="failed"))[0]] == ["ex-0003", "ex-0002"]
-    assert [r.id for r in (await store.list(workflow="a", status="failed"))[0]] == ["ex-0002"]
-    assert (await store.list(workflow="nope"))[0] == []
-
-
-async def test_list_pages_have_no_duplicates_and_no_gaps(store: ExecutionStore) -> None:
-    # Ties on created_at must still page cleanly: id breaks them.
-    for n in range(23):
-        await store.save(record(n, created_at=T0 + n // 4, workflow="even" if n % 2 else "odd"))
-    ids, pages = await all_pages(store, limit=5)
-    expected = sorted((r for r in range(23)), key=lambda n: (n // 4, f"ex-{n:04d}"), reverse=True)
-    assert ids == [f"ex-{n:04d}" for n in expected]
-    assert pages == 5
-    even_ids, _ = await all_pages(store, limit=3, workflow="even")
-    assert even_ids == [f"ex-{n:04d}" for n in expected if n % 2]
-
-
-async def test_list_exact_multiple_of_limit_ends_without_cursor(store: ExecutionStore) -> None:
-    for n in range(4):
-        await store.save(record(n))
-    page, cursor = await store.list(limit=2)
-    assert cursor is not None
-    page, cursor = await store.list(limit=2, cursor=cursor)
-    assert [r.id for r in page] == ["ex-0001", "ex-0000"]
-    assert cursor is None
-
-
-@pytest.mark.parametrize(
-    "cursor",
-    ["not a cursor!", "e30", encode_cursor(1.0, "x")[:-3] + "@@@", "WzEsMiwzXQ", "WyJhIiwiYiJd"],
-)
-async def test_list_rejects_bad_cursor_as_validation_error(
-    store: ExecutionStore, cursor: str
-) -> None:
-    with pytest.raises(ValidationError) as info:
-        await store.list(cursor=cursor)
-    assert info.value.details["field"] == "cursor"
-
-
-async def test_list_rejects_unknown_status_and_bad_limit(store: ExecutionStore) -> None:
-    with pytest.raises(ValidationError) as info:
-        await store.list(status="exploded")
-    assert info.value.details["field"] == "status"
-    with pytest.raises(ValidationError):
-        await store.list(limit=0)
-
-
-async def test_events_keep_order_and_honour_after_seq(store: ExecutionStore) -> None:
-    await store.add_events("ex-1", events("start", "node_start"))
-    await store.add_events("ex-2", events("start"))
-    await store.add_events("ex-1", events("chunk", "complete", start=3))
-    got = await store.events("ex-1")
-    assert [(e.seq, e.type) for e in got] == [
-        (1, "start"),
-        (2, "node_start"),
-        (3, "chunk"),
-        (4, "complete"),
-    ]
-    assert got[2].data == {"i": 3}
-    assert [e.seq for e in await store.events("ex-1", after_seq=2)] == [3, 4]
-    assert await store.events("ex-1", after_seq=4) == []
-    assert await store.events("unknown") == []
-
-
-async def test_adding_a_whole_log_again_does_not_duplicate(store: ExecutionStore) -> None:
-    log = events("start", "chunk")
-    await store.add_events("ex-1", log)
-    await store.add_events("ex-1", [*log, *events("complete", start=3)])
-    assert [e.seq for e in await store.events("ex-1")] == [1, 2, 3]
-
-
-async def test_mark_interrupted_ends_queued_and_running(
-    store: ExecutionStore, clock: FakeClock
-) -> None:
-    await store.save(record(1, status="queued"))
-    await store.save(record(2, status="running"), durable=True)
-    await store.save(record(3, status="succeeded", finished_at=T0 + 3))
-    clock.now = T0 + 100
-    assert await store.mark_interrupted() == 2
-    for n in (1, 2):
-        got = await store.get(f"ex-{n:04d}")
-        assert got is not None
-        assert (got.status, got.finished_at) == ("interrupted", T0 + 100)
-        assert got.error == {
-            "type": "Interrupted",
-            "message": "The server stopped before this execution finished",
-            "details": {},
-        }
-    done = await store.get("ex-0003")
-    assert done is not None and done.status == "succeeded" and done.error is None
-    assert await store.mark_interrupted() == 0
-
-
-async def test_purge_by_age_deletes_old_finished_records_and_events(
-    store: ExecutionStore, clock: FakeClock
-) -> None:
-    await store.save(record(1, finished_at=T0 + 10))
-    await store.save(record(2, finished_at=T0 + 500))
-    await store.save(record(3, status="running"))  # unfinished: never purged
-    await store.add_events("ex-0001", events("start", "complete"))
-    clock.now = T0 + 1000
-    assert await store.purge(max_age=600) == 1
-    assert await store.get("ex-0001") is None
-    assert await store.events("ex-0001") == []
-    assert {r.id for r in (await store.list())[0]} == {"ex-0002", "ex-0003"}
-    assert await store.purge(max_age=600) == 0
-
-
-async def test_purge_by_count_keeps_the_newest(store: ExecutionStore) -> None:
-    for n in range(6):
-        await store.save(record(n, finished_at=T0 + n))
-    await store.save(record(-1, status="running", created_at=T0 - 50))  # oldest, but active
-    assert await store.purge(max_count=3) == 3
-    ids = [r.id for r in (await store.list())[0]]
-    assert ids == ["ex-0005", "ex-0004", "ex-0003", "ex--001"]
-
-
-async def test_idempotency_put_get_and_expiry(store: ExecutionStore, clock: FakeClock) -> None:
-    entry = IdempotencyEntry("actor:alice:k1", "hash-1", "ex-1", 200, b'{"ok":true}', T0 + 60)
-    assert await store.get_idempotency(entry.key) is None
-    assert await store.put_idempotency(entry) is True
-    assert await store.get_idempotency(entry.key) == entry
-    other = IdempotencyEntry(entry.key, "hash-2", "ex-2", 202, b"{}", T0 + 120)
-    assert await store.put_idempotency(other) is False
-    assert await store.get_idempotency(entry.key) == entry
-    clock.now = T0 + 60
-    assert await store.get_idempotency(entry.key) is None
-    assert await store.put_idempotency(other) is True
-    assert await store.get_idempotency(entry.key) == other
-
-
-async def test_ping_succeeds_on_a_healthy_store(store: ExecutionStore) -> None:
-    await store.ping()
+    @pytest.fixture
+    async def store(self, clock: ManualClock, db_path: Path) -> AsyncIterator[ExecutionStore]:
+        async with opened(sqlite_store(db_path, clock, flush_interval=0.001)) as store:
+            yield store
 
 
 def test_to_dict_renders_iso_times_and_hides_unfinished_result() -> None:
@@ -420,7 +224,7 @@ def spy_on_flushes(store: SQLiteExecutionStore) -> asyncio.Event:
     ids=["timer", "threshold"],
 )
 async def test_sqlite_background_task_flushes_without_being_asked(
-    clock: FakeClock, db_path: Path, flush_interval: float, max_pending: int, saves: int
+    clock: ManualClock, db_path: Path, flush_interval: float, max_pending: int, saves: int
 ) -> None:
     s = sqlite_store(db_path, clock, flush_interval=flush_interval, max_pending=max_pending)
     await s.open()
@@ -436,7 +240,7 @@ async def test_sqlite_background_task_flushes_without_being_asked(
 
 
 async def test_sqlite_full_buffer_applies_backpressure_instead_of_failing(
-    clock: FakeClock, db_path: Path
+    clock: ManualClock, db_path: Path
 ) -> None:
     s = sqlite_store(db_path, clock, max_pending=10)
     await s.open()
@@ -451,7 +255,7 @@ async def test_sqlite_full_buffer_applies_backpressure_instead_of_failing(
 
 
 async def test_sqlite_close_flushes_and_a_new_store_sees_everything(
-    clock: FakeClock, db_path: Path
+    clock: ManualClock, db_path: Path
 ) -> None:
     first = sqlite_store(db_path, clock)
     await first.open()
@@ -475,7 +279,7 @@ async def test_sqlite_close_flushes_and_a_new_store_sees_everything(
 
 
 async def test_sqlite_stores_unserialisable_results_as_strings(
-    clock: FakeClock, db_path: Path
+    clock: ManualClock, db_path: Path
 ) -> None:
     class Opaque:
         def __str__(self) -> str:
@@ -513,7 +317,7 @@ async def test_sqlite_stores_unserialisable_results_as_strings(
         await s.close()
 
 
-async def test_sqlite_in_memory_database_works(clock: FakeClock) -> None:
+async def test_sqlite_in_memory_database_works(clock: ManualClock) -> None:
     s = sqlite_store(":memory:", clock)
     await s.open()
     try:
@@ -622,7 +426,7 @@ async def test_sqlite_locked_db_fails_ping_and_durable_save(
 
 
 async def test_sqlite_failure_streak_bounds_memory_with_max_pending(
-    clock: FakeClock, db_path: Path
+    clock: ManualClock, db_path: Path
 ) -> None:
     s = sqlite_store(db_path, clock, max_pending=4)
     await s.open()
@@ -647,7 +451,7 @@ async def test_sqlite_failure_streak_bounds_memory_with_max_pending(
 
 
 async def test_sqlite_read_only_database_fails_ping_but_serves_reads(
-    clock: FakeClock, db_path: Path
+    clock: ManualClock, db_path: Path
 ) -> None:
     writer = sqlite_store(db_path, clock)
     await writer.open()

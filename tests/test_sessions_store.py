@@ -1,9 +1,12 @@
-"""Session stores (memory and SQLite, same contract), session ids and per-session locks."""
+"""Session stores: the contract (``nexus_aio.testing``) on the memory and SQLite stores, what only
+SQLite does (restart, sharing its file and worker, failures), session ids and per-session locks."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -11,25 +14,20 @@ from typing import Any
 import pytest
 
 from nexus_aio.errors import StoreUnavailable, ValidationError
+from nexus_aio.stores.executions import ExecutionRecord
 from nexus_aio.stores.sessions import (
     MemorySessionStore,
     Session,
     SessionLocks,
     SessionStore,
-    SQLiteSessionStore,
     validate_session_id,
 )
+from nexus_aio.stores.sqlite_executions import SQLiteExecutionStore
+from nexus_aio.stores.sqlite_sessions import SQLiteSessionStore
+from nexus_aio.testing import ManualClock, SessionStoreContract, opened
 
 T0 = 1_700_000_000.0
 TTL = 100.0
-
-
-class FakeClock:
-    def __init__(self, t: float = T0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def new_session(session_id: str = "s1", state: Any = None, actor: str | None = None) -> Session:
@@ -37,22 +35,8 @@ def new_session(session_id: str = "s1", state: Any = None, actor: str | None = N
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-async def store(
-    request: pytest.FixtureRequest, clock: FakeClock, tmp_path: Path
-) -> AsyncIterator[SessionStore]:
-    made: SessionStore
-    if request.param == "memory":
-        made = MemorySessionStore(ttl=TTL, clock=clock)
-    else:
-        made = SQLiteSessionStore(str(tmp_path / "nexus.db"), ttl=TTL, clock=clock)
-    await made.open()
-    yield made
-    await made.close()
+def clock() -> ManualClock:
+    return ManualClock()
 
 
 # -- session ids ----------------------------------------------------------------------------------
@@ -83,131 +67,24 @@ def test_session_to_dict_uses_iso_utc_times() -> None:
     }
 
 
-# -- the store contract, for both stores ----------------------------------------------------------
-async def test_get_unknown_session_is_none(store: SessionStore) -> None:
-    assert await store.get("nope") is None
+# -- the store contract, on both stores -----------------------------------------------------------
+class TestMemorySessionStore(SessionStoreContract):
+    @pytest.fixture
+    async def store(self, clock: ManualClock) -> AsyncIterator[SessionStore]:
+        async with opened(MemorySessionStore(ttl=TTL, clock=clock)) as store:
+            yield store
 
 
-async def test_save_then_get_round_trips(store: SessionStore, clock: FakeClock) -> None:
-    clock.t = T0 + 5
-    session = new_session(state={"cart": [1, 2], "user": {"name": "é"}}, actor="alice")
-    await store.save(session)
-    assert (session.updated_at, session.expires_at) == (T0 + 5, T0 + 5 + TTL)
-    assert await store.get("s1") == Session(
-        "s1", {"cart": [1, 2], "user": {"name": "é"}}, T0, T0 + 5, T0 + 5 + TTL, "alice"
-    )
-
-
-async def test_saved_state_is_a_snapshot(store: SessionStore) -> None:
-    session = new_session(state={"items": [1]})
-    await store.save(session)
-    session.state["items"].append(2)
-    loaded = await store.get("s1")
-    assert loaded is not None and loaded.state == {"items": [1]}
-    loaded.state["items"].append(3)
-    again = await store.get("s1")
-    assert again is not None and again.state == {"items": [1]}
-
-
-async def test_save_overwrites_state(store: SessionStore) -> None:
-    await store.save(new_session(state={"step": 1}))
-    await store.save(new_session(state={"step": 2}))
-    loaded = await store.get("s1")
-    assert loaded is not None and loaded.state == {"step": 2}
-
-
-async def test_session_expires_after_ttl(store: SessionStore, clock: FakeClock) -> None:
-    await store.save(new_session())
-    clock.t = T0 + TTL - 0.001
-    assert await store.get("s1") is not None
-    clock.t = T0 + TTL
-    assert await store.get("s1") is None
-    assert await store.purge_expired() == 0  # get() already deleted it
-
-
-async def test_save_slides_the_expiry(store: SessionStore, clock: FakeClock) -> None:
-    await store.save(new_session())
-    clock.t = T0 + 90
-    loaded = await store.get("s1")
-    assert loaded is not None
-    await store.save(loaded)
-    clock.t = T0 + 150  # past the first expiry, within the second
-    loaded = await store.get("s1")
-    assert loaded is not None and loaded.expires_at == T0 + 90 + TTL
-    assert loaded.created_at == T0
-    clock.t = T0 + 190
-    assert await store.get("s1") is None
-
-
-async def test_touch_extends_without_changing_state(store: SessionStore, clock: FakeClock) -> None:
-    await store.save(new_session(state={"keep": True}))
-    clock.t = T0 + 90
-    await store.touch("s1")
-    clock.t = T0 + 150
-    loaded = await store.get("s1")
-    assert loaded is not None
-    assert loaded.state == {"keep": True}
-    assert (loaded.updated_at, loaded.expires_at) == (T0, T0 + 90 + TTL)
-
-
-async def test_touch_neither_creates_nor_revives(store: SessionStore, clock: FakeClock) -> None:
-    await store.touch("ghost")
-    assert await store.get("ghost") is None
-    await store.save(new_session())
-    clock.t = T0 + TTL + 1
-    await store.touch("s1")
-    assert await store.get("s1") is None
-
-
-async def test_delete_reports_whether_it_existed(store: SessionStore) -> None:
-    await store.save(new_session())
-    assert await store.delete("s1") is True
-    assert await store.get("s1") is None
-    assert await store.delete("s1") is False
-
-
-async def test_count_active_ignores_expired(store: SessionStore, clock: FakeClock) -> None:
-    await store.save(new_session("old"))
-    clock.t = T0 + 50
-    await store.save(new_session("new1"))
-    await store.save(new_session("new2"))
-    assert await store.count_active() == 3
-    clock.t = T0 + TTL
-    assert await store.count_active() == 2
-
-
-async def test_purge_expired_removes_only_expired(store: SessionStore, clock: FakeClock) -> None:
-    for i in range(3):
-        await store.save(new_session(f"old{i}"))
-    clock.t = T0 + 50
-    await store.save(new_session("live"))
-    clock.t = T0 + TTL + 1
-    assert await store.purge_expired() == 3
-    assert await store.purge_expired() == 0
-    assert await store.count_active() == 1
-    assert await store.get("live") is not None
-
-
-@pytest.mark.parametrize(
-    "state",
-    [{"obj": object()}, {"when": {1, 2}}, {1: "int key"}, ["not", "a", "dict"]],
-    ids=["object", "set", "int-key", "list"],
-)
-async def test_save_refuses_non_json_state(store: SessionStore, state: Any) -> None:
-    session = new_session(state=state)
-    with pytest.raises(ValidationError) as info:
-        await store.save(session)
-    assert info.value.details["field"] == "session"
-    assert await store.get("s1") is None
-    assert session.expires_at == T0 + TTL  # untouched: nothing was saved
-
-
-async def test_ping_succeeds_when_open(store: SessionStore) -> None:
-    await store.ping()
+class TestSQLiteSessionStore(SessionStoreContract):
+    @pytest.fixture
+    async def store(self, clock: ManualClock, tmp_path: Path) -> AsyncIterator[SessionStore]:
+        path = str(tmp_path / "nexus.db")
+        async with opened(SQLiteSessionStore(path, ttl=TTL, clock=clock)) as store:
+            yield store
 
 
 # -- SQLite specifics -----------------------------------------------------------------------------
-async def test_sqlite_survives_restart(tmp_path: Path, clock: FakeClock) -> None:
+async def test_sqlite_survives_restart(tmp_path: Path, clock: ManualClock) -> None:
     path = str(tmp_path / "nexus.db")
     first = SQLiteSessionStore(path, ttl=TTL, clock=clock)
     await first.open()
@@ -244,7 +121,7 @@ async def test_sqlite_creates_parent_directories(tmp_path: Path) -> None:
     assert path.is_file()
 
 
-async def test_sqlite_in_memory_works(clock: FakeClock) -> None:
+async def test_sqlite_in_memory_works(clock: ManualClock) -> None:
     store = SQLiteSessionStore(":memory:", ttl=TTL, clock=clock)
     await store.open()
     try:
@@ -270,20 +147,101 @@ async def test_sqlite_leaves_other_tables_alone(tmp_path: Path) -> None:
     conn.close()
 
 
-async def test_sqlite_shares_a_file_with_the_executions_store(tmp_path: Path) -> None:
-    from nexus_aio.stores.executions import SQLiteExecutionStore
+def sqlite_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name.startswith("nexus-sqlite")}
 
+
+async def test_sqlite_stores_of_one_file_share_one_worker_thread(tmp_path: Path) -> None:
     path = str(tmp_path / "nexus.db")
-    executions = SQLiteExecutionStore(path)
+    before = sqlite_threads()
+    executions = SQLiteExecutionStore(path, flush_interval=3600)
     sessions = SQLiteSessionStore(path)
     await executions.open()
     await sessions.open()
+    (worker,) = sqlite_threads() - before
+    await sessions.save(new_session())
+    await executions.save(ExecutionRecord("ex-1", "wf", "sync", "succeeded", {}, T0))
+    await executions.flush()
+    assert sqlite_threads() - before == {worker}
+
+    await sessions.close()  # the executions store still uses the worker
+    await executions.save(ExecutionRecord("ex-2", "wf", "sync", "succeeded", {}, T0), durable=True)
+    assert worker.is_alive()
+    await executions.close()  # the last user: the thread ends
+    worker.join(timeout=5)
+    assert not worker.is_alive()
+
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT id FROM sessions").fetchall() == [("s1",)]
+        assert conn.execute("SELECT id FROM executions ORDER BY id").fetchall() == [
+            ("ex-1",),
+            ("ex-2",),
+        ]
+    conn.close()
+    reopened = SQLiteSessionStore(path, ttl=TTL)  # a new worker starts for a new first user
+    await reopened.open()
     try:
-        await sessions.save(new_session())
-        assert await sessions.get("s1") is not None
+        assert await reopened.get("s1") is not None
     finally:
+        await reopened.close()
+
+
+async def test_sqlite_stores_sharing_a_worker_keep_their_own_busy_timeout(tmp_path: Path) -> None:
+    path = tmp_path / "nexus.db"
+    executions = SQLiteExecutionStore(str(path), busy_timeout=30.0)
+    sessions = SQLiteSessionStore(str(path), busy_timeout=0.05)
+    await executions.open()
+    await sessions.open()
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        async with asyncio.timeout(10):  # 0.05 s for sessions, not the executions store's 30 s
+            with pytest.raises(StoreUnavailable, match="locked"):
+                await sessions.save(new_session())
+        waiting = asyncio.create_task(executions.ping())  # waits up to its own 30 s
+        await asyncio.sleep(0.3)  # far beyond the sessions store's 0.05 s
+        assert not waiting.done()
+        other.execute("ROLLBACK")
+        async with asyncio.timeout(10):
+            await waiting  # got the lock once released: no StoreUnavailable
+        await sessions.save(new_session())
+    finally:
+        other.close()
         await sessions.close()
         await executions.close()
+
+
+async def test_sqlite_worker_inherited_through_fork_is_not_reused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = str(tmp_path / "nexus.db")
+    parent = SQLiteSessionStore(path, ttl=TTL)
+    await parent.open()
+    before = sqlite_threads()
+    real_pid = os.getpid()
+    monkeypatch.setattr(os, "getpid", lambda: real_pid + 1)  # what a forked child sees
+    child = SQLiteSessionStore(path, ttl=TTL)
+    await child.open()
+    try:
+        assert len(sqlite_threads() - before) == 1  # its own thread: the parent's is not there
+        await child.save(new_session())
+        assert await parent.get("s1") is not None
+    finally:
+        await parent.close()
+        await child.close()
+
+
+async def test_sqlite_in_memory_stores_never_share_a_database(clock: ManualClock) -> None:
+    first = SQLiteSessionStore(":memory:", ttl=TTL, clock=clock)
+    second = SQLiteSessionStore(":memory:", ttl=TTL, clock=clock)
+    await first.open()
+    await second.open()
+    try:
+        await first.save(new_session())
+        assert await second.get("s1") is None
+    finally:
+        await first.close()
+        await second.close()
 
 
 async def test_sqlite_read_only_database_reports_unavailable(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ def storage_backend(nexus: Any, kind: str) -> Any:
             from nexus_aio.stores.executions import MemoryExecutionStore
 
             return MemoryExecutionStore()
-        from nexus_aio.stores.executions import SQLiteExecutionStore
+        from nexus_aio.stores.sqlite_executions import SQLiteExecutionStore
 
         return SQLiteExecutionStore(settings.database)
     if kind == "sessions":
@@ -24,7 +24,7 @@ def storage_backend(nexus: Any, kind: str) -> Any:
             from nexus_aio.stores.sessions import MemorySessionStore
 
             return MemorySessionStore(ttl=settings.session_ttl)
-        from nexus_aio.stores.sessions import SQLiteSessionStore
+        from nexus_aio.stores.sqlite_sessions import SQLiteSessionStore
 
         return SQLiteSessionStore(settings.database, ttl=settings.session_ttl)
     if kind == "ratelimit":

@@ -3,9 +3,11 @@
 A workflow run inside a session reads ``ctx.session`` and the runtime saves it back when the run
 succeeds; every save pushes the expiry ``ttl`` seconds into the future, so a session lives as long
 as it is used. :class:`MemorySessionStore` serves tests and throwaway servers;
-:class:`SQLiteSessionStore` keeps sessions across restarts in the same database file as the
-executions. :class:`SessionLocks` makes runs of one session take turns, so two concurrent
-requests cannot both read the old state and lose one update.
+:class:`~nexus_aio.stores.sqlite_sessions.SQLiteSessionStore` keeps sessions across restarts in the
+same database file as the executions. :class:`SessionLocks` makes runs of one session take turns
+in this process, so two concurrent requests cannot both read the old state and lose one update;
+a store shared by several processes adds its own :meth:`SessionStore.lock`.
+``nexus_aio.testing.SessionStoreContract`` is the test suite every store passes.
 
 State is stored as JSON in both stores: a session must survive a restart or a move to another
 store, so the memory store refuses what SQLite could not hold rather than accepting it silently.
@@ -15,37 +17,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import re
-import sqlite3
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 
 from nexus_aio.envelope import iso_timestamp
-from nexus_aio.errors import StoreUnavailable, ValidationError
-from nexus_aio.stores.sqlite_paths import prepare_parent_directory
+from nexus_aio.errors import ValidationError
 
 __all__ = [
     "SESSION_ID_PATTERN",
     "MemorySessionStore",
-    "SQLiteSessionStore",
     "Session",
     "SessionLocks",
     "SessionStore",
+    "check_ttl",
+    "encode_state",
     "validate_session_id",
 ]
-
-logger = logging.getLogger("nexus_aio.stores.sessions")
-
-_T = TypeVar("_T")
 
 SESSION_ID_PATTERN: re.Pattern[str] = re.compile(r"\A[A-Za-z0-9._:-]{1,128}\Z")
 """1 to 128 characters of ``A-Z a-z 0-9 . _ : -``: safe in headers, URLs, logs and SQL keys."""
@@ -108,7 +103,8 @@ def encode_state(session: Session) -> bytes:
         ) from exc
 
 
-def _check_ttl(ttl: float) -> float:
+def check_ttl(ttl: float) -> float:
+    """``ttl`` as a float, or ValueError: a session that never lives is a configuration error."""
     if not ttl > 0:
         raise ValueError(f"session ttl must be positive, got {ttl!r}")
     return float(ttl)
@@ -120,9 +116,13 @@ class SessionStore(ABC):
 
     An expired session is gone: ``get()`` returns None for it (and deletes it), exactly as if it
     never existed, so callers never see state past its lifetime even before a purge runs.
+
+    ``cross_process_lock`` declares what :meth:`lock` does: True when it excludes holders in
+    every process sharing the store (Redis), False (the default) when it holds nothing.
     """
 
     ttl: float
+    cross_process_lock: bool = False
 
     async def open(self) -> None:
         """Acquire resources (connections, threads); called once at startup."""
@@ -197,7 +197,7 @@ class MemorySessionStore(SessionStore):
     """Sessions in a dict: for tests and servers whose sessions may vanish on restart."""
 
     def __init__(self, *, ttl: float = 3600, clock: Callable[[], float] = time.time) -> None:
-        self.ttl = _check_ttl(ttl)
+        self.ttl = check_ttl(ttl)
         self._clock = clock
         self._sessions: dict[str, _Stored] = {}
 
@@ -249,225 +249,6 @@ class MemorySessionStore(SessionStore):
         for sid in expired:
             del self._sessions[sid]
         return len(expired)
-
-
-# -- SQLite ---------------------------------------------------------------------------------------
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS sessions (
-    id TEXT PRIMARY KEY,
-    state TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    expires_at REAL NOT NULL,
-    actor TEXT
-);
-CREATE INDEX IF NOT EXISTS sessions_expires_at ON sessions (expires_at);
-"""
-
-_UPSERT = """
-INSERT INTO sessions (id, state, created_at, updated_at, expires_at, actor)
-VALUES (?, ?, ?, ?, ?, ?)
-ON CONFLICT (id) DO UPDATE SET
-    state = excluded.state,
-    created_at = excluded.created_at,
-    updated_at = excluded.updated_at,
-    expires_at = excluded.expires_at,
-    actor = excluded.actor
-"""
-
-
-class SQLiteSessionStore(SessionStore):
-    """Sessions in the embedded SQLite database, surviving restarts.
-
-    One dedicated thread owns the connection, so SQLite never blocks the event loop and needs no
-    locking of its own. Unlike execution records, session writes are not deferred: the next
-    request of the session may land right after this one, and must read what this one wrote.
-    Each write is a single autocommitted statement, committed before ``save()`` returns (WAL with
-    ``synchronous=NORMAL``: safe against a process crash; a power cut may lose the last commits).
-
-    The table lives in the same file as the executions store's tables; this class creates only
-    ``sessions`` (and its index) and never touches the others. ``busy_timeout`` (seconds) is how
-    long a write waits for another process's lock before the store reports itself unavailable.
-    """
-
-    def __init__(
-        self,
-        path: str,
-        *,
-        ttl: float = 3600,
-        clock: Callable[[], float] = time.time,
-        busy_timeout: float = 2.0,
-    ) -> None:
-        self.path = path
-        self.ttl = _check_ttl(ttl)
-        self._clock = clock
-        self._busy_timeout = busy_timeout
-        self._executor: ThreadPoolExecutor | None = None
-        self._conn: sqlite3.Connection | None = None
-        self._count_cache: tuple[int, float] | None = None
-        self._count_dirty = True
-
-    # -- lifecycle ---------------------------------------------------------------------------
-    async def open(self) -> None:
-        if self._executor is not None:
-            raise RuntimeError("store is already open")
-        self._create_parent_directory()
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="nexus-sessions")
-        try:
-            await self._call(self._connect)
-        except BaseException as exc:
-            self._executor.shutdown(wait=False)
-            self._executor = None
-            if isinstance(exc, sqlite3.Error):
-                raise StoreUnavailable(
-                    f"SQLite session store at {self.path} cannot be opened: {exc}"
-                ) from exc
-            raise
-
-    async def close(self) -> None:
-        if self._executor is None:
-            return
-        try:
-            await self._call(self._disconnect)
-        finally:
-            self._executor.shutdown(wait=False)
-            self._executor = None
-
-    def _create_parent_directory(self) -> None:
-        prepare_parent_directory(self.path, "SQLite session store")
-
-    def _connect(self) -> None:
-        conn = sqlite3.connect(
-            self.path,
-            timeout=self._busy_timeout,
-            isolation_level=None,  # autocommit: every write statement is its own transaction
-            check_same_thread=False,  # created here, used only by this same worker thread
-            uri=True,
-        )
-        try:
-            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
-            if conn.execute("PRAGMA journal_mode").fetchone()[0] not in ("wal", "memory"):
-                conn.execute("PRAGMA journal_mode = WAL")
-            # Skipping CREATE when the table exists lets a read-only database still open.
-            exists = conn.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sessions'"
-            ).fetchone()
-            if exists is None:
-                conn.executescript(_SCHEMA)
-            conn.execute("PRAGMA synchronous = NORMAL")
-        except BaseException:
-            conn.close()
-            raise
-        self._conn = conn
-
-    def _disconnect(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-    # -- worker plumbing ---------------------------------------------------------------------
-    async def _call(self, fn: Callable[..., _T], *args: Any) -> _T:
-        if self._executor is None:
-            raise StoreUnavailable(f"SQLite session store at {self.path} is not open")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-
-    async def _read(self, fn: Callable[..., _T], *args: Any) -> _T:
-        try:
-            return await self._call(fn, *args)
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(
-                f"SQLite session store at {self.path} cannot be read: {exc}"
-            ) from exc
-
-    async def _write(self, fn: Callable[..., _T], *args: Any) -> _T:
-        self._count_dirty = True
-        try:
-            return await self._call(fn, *args)
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(
-                f"SQLite session store at {self.path} is not writable: {exc}"
-            ) from exc
-
-    def _connection(self) -> sqlite3.Connection:
-        """The open connection; raised as unavailable when a call races with ``close()``."""
-        if self._conn is None:
-            raise sqlite3.ProgrammingError("the store is closed")
-        return self._conn
-
-    # -- worker-thread bodies ------------------------------------------------------------------
-    def _get_row(self, session_id: str, now: float) -> tuple[Any, ...] | None:
-        conn = self._connection()
-        row: tuple[Any, ...] | None = conn.execute(
-            "SELECT state, created_at, updated_at, expires_at, actor FROM sessions WHERE id = ?",
-            (session_id,),
-        ).fetchone()
-        if row is None or row[3] > now:
-            return row
-        try:
-            conn.execute("DELETE FROM sessions WHERE id = ? AND expires_at <= ?", (session_id, now))
-        except sqlite3.Error as exc:
-            # Housekeeping only: the read already answered, and a purge will retry later.
-            logger.warning("SQLite session store at %s: cannot delete expired: %s", self.path, exc)
-        return None
-
-    def _execute(self, sql: str, params: tuple[Any, ...]) -> int:
-        return self._connection().execute(sql, params).rowcount
-
-    def _scalar(self, sql: str, params: tuple[Any, ...]) -> Any:
-        return self._connection().execute(sql, params).fetchone()[0]
-
-    # -- interface ---------------------------------------------------------------------------
-    async def get(self, session_id: str) -> Session | None:
-        row = await self._read(self._get_row, session_id, self._clock())
-        if row is None:
-            return None
-        state, created_at, updated_at, expires_at, actor = row
-        return Session(session_id, orjson.loads(state), created_at, updated_at, expires_at, actor)
-
-    async def save(self, session: Session) -> None:
-        state = encode_state(session).decode()
-        now = self._clock()
-        expires_at = now + self.ttl
-        params = (session.id, state, session.created_at, now, expires_at, session.actor)
-        await self._write(self._execute, _UPSERT, params)
-        session.updated_at = now
-        session.expires_at = expires_at
-
-    async def touch(self, session_id: str) -> None:
-        now = self._clock()
-        await self._write(
-            self._execute,
-            "UPDATE sessions SET expires_at = ? WHERE id = ? AND expires_at > ?",
-            (now + self.ttl, session_id, now),
-        )
-
-    async def delete(self, session_id: str) -> bool:
-        deleted = await self._write(
-            self._execute, "DELETE FROM sessions WHERE id = ?", (session_id,)
-        )
-        return deleted > 0
-
-    async def count_active(self) -> int:
-        """Counted at most once a second unless this process changed sessions meanwhile
-        (``/health`` calls it on every probe; a COUNT per probe would halve its throughput)."""
-        now = self._clock()
-        cached = self._count_cache
-        if cached is not None and not self._count_dirty and 0 <= now - cached[1] < 1.0:
-            return cached[0]
-        self._count_dirty = False
-        count: int = await self._read(
-            self._scalar, "SELECT COUNT(*) FROM sessions WHERE expires_at > ?", (now,)
-        )
-        self._count_cache = (count, now)
-        return count
-
-    async def purge_expired(self) -> int:
-        return await self._write(
-            self._execute, "DELETE FROM sessions WHERE expires_at <= ?", (self._clock(),)
-        )
-
-    async def ping(self) -> None:
-        await self._read(self._scalar, "SELECT 1", ())
 
 
 # -- per-session serialisation --------------------------------------------------------------------
@@ -524,8 +305,9 @@ class SessionLocks:
 
     Each id gets a refcounted ``asyncio.Lock``; the entry is removed as soon as nobody holds or
     waits for it, so memory follows the number of sessions in use, not the number ever seen.
-    Different ids never block each other. Runs in other processes are not covered (the stores
-    have no cross-process lock); the last save wins there.
+    Different ids never block each other. Runs in other processes are not covered: a store shared
+    by several processes orders them with :meth:`SessionStore.lock` (where it has none, the last
+    save wins).
     """
 
     __slots__ = ("_entries",)

@@ -36,6 +36,7 @@ from nexus_aio.stores.executions import (
     IdempotencyEntry,
     decode_cursor,
     encode_cursor,
+    json_text,
 )
 
 from .client import Guard
@@ -43,6 +44,20 @@ from .client import Guard
 __all__ = ["RedisExecutionStore"]
 
 log = logging.getLogger("nexus_aio.redis")
+
+# Store an idempotency entry unless one that has not expired by the store's clock holds the key
+# (the same rule as get_idempotency; Redis's own expiry only frees the memory).
+# ARGV: value ("[hash, execution_id, status, expires_at]\n" + body), ttl ms, now.
+_PUT_IDEMPOTENCY = """
+local held = redis.call('GET', KEYS[1])
+if held then
+  local newline = string.find(held, '\\n', 1, true)
+  local head = cjson.decode(string.sub(held, 1, (newline or 0) - 1))
+  if tonumber(head[4]) > tonumber(ARGV[3]) then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
 
 # Append events numbered after the stream's last one (a whole log passed again is harmless).
 # ARGV: seq, type, data, ts, seq, type, ...
@@ -78,8 +93,9 @@ _FIELDS = (
 _END_EVENTS = frozenset({"complete", "error"})
 
 
-def _dump_record(record: ExecutionRecord) -> bytes:
-    return orjson.dumps([getattr(record, name) for name in _FIELDS], default=repr)
+def _dump_record(record: ExecutionRecord) -> str:
+    # json_text, as the SQLite store: a result JSON cannot hold must not fail the write.
+    return json_text([getattr(record, name) for name in _FIELDS])
 
 
 def _load_record(raw: bytes) -> ExecutionRecord:
@@ -89,7 +105,7 @@ def _load_record(raw: bytes) -> ExecutionRecord:
 def _event_args(events: Sequence[ExecutionEvent]) -> list[Any]:
     args: list[Any] = []
     for e in events:
-        args += (e.seq, e.type, orjson.dumps(e.data, default=repr), repr(e.ts))
+        args += (e.seq, e.type, json_text(e.data), repr(e.ts))
     return args
 
 
@@ -138,6 +154,7 @@ class RedisExecutionStore(ExecutionStore):
         self._owns_client = owns_client
         self._block_ms = max(1, int(follow_block * 1000))
         self._add_events = client.register_script(_ADD_EVENTS)
+        self._put_idempotency = client.register_script(_PUT_IDEMPOTENCY)
         self._guard = Guard("Redis (executions)")
         self._pending: list[tuple[ExecutionRecord, ExecutionEvent]] = []
         self._writer: asyncio.Task[None] | None = None
@@ -212,26 +229,29 @@ class RedisExecutionStore(ExecutionStore):
         return page, encode_cursor(page[-1].created_at, page[-1].id)
 
     async def purge(self, *, max_age: float | None = None, max_count: int | None = None) -> int:
+        cutoff = None if max_age is None else self._clock() - max_age
         doomed: set[str] = set()
         with self._guard:
-            candidates: builtins.list[bytes] = []
-            if max_age is not None:
-                cutoff = self._clock() - max_age
-                candidates += await self._client.zrangebyscore(self._index, "-inf", cutoff)
+            # Created before the cutoff: the only ones that can have finished before it.
+            aged: builtins.list[bytes] = []
+            if cutoff is not None:
+                aged = await self._client.zrangebyscore(self._index, "-inf", cutoff)
+            beyond: set[bytes] = set()
             if max_count is not None:
-                candidates += await self._client.zrevrange(self._index, max_count, -1)
+                beyond = set(await self._client.zrevrange(self._index, max_count, -1))
+            candidates = builtins.list(dict.fromkeys([*aged, *beyond]))
             for chunk_start in range(0, len(candidates), 500):
-                chunk = [c.decode() for c in candidates[chunk_start : chunk_start + 500]]
-                raws = await self._client.mget([self._key(i) for i in chunk])
-                for execution_id, raw in zip(chunk, raws, strict=True):
-                    if raw is None:
+                chunk = candidates[chunk_start : chunk_start + 500]
+                raws = await self._client.mget([self._key(i.decode()) for i in chunk])
+                for member, raw in zip(chunk, raws, strict=True):
+                    execution_id = member.decode()
+                    if raw is None:  # an index entry whose record is gone
                         doomed.add(execution_id)
                         continue
                     r = _load_record(raw)
-                    old = max_age is not None and (
-                        r.finished_at is not None and r.finished_at < self._clock() - max_age
-                    )
-                    if r.status in TERMINAL and (old or max_count is not None):
+                    finished = r.finished_at
+                    old = cutoff is not None and finished is not None and finished < cutoff
+                    if r.status in TERMINAL and (old or member in beyond):
                         doomed.add(execution_id)
             await self._delete(doomed)
         return len(doomed)
@@ -360,15 +380,17 @@ class RedisExecutionStore(ExecutionStore):
         return IdempotencyEntry(key, request_hash, execution_id, status, body, expires_at)
 
     async def put_idempotency(self, entry: IdempotencyEntry) -> bool:
-        ttl_ms = int((entry.expires_at - self._clock()) * 1000)
+        now = self._clock()
+        ttl_ms = int((entry.expires_at - now) * 1000)
         if ttl_ms <= 0:
             return True  # already expired: nothing to remember
         head = orjson.dumps(
             [entry.request_hash, entry.execution_id, entry.status, entry.expires_at]
         )
         with self._guard:
-            stored = await self._client.set(
-                self._prefix + "idem:" + entry.key, head + b"\n" + entry.body, nx=True, px=ttl_ms
+            stored = await self._put_idempotency(
+                keys=[self._prefix + "idem:" + entry.key],
+                args=[head + b"\n" + entry.body, ttl_ms, repr(now)],
             )
         return bool(stored)
 

@@ -41,15 +41,17 @@ return 0
 """
 
 
-def _encode(session: Session) -> bytes:
+def _encode(session: Session, updated_at: float) -> bytes:
     """Header line + state JSON; the core's encoder refuses state JSON cannot hold (a 400)."""
     body = encode_state(session)
-    head = orjson.dumps([session.created_at, session.updated_at, session.actor])
+    head = orjson.dumps([session.created_at, updated_at, session.actor])
     return head + b"\n" + body  # orjson never emits a raw newline, so the split is unambiguous
 
 
 class RedisSessionStore(SessionStore):
     """Sessions shared by every instance that points at the same Redis."""
+
+    cross_process_lock = True
 
     def __init__(
         self,
@@ -98,14 +100,14 @@ class RedisSessionStore(SessionStore):
 
     async def save(self, session: Session) -> None:
         now = self._clock()
-        session.updated_at = now
-        value = _encode(session)
+        value = _encode(session, now)  # refused state changes nothing, not even the session
         expires_at = now + self.ttl
         with self._guard:
             async with self._client.pipeline(transaction=True) as pipe:
                 pipe.set(self._prefix + session.id, value, px=self._ttl_ms)
                 pipe.zadd(self._index, {session.id: expires_at})
                 await pipe.execute()
+        session.updated_at = now
         session.expires_at = expires_at
 
     async def touch(self, session_id: str) -> None:

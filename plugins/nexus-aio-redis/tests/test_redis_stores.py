@@ -1,17 +1,26 @@
-"""The Redis stores against a real redis-server: same semantics as the core's memory stores."""
+"""The Redis stores against a real redis-server: the core's store contracts, then what only they do
+(Redis TTLs, the lease lock, outages)."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from nexus_aio_redis import RedisRateLimiter, RedisSessionStore
+from nexus_aio_redis import RedisExecutionStore, RedisRateLimiter, RedisSessionStore
 from nexus_aio_redis.client import connect, redact
 
-from nexus_aio.errors import StoreUnavailable, ValidationError
+from nexus_aio.errors import StoreUnavailable
 from nexus_aio.stores.ratelimit import MemoryRateLimiter
 from nexus_aio.stores.sessions import Session
+from nexus_aio.testing import (
+    ExecutionStoreContract,
+    ManualClock,
+    RateLimitBackendContract,
+    SessionStoreContract,
+    opened,
+)
 
 
 class Clock:
@@ -29,6 +38,40 @@ async def client(redis_server: Any) -> Any:
     await c.aclose()
 
 
+# -- the store contracts (nexus_aio.testing), on a real redis-server -----------------------------
+class TestRedisExecutionStore(ExecutionStoreContract):
+    # Shared by every instance: a starting one cannot tell an orphaned run from a live one.
+    marks_interrupted = False
+
+    @pytest.fixture
+    async def store(self, redis_server: Any, clock: ManualClock) -> AsyncIterator[Any]:
+        client = connect(redis_server.url, timeout=1.0)
+        async with opened(RedisExecutionStore(client, clock=clock, follow_block=0.05)) as store:
+            yield store
+
+
+class TestRedisSessionStore(SessionStoreContract):
+    # Sessions expire by Redis's own clock (PEXPIRE), which a test cannot move.
+    time_travel = False
+
+    @pytest.fixture
+    async def store(self, redis_server: Any, clock: ManualClock) -> AsyncIterator[Any]:
+        client = connect(redis_server.url, timeout=1.0)
+        async with opened(RedisSessionStore(client, ttl=100, clock=clock)) as store:
+            yield store
+
+
+class TestRedisRateLimiter(RateLimitBackendContract):
+    @pytest.fixture
+    async def store(self, client: Any, clock: ManualClock) -> AsyncIterator[Any]:
+        limiter = RedisRateLimiter(client, clock=clock, owns_client=False)
+        yield limiter
+        await limiter.close()
+
+
+# -- what only the Redis stores do ---------------------------------------------------------------
+
+
 async def test_ratelimit_decisions_match_memory_limiter_step_by_step(client: Any) -> None:
     clock = Clock()
     redis_rl = RedisRateLimiter(client, clock=clock, owns_client=False)
@@ -43,15 +86,6 @@ async def test_ratelimit_decisions_match_memory_limiter_step_by_step(client: Any
             assert got.headers() == want.headers()
 
 
-async def test_ratelimit_refund_returns_the_token(client: Any) -> None:
-    clock = Clock()
-    limiter = RedisRateLimiter(client, clock=clock, owns_client=False)
-    assert (await limiter.hit("k", 60, 1)).allowed
-    assert not (await limiter.hit("k", 60, 1)).allowed
-    await limiter.refund("k", 60, 1)
-    assert (await limiter.hit("k", 60, 1)).allowed
-
-
 async def test_ratelimit_with_redis_time_refuses_past_burst(client: Any) -> None:
     limiter = RedisRateLimiter(client, owns_client=False)
     decisions = [await limiter.hit("ip", 60, 3) for _ in range(4)]
@@ -59,22 +93,6 @@ async def test_ratelimit_with_redis_time_refuses_past_burst(client: Any) -> None
     assert [d.remaining for d in decisions] == [2, 1, 0, 0]
     assert decisions[-1].retry_after == 1
     assert 0 < await client.pttl("nexus:rl:ip") <= 3000  # idle buckets vanish
-
-
-async def test_session_roundtrip_keeps_state_times_and_actor(client: Any) -> None:
-    clock = Clock()
-    store = RedisSessionStore(client, ttl=100, clock=clock, owns_client=False)
-    session = Session("s1", {"n": [1, "x"]}, clock.now, clock.now, clock.now, "alice")
-    await store.save(session)
-    assert session.expires_at == clock.now + 100
-    got = await store.get("s1")
-    assert got is not None
-    assert (got.state, got.created_at, got.actor) == ({"n": [1, "x"]}, clock.now, "alice")
-    assert clock.now + 99 <= got.expires_at <= clock.now + 100
-    assert await store.count_active() == 1
-    assert await store.delete("s1") is True
-    assert await store.get("s1") is None
-    assert await store.delete("s1") is False
 
 
 async def test_session_expires_through_redis_ttl_and_touch_extends_it(client: Any) -> None:
@@ -97,12 +115,6 @@ async def test_session_count_and_purge_use_the_expiry_index(client: Any) -> None
     assert await store.count_active() == 1
     assert await store.purge_expired() == 1
     assert await client.zrange("nexus:sessions", 0, -1) == [b"new"]
-
-
-async def test_session_state_that_is_not_json_is_a_validation_error(client: Any) -> None:
-    store = RedisSessionStore(client, owns_client=False)
-    with pytest.raises(ValidationError):
-        await store.save(Session("s", {"x": object()}, 0, 0, 0))
 
 
 async def test_session_lock_excludes_other_holders_until_released(client: Any) -> None:

@@ -9,6 +9,16 @@ Fixtures:
 - ``nexus_thread_server``: ``url = nexus_thread_server(app)`` serves ``app`` in a background
   thread with its own loop (use blocking clients: requests, httpx.Client).
 Both stop the server at the end of the test.
+
+Store contracts (:mod:`nexus_aio.testing.contracts`): ``ExecutionStoreContract``,
+``SessionStoreContract`` and ``RateLimitBackendContract`` are test classes a store author
+subclasses, giving one ``store`` fixture; every memory, SQLite and Redis store passes them::
+
+    class TestMyExecutionStore(ExecutionStoreContract):
+        @pytest.fixture
+        async def store(self, clock):
+            async with opened(MyExecutionStore(url, clock=clock)) as store:
+                yield store
 """
 
 from __future__ import annotations
@@ -34,8 +44,38 @@ try:  # async fixtures that work in pytest-asyncio's strict and auto modes alike
 except ImportError:  # pragma: no cover - pytest-asyncio absent: only the thread fixture works
     async_fixture = pytest.fixture  # type: ignore[assignment]
 
+# Rewritten asserts give the contracts' failures pytest's detailed messages in plugins' runs too.
+pytest.register_assert_rewrite("nexus_aio.testing.contracts")
+
+from nexus_aio.testing.contracts import (  # noqa: E402 - after the rewrite hook is registered
+    ExecutionStoreContract,
+    ManualClock,
+    RateLimitBackendContract,
+    SessionStoreContract,
+    opened,
+)
+
 if TYPE_CHECKING:
     from nexus_aio.nexus import Nexus
+
+__all__ = [
+    "ExecutionStoreContract",
+    "ManualClock",
+    "RateLimitBackendContract",
+    "RunningServer",
+    "ServerProcess",
+    "SessionStoreContract",
+    "ThreadedServer",
+    "free_port",
+    "make_app",
+    "nexus_server",
+    "nexus_thread_server",
+    "opened",
+    "plugin_installed",
+    "server_process",
+    "start_server",
+    "wait_for_port",
+]
 
 
 def plugin_installed(name: str) -> bool:

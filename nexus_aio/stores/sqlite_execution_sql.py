@@ -1,0 +1,294 @@
+"""The SQL of the SQLite executions store: schema, statements, and rows to records and back.
+
+Every function taking a ``conn`` runs on the database's worker thread (see ``sqlite_worker``);
+:class:`~nexus_aio.stores.sqlite_executions.SQLiteExecutionStore` decides when.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import orjson
+
+from nexus_aio.stores.executions import (
+    INTERRUPTED_ERROR,
+    TERMINAL,
+    ExecutionEvent,
+    ExecutionRecord,
+    IdempotencyEntry,
+    SortKey,
+    json_text,
+)
+
+_T = TypeVar("_T")
+
+SCHEMA_VERSION = 1
+COMPONENT = "executions"
+RECORD_COLUMNS = (
+    "id, workflow, mode, status, inputs, created_at, result, error, started_at, finished_at,"
+    " session_id, request_id, actor"
+)
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS nexus_schema (
+    component TEXT PRIMARY KEY,
+    version INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS executions (
+    id TEXT PRIMARY KEY,
+    workflow TEXT NOT NULL,
+    mode TEXT NOT NULL,
+    status TEXT NOT NULL,
+    inputs TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    result TEXT,
+    error TEXT,
+    started_at REAL,
+    finished_at REAL,
+    session_id TEXT,
+    request_id TEXT,
+    actor TEXT
+);
+CREATE INDEX IF NOT EXISTS executions_by_created ON executions (created_at, id);
+CREATE INDEX IF NOT EXISTS executions_by_workflow ON executions (workflow, created_at, id);
+CREATE INDEX IF NOT EXISTS executions_by_status ON executions (status, created_at, id);
+CREATE INDEX IF NOT EXISTS executions_by_finished ON executions (finished_at)
+    WHERE finished_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS execution_events (
+    execution_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    data TEXT NOT NULL,
+    ts REAL NOT NULL,
+    PRIMARY KEY (execution_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    key TEXT PRIMARY KEY,
+    request_hash TEXT NOT NULL,
+    execution_id TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    body BLOB NOT NULL,
+    expires_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS idempotency_by_expiry ON idempotency_keys (expires_at);
+INSERT OR IGNORE INTO nexus_schema (component, version) VALUES ('{COMPONENT}', {SCHEMA_VERSION});
+"""
+_UPSERT_RECORD = (
+    f"INSERT INTO executions ({RECORD_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    " ON CONFLICT(id) DO UPDATE SET workflow=excluded.workflow, mode=excluded.mode,"
+    " status=excluded.status, inputs=excluded.inputs, created_at=excluded.created_at,"
+    " result=excluded.result, error=excluded.error, started_at=excluded.started_at,"
+    " finished_at=excluded.finished_at, session_id=excluded.session_id,"
+    " request_id=excluded.request_id, actor=excluded.actor"
+)
+# Events are immutable and numbered by the caller, so rewriting one (a retried flush) is harmless.
+_INSERT_EVENT = (
+    "INSERT OR REPLACE INTO execution_events (execution_id, seq, type, data, ts) VALUES (?,?,?,?,?)"
+)
+_PUT_IDEMPOTENCY = (
+    "INSERT INTO idempotency_keys (key, request_hash, execution_id, status, body, expires_at)"
+    " VALUES (?,?,?,?,?,?) ON CONFLICT(key) DO UPDATE SET request_hash=excluded.request_hash,"
+    " execution_id=excluded.execution_id, status=excluded.status, body=excluded.body,"
+    " expires_at=excluded.expires_at WHERE idempotency_keys.expires_at <= ?"
+)
+
+
+# -- rows ----------------------------------------------------------------------------------------
+def _loads_or_none(text: str | None) -> Any:
+    return None if text is None else orjson.loads(text)
+
+
+def record_row(r: ExecutionRecord) -> tuple[Any, ...]:
+    return (
+        r.id,
+        r.workflow,
+        r.mode,
+        r.status,
+        json_text(r.inputs),
+        r.created_at,
+        None if r.result is None else json_text(r.result),
+        None if r.error is None else json_text(r.error),
+        r.started_at,
+        r.finished_at,
+        r.session_id,
+        r.request_id,
+        r.actor,
+    )
+
+
+def row_record(row: tuple[Any, ...]) -> ExecutionRecord:
+    return ExecutionRecord(
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        orjson.loads(row[4]),
+        row[5],
+        _loads_or_none(row[6]),
+        _loads_or_none(row[7]),
+        row[8],
+        row[9],
+        row[10],
+        row[11],
+        row[12],
+    )
+
+
+# -- worker-thread bodies -------------------------------------------------------------------------
+def transaction(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], _T]) -> _T:
+    """Run ``work`` in one IMMEDIATE transaction (the write lock is taken up front, so
+    ``busy_timeout`` covers it)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = work(conn)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return result
+
+
+def create_schema(conn: sqlite3.Connection) -> None:
+    """Create the tables unless they exist at this version (then a read-only file still opens)."""
+    try:
+        if not _schema_is_current(conn):
+            conn.executescript("BEGIN IMMEDIATE;" + _SCHEMA + "COMMIT;")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _schema_is_current(conn: sqlite3.Connection) -> bool:
+    exists = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'nexus_schema'"
+    ).fetchone()
+    if exists is None:
+        return False
+    row = conn.execute(
+        "SELECT version FROM nexus_schema WHERE component = ?", (COMPONENT,)
+    ).fetchone()
+    if row is not None and row[0] > SCHEMA_VERSION:
+        raise sqlite3.DatabaseError(
+            f"schema version {row[0]} is newer than this nexus_aio ({SCHEMA_VERSION})"
+        )
+    return row is not None and row[0] == SCHEMA_VERSION
+
+
+def query(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[Any]:
+    return conn.execute(sql, params).fetchall()
+
+
+def write_batch(
+    conn: sqlite3.Connection,
+    records: list[ExecutionRecord],
+    events: dict[str, list[ExecutionEvent]],
+) -> None:
+    """One transaction for a whole write-behind batch (serialised here, off the event loop)."""
+    record_rows = [record_row(r) for r in records]
+    event_rows = [
+        (execution_id, e.seq, e.type, json_text(e.data), e.ts)
+        for execution_id, evs in events.items()
+        for e in evs
+    ]
+
+    def work(conn: sqlite3.Connection) -> None:
+        if record_rows:
+            conn.executemany(_UPSERT_RECORD, record_rows)
+        if event_rows:
+            conn.executemany(_INSERT_EVENT, event_rows)
+
+    transaction(conn, work)
+
+
+def mark_interrupted(conn: sqlite3.Connection, now: float) -> int:
+    error = json_text(INTERRUPTED_ERROR)
+
+    def work(conn: sqlite3.Connection) -> int:
+        cur = conn.execute(
+            "UPDATE executions SET status = 'interrupted', finished_at = ?, error = ?"
+            " WHERE status IN ('queued', 'running')",
+            (now, error),
+        )
+        return cur.rowcount
+
+    return transaction(conn, work)
+
+
+def list_filter(
+    workflow: str | None, status: str | None, after: SortKey | None
+) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if workflow is not None:
+        clauses.append("workflow = ?")
+        params.append(workflow)
+    if status is not None:
+        clauses.append("status = ?")
+        params.append(status)
+    if after is not None:
+        clauses.append("(created_at, id) < (?, ?)")
+        params.extend(after)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def purge(conn: sqlite3.Connection, cutoff: float | None, max_count: int | None, now: float) -> int:
+    def work(conn: sqlite3.Connection) -> int:
+        doomed: set[str] = set()
+        if cutoff is not None:
+            rows = conn.execute(
+                "SELECT id FROM executions WHERE finished_at IS NOT NULL AND finished_at < ?",
+                (cutoff,),
+            )
+            doomed.update(row[0] for row in rows)
+        if max_count is not None:
+            rows = conn.execute(
+                "SELECT id, status FROM executions ORDER BY created_at DESC, id DESC"
+                " LIMIT -1 OFFSET ?",
+                (max_count,),
+            )
+            doomed.update(row[0] for row in rows if row[1] in TERMINAL)
+        ids = [(execution_id,) for execution_id in doomed]
+        conn.executemany("DELETE FROM execution_events WHERE execution_id = ?", ids)
+        conn.executemany("DELETE FROM executions WHERE id = ?", ids)
+        conn.execute("DELETE FROM idempotency_keys WHERE expires_at <= ?", (now,))
+        return len(ids)
+
+    return transaction(conn, work)
+
+
+def get_idempotency(conn: sqlite3.Connection, key: str, now: float) -> IdempotencyEntry | None:
+    row = conn.execute(
+        "SELECT key, request_hash, execution_id, status, body, expires_at"
+        " FROM idempotency_keys WHERE key = ? AND expires_at > ?",
+        (key, now),
+    ).fetchone()
+    if row is None:
+        return None
+    key, request_hash, execution_id, status, body, expires_at = row
+    return IdempotencyEntry(key, request_hash, execution_id, status, bytes(body), expires_at)
+
+
+def put_idempotency(conn: sqlite3.Connection, entry: IdempotencyEntry, now: float) -> bool:
+    params = (
+        entry.key,
+        entry.request_hash,
+        entry.execution_id,
+        entry.status,
+        entry.body,
+        entry.expires_at,
+        now,
+    )
+    return transaction(conn, lambda conn: conn.execute(_PUT_IDEMPOTENCY, params).rowcount > 0)
+
+
+def probe_write(conn: sqlite3.Connection) -> None:
+    """Take the write lock, write a row and roll back: proves writability, changes nothing."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("UPDATE nexus_schema SET version = version WHERE component = ?", (COMPONENT,))
+    finally:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")

@@ -1,0 +1,215 @@
+"""Sessions in the embedded SQLite database, surviving restarts.
+
+The ``sessions`` table lives in the same file as the executions store's tables, and both stores
+run their statements on that file's one shared
+:class:`~nexus_aio.stores.sqlite_worker.SQLiteWorker`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import orjson
+
+from nexus_aio.errors import StoreUnavailable
+from nexus_aio.stores.sessions import Session, SessionStore, check_ttl, encode_state
+from nexus_aio.stores.sqlite_paths import prepare_parent_directory
+from nexus_aio.stores.sqlite_worker import SQLiteWorker, open_worker
+
+__all__ = ["SQLiteSessionStore"]
+
+logger = logging.getLogger("nexus_aio.stores.sessions")
+
+_T = TypeVar("_T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    actor TEXT
+);
+CREATE INDEX IF NOT EXISTS sessions_expires_at ON sessions (expires_at);
+"""
+
+_UPSERT = """
+INSERT INTO sessions (id, state, created_at, updated_at, expires_at, actor)
+VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (id) DO UPDATE SET
+    state = excluded.state,
+    created_at = excluded.created_at,
+    updated_at = excluded.updated_at,
+    expires_at = excluded.expires_at,
+    actor = excluded.actor
+"""
+
+
+# -- worker-thread bodies -------------------------------------------------------------------------
+def _create_schema(conn: sqlite3.Connection) -> None:
+    # Skipping CREATE when the table exists lets a read-only database still open.
+    exists = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sessions'"
+    ).fetchone()
+    if exists is None:
+        conn.executescript(_SCHEMA)
+
+
+def _execute(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> int:
+    return conn.execute(sql, params).rowcount
+
+
+def _scalar(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> Any:
+    return conn.execute(sql, params).fetchone()[0]
+
+
+class SQLiteSessionStore(SessionStore):
+    """Sessions in the embedded SQLite database, surviving restarts.
+
+    Unlike execution records, session writes are not deferred: the next request of the session
+    may land right after this one, and must read what this one wrote. Each write is a single
+    autocommitted statement, committed before ``save()`` returns (WAL with
+    ``synchronous=NORMAL``: safe against a process crash; a power cut may lose the last commits).
+
+    This class creates only ``sessions`` (and its index) and never touches the other tables.
+    ``busy_timeout`` (seconds) is how long a write waits for another process's lock before the
+    store reports itself unavailable.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        ttl: float = 3600,
+        clock: Callable[[], float] = time.time,
+        busy_timeout: float = 2.0,
+    ) -> None:
+        self.path = path
+        self.ttl = check_ttl(ttl)
+        self._clock = clock
+        self._busy_timeout = busy_timeout
+        self._worker: SQLiteWorker | None = None
+        self._count_cache: tuple[int, float] | None = None
+        self._count_dirty = True
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def open(self) -> None:
+        if self._worker is not None:
+            raise RuntimeError("store is already open")
+        prepare_parent_directory(self.path, "SQLite session store")
+        try:
+            worker = await open_worker(self.path, self._busy_timeout)
+        except sqlite3.Error as exc:
+            raise self._not_openable(exc) from exc
+        try:
+            await worker.call(self._busy_timeout, _create_schema)
+        except BaseException as exc:
+            await worker.release()
+            if isinstance(exc, sqlite3.Error):
+                raise self._not_openable(exc) from exc
+            raise
+        self._worker = worker
+
+    async def close(self) -> None:
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            await worker.release()
+
+    def _not_openable(self, exc: BaseException) -> StoreUnavailable:
+        return StoreUnavailable(f"SQLite session store at {self.path} cannot be opened: {exc}")
+
+    # -- worker plumbing ---------------------------------------------------------------------
+    async def _call(self, fn: Callable[..., _T], *args: Any) -> _T:
+        if self._worker is None:
+            raise StoreUnavailable(f"SQLite session store at {self.path} is not open")
+        return await self._worker.call(self._busy_timeout, fn, *args)
+
+    async def _read(self, fn: Callable[..., _T], *args: Any) -> _T:
+        try:
+            return await self._call(fn, *args)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(
+                f"SQLite session store at {self.path} cannot be read: {exc}"
+            ) from exc
+
+    async def _write(self, fn: Callable[..., _T], *args: Any) -> _T:
+        self._count_dirty = True
+        try:
+            return await self._call(fn, *args)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(
+                f"SQLite session store at {self.path} is not writable: {exc}"
+            ) from exc
+
+    def _get_row(
+        self, conn: sqlite3.Connection, session_id: str, now: float
+    ) -> tuple[Any, ...] | None:
+        """On the worker thread: the row of a live session; an expired one is deleted."""
+        row: tuple[Any, ...] | None = conn.execute(
+            "SELECT state, created_at, updated_at, expires_at, actor FROM sessions WHERE id = ?",
+            (session_id,),
+        ).fetchone()
+        if row is None or row[3] > now:
+            return row
+        try:
+            conn.execute("DELETE FROM sessions WHERE id = ? AND expires_at <= ?", (session_id, now))
+        except sqlite3.Error as exc:
+            # Housekeeping only: the read already answered, and a purge will retry later.
+            logger.warning("SQLite session store at %s: cannot delete expired: %s", self.path, exc)
+        return None
+
+    # -- interface ---------------------------------------------------------------------------
+    async def get(self, session_id: str) -> Session | None:
+        row = await self._read(self._get_row, session_id, self._clock())
+        if row is None:
+            return None
+        state, created_at, updated_at, expires_at, actor = row
+        return Session(session_id, orjson.loads(state), created_at, updated_at, expires_at, actor)
+
+    async def save(self, session: Session) -> None:
+        state = encode_state(session).decode()
+        now = self._clock()
+        expires_at = now + self.ttl
+        params = (session.id, state, session.created_at, now, expires_at, session.actor)
+        await self._write(_execute, _UPSERT, params)
+        session.updated_at = now
+        session.expires_at = expires_at
+
+    async def touch(self, session_id: str) -> None:
+        now = self._clock()
+        await self._write(
+            _execute,
+            "UPDATE sessions SET expires_at = ? WHERE id = ? AND expires_at > ?",
+            (now + self.ttl, session_id, now),
+        )
+
+    async def delete(self, session_id: str) -> bool:
+        deleted = await self._write(_execute, "DELETE FROM sessions WHERE id = ?", (session_id,))
+        return deleted > 0
+
+    async def count_active(self) -> int:
+        """Counted at most once a second unless this process changed sessions meanwhile
+        (``/health`` calls it on every probe; a COUNT per probe would halve its throughput)."""
+        now = self._clock()
+        cached = self._count_cache
+        if cached is not None and not self._count_dirty and 0 <= now - cached[1] < 1.0:
+            return cached[0]
+        self._count_dirty = False
+        count: int = await self._read(
+            _scalar, "SELECT COUNT(*) FROM sessions WHERE expires_at > ?", (now,)
+        )
+        self._count_cache = (count, now)
+        return count
+
+    async def purge_expired(self) -> int:
+        return await self._write(
+            _execute, "DELETE FROM sessions WHERE expires_at <= ?", (self._clock(),)
+        )
+
+    async def ping(self) -> None:
+        await self._read(_scalar, "SELECT 1", ())

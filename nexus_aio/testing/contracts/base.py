@@ -1,0 +1,81 @@
+"""The pieces every store contract shares: :class:`ManualClock`, :func:`opened` and
+:class:`StoreContract` (the ``clock`` fixture and the ``time_travel`` declaration)."""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from collections.abc import AsyncIterator
+from typing import ClassVar, Protocol, TypeVar
+
+import pytest
+
+__all__ = ["T0", "ManualClock", "StoreContract", "async_tests", "opened"]
+
+T0 = 1_700_000_000.0
+"""Where every :class:`ManualClock` starts: an epoch-sized time, as in production."""
+
+
+class ManualClock:
+    """A clock that moves only when told: ``clock()`` reads it, ``advance(s)`` or ``now = t``
+    moves it. Stores take it where they take ``time.time``."""
+
+    def __init__(self, now: float = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class _Openable(Protocol):
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+_S = TypeVar("_S", bound=_Openable)
+
+
+@contextlib.asynccontextmanager
+async def opened(store: _S) -> AsyncIterator[_S]:
+    """``async with opened(store) as s:`` opens the store and always closes it afterwards."""
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+_C = TypeVar("_C", bound=type)
+
+
+def async_tests(cls: _C) -> _C:
+    """Mark every coroutine test of ``cls`` ``asyncio`` (strict and auto mode alike), without a
+    class-wide mark that would also catch a subclass's plain tests."""
+    for name, member in vars(cls).items():
+        if name.startswith("test_") and inspect.iscoroutinefunction(member):
+            pytest.mark.asyncio(member)
+    return cls
+
+
+class StoreContract:
+    """What the contracts share: the ``clock`` fixture and the ``time_travel`` declaration."""
+
+    #: False when the store keeps time by its own clock (a server's TTLs): the cases that move
+    #: the ``clock`` fixture are then skipped, naming this declaration.
+    time_travel: ClassVar[bool] = True
+
+    @pytest.fixture
+    def clock(self) -> ManualClock:
+        return ManualClock()
+
+    def needs_time_travel(self) -> None:
+        """Skip the running case, visibly, when the subclass declared ``time_travel = False``."""
+        if not self.time_travel:
+            pytest.skip(
+                f"{type(self).__name__} declares time_travel = False: the store keeps time by"
+                " its own clock, so this case cannot move it"
+            )
