@@ -24,7 +24,7 @@ from nexus_aio.stores.sessions import (
 )
 from nexus_aio.stores.sqlite_executions import SQLiteExecutionStore
 from nexus_aio.stores.sqlite_sessions import SQLiteSessionStore
-from nexus_aio.testing import ManualClock, SessionStoreContract, opened
+from nexus_aio.testing import ManualClock, SessionExpiryContract, SessionStoreContract, opened
 
 T0 = 1_700_000_000.0
 TTL = 100.0
@@ -68,14 +68,14 @@ def test_session_to_dict_uses_iso_utc_times() -> None:
 
 
 # -- the store contract, on both stores -----------------------------------------------------------
-class TestMemorySessionStore(SessionStoreContract):
+class TestMemorySessionStore(SessionStoreContract, SessionExpiryContract):
     @pytest.fixture
     async def store(self, clock: ManualClock) -> AsyncIterator[SessionStore]:
         async with opened(MemorySessionStore(ttl=TTL, clock=clock)) as store:
             yield store
 
 
-class TestSQLiteSessionStore(SessionStoreContract):
+class TestSQLiteSessionStore(SessionStoreContract, SessionExpiryContract):
     @pytest.fixture
     async def store(self, clock: ManualClock, tmp_path: Path) -> AsyncIterator[SessionStore]:
         path = str(tmp_path / "nexus.db")

@@ -51,6 +51,7 @@ from nexus_aio.testing.contracts import (  # noqa: E402 - after the rewrite hook
     ExecutionStoreContract,
     ManualClock,
     RateLimitBackendContract,
+    SessionExpiryContract,
     SessionStoreContract,
     opened,
 )
@@ -64,6 +65,7 @@ __all__ = [
     "RateLimitBackendContract",
     "RunningServer",
     "ServerProcess",
+    "SessionExpiryContract",
     "SessionStoreContract",
     "ThreadedServer",
     "free_port",

@@ -14,24 +14,24 @@ Every test of the contract then runs against that store (``from nexus_aio.testin
 ExecutionStoreContract, opened``). The tests are coroutines marked ``asyncio``; in
 pytest-asyncio's strict mode decorate the fixture with ``pytest_asyncio.fixture``.
 
-A store that cannot do something the contract checks says so with a class attribute of the
-subclass, never by failing quietly: ``time_travel = False`` for a store that keeps time by its
-own clock (a server's TTLs) skips the cases that move the ``clock``, each naming that
-declaration in the report. The abilities a store declares itself (``live_events``,
-``cross_process_lock``) select which behaviour the contract expects, and each contract lists its
-other declarations.
+A store that reads time from the ``clock`` fixture also subclasses
+``SessionExpiryContract`` (the session cases that move the clock past an expiry); a store
+that keeps time by a server's clock (Redis TTLs) tests expiry in real time instead. The
+abilities a store declares itself (``live_events``, ``cross_process_lock``) select which
+behaviour the contract expects, and each contract lists its other declarations.
 """
 
 from nexus_aio.testing.contracts.base import T0, ManualClock, StoreContract, opened
 from nexus_aio.testing.contracts.executions import ExecutionStoreContract
 from nexus_aio.testing.contracts.ratelimit import RateLimitBackendContract
-from nexus_aio.testing.contracts.sessions import SessionStoreContract
+from nexus_aio.testing.contracts.sessions import SessionExpiryContract, SessionStoreContract
 
 __all__ = [
     "T0",
     "ExecutionStoreContract",
     "ManualClock",
     "RateLimitBackendContract",
+    "SessionExpiryContract",
     "SessionStoreContract",
     "StoreContract",
     "opened",

@@ -1,12 +1,12 @@
 """The pieces every store contract shares: :class:`ManualClock`, :func:`opened` and
-:class:`StoreContract` (the ``clock`` fixture and the ``time_travel`` declaration)."""
+:class:`StoreContract` (the ``clock`` fixture)."""
 
 from __future__ import annotations
 
 import contextlib
 import inspect
 from collections.abc import AsyncIterator
-from typing import ClassVar, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 import pytest
 
@@ -62,20 +62,8 @@ def async_tests(cls: _C) -> _C:
 
 
 class StoreContract:
-    """What the contracts share: the ``clock`` fixture and the ``time_travel`` declaration."""
-
-    #: False when the store keeps time by its own clock (a server's TTLs): the cases that move
-    #: the ``clock`` fixture are then skipped, naming this declaration.
-    time_travel: ClassVar[bool] = True
+    """What the contracts share: the ``clock`` fixture the store under test reads time from."""
 
     @pytest.fixture
     def clock(self) -> ManualClock:
         return ManualClock()
-
-    def needs_time_travel(self) -> None:
-        """Skip the running case, visibly, when the subclass declared ``time_travel = False``."""
-        if not self.time_travel:
-            pytest.skip(
-                f"{type(self).__name__} declares time_travel = False: the store keeps time by"
-                " its own clock, so this case cannot move it"
-            )

@@ -83,7 +83,7 @@ class ExecutionStoreContract(StoreContract):
     A saved record is a snapshot of its fields: setting one afterwards is not a write (the values
     it holds, such as ``inputs``, are shared rather than copied: nobody mutates them).
 
-    Declarations, besides ``time_travel``:
+    Declarations:
 
     * ``marks_interrupted`` (True): ``mark_interrupted()`` ends the queued and running records
       it finds. A store shared by several processes cannot tell an orphaned run from one another
@@ -269,8 +269,7 @@ class ExecutionStoreContract(StoreContract):
             assert got is not None
             assert got.status == "interrupted"
             assert got.error == INTERRUPTED_ERROR
-            if self.time_travel:
-                assert got.finished_at == T0 + 100
+            assert got.finished_at == T0 + 100
         done = await store.get("ex-0003")
         assert done == record(3, status="succeeded", finished_at=T0 + 3)
         assert await store.mark_interrupted() == 0
@@ -278,7 +277,6 @@ class ExecutionStoreContract(StoreContract):
     async def test_purge_by_age_deletes_old_finished_records_with_their_events(
         self, store: ExecutionStore, clock: ManualClock
     ) -> None:
-        self.needs_time_travel()
         await store.save(record(1, finished_at=T0 + 10))
         await store.save(record(2, finished_at=T0 + 500))
         await store.save(record(3, status="running"))  # unfinished: never purged
@@ -308,7 +306,6 @@ class ExecutionStoreContract(StoreContract):
     async def test_purge_with_both_limits_deletes_only_what_one_of_them_condemns(
         self, store: ExecutionStore, clock: ManualClock
     ) -> None:
-        self.needs_time_travel()
         clock.now = T0 + 1000  # max_age=600: finished before T0 + 400 is old
         await store.save(record(1, created_at=T0 + 50, finished_at=T0 + 60))  # old
         await store.save(record(2, created_at=T0 + 100, finished_at=T0 + 900))  # long run, recent
@@ -333,7 +330,6 @@ class ExecutionStoreContract(StoreContract):
     async def test_idempotency_entry_expires_and_frees_its_key(
         self, store: ExecutionStore, clock: ManualClock
     ) -> None:
-        self.needs_time_travel()
         entry = IdempotencyEntry("k", "hash-1", "ex-1", 200, b"\x00body", T0 + 60)
         assert await store.put_idempotency(entry) is True
         clock.now = T0 + 59.5

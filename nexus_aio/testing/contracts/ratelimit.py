@@ -30,7 +30,6 @@ class RateLimitBackendContract(StoreContract):
     """
 
     async def test_hit_returns_a_decision(self, store: RateLimitBackend) -> None:
-        self.needs_time_travel()
         decision = await store.hit("k", 5)
         assert type(decision) is RateLimitDecision
         assert decision == RateLimitDecision(True, 5, 4, int(T0) + 12, 0)
@@ -38,7 +37,6 @@ class RateLimitBackendContract(StoreContract):
     async def test_limit_5_example_exact_values(
         self, store: RateLimitBackend, clock: ManualClock
     ) -> None:
-        self.needs_time_travel()
         decisions = await hits(store, 5, 5)
         assert [d.allowed for d in decisions] == [True] * 5
         assert [d.remaining for d in decisions] == [4, 3, 2, 1, 0]
@@ -56,7 +54,6 @@ class RateLimitBackendContract(StoreContract):
         assert await store.hit("k", 5) == RateLimitDecision(True, 5, 0, int(T0) + 72, 0)
 
     async def test_allowed_headers_have_no_retry_after(self, store: RateLimitBackend) -> None:
-        self.needs_time_travel()
         assert (await store.hit("k", 100)).headers() == {
             "X-RateLimit-Limit": "100",
             "X-RateLimit-Remaining": "99",
@@ -66,7 +63,6 @@ class RateLimitBackendContract(StoreContract):
     async def test_refused_hit_does_not_consume_or_move_reset(
         self, store: RateLimitBackend, clock: ManualClock
     ) -> None:
-        self.needs_time_travel()
         await hits(store, 5, 5)
         for _ in range(20):
             assert (await store.hit("k", 5)).reset == int(T0) + 60
@@ -76,7 +72,6 @@ class RateLimitBackendContract(StoreContract):
     async def test_burst_allows_its_capacity_at_once_then_refills(
         self, store: RateLimitBackend, clock: ManualClock
     ) -> None:
-        self.needs_time_travel()
         first = await hits(store, 10, 60, 10)
         assert [d.remaining for d in first] == list(range(9, -1, -1))
         assert first[-1].reset == int(T0) + 10
@@ -90,13 +85,11 @@ class RateLimitBackendContract(StoreContract):
             assert not (await store.hit("k", 60, 10)).allowed
 
     async def test_burst_smaller_than_limit_caps_the_bucket(self, store: RateLimitBackend) -> None:
-        self.needs_time_travel()
         decisions = await hits(store, 3, 120, 2)
         assert [d.allowed for d in decisions] == [True, True, False]
         assert decisions[2].retry_after == 1  # 0.5 s to the next token, rounded up
 
     async def test_reset_rounds_up_a_non_integral_refill(self, store: RateLimitBackend) -> None:
-        self.needs_time_travel()
         interval = 60 / 7
         decisions = await hits(store, 7, 7)
         assert [d.remaining for d in decisions] == [6, 5, 4, 3, 2, 1, 0]
@@ -106,7 +99,6 @@ class RateLimitBackendContract(StoreContract):
         assert (refused.allowed, refused.retry_after, refused.reset) == (False, 9, int(T0) + 60)
 
     async def test_many_hits_at_one_instant_do_not_drift(self, store: RateLimitBackend) -> None:
-        self.needs_time_travel()
         decisions = await hits(store, 101, 100)
         assert [d.allowed for d in decisions] == [True] * 100 + [False]
         assert [d.remaining for d in decisions[:100]] == list(range(99, -1, -1))
@@ -116,7 +108,6 @@ class RateLimitBackendContract(StoreContract):
     async def test_partial_tokens_refill_continuously(
         self, store: RateLimitBackend, clock: ManualClock
     ) -> None:
-        self.needs_time_travel()
         await hits(store, 10, 60, 10)
         clock.now = T0 + 2.5  # 2.5 tokens back: this request takes one, 1.5 are left
         assert (await store.hit("k", 60, 10)).remaining == 1
@@ -127,7 +118,6 @@ class RateLimitBackendContract(StoreContract):
     async def test_retry_after_counts_down_to_the_next_token(
         self, store: RateLimitBackend, clock: ManualClock
     ) -> None:
-        self.needs_time_travel()
         await hits(store, 5, 5)
         clock.now = T0 + 6
         assert (await store.hit("k", 5)).retry_after == 6
@@ -139,7 +129,6 @@ class RateLimitBackendContract(StoreContract):
     async def test_a_long_idle_bucket_is_full_again(
         self, store: RateLimitBackend, clock: ManualClock
     ) -> None:
-        self.needs_time_travel()
         await hits(store, 5, 5)
         clock.now = T0 + 3600
         assert await store.hit("k", 5) == RateLimitDecision(True, 5, 4, int(T0) + 3612, 0)

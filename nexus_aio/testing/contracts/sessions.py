@@ -12,7 +12,7 @@ from nexus_aio.errors import ValidationError
 from nexus_aio.stores.sessions import Session, SessionStore
 from nexus_aio.testing.contracts.base import T0, ManualClock, StoreContract, async_tests
 
-__all__ = ["SessionStoreContract"]
+__all__ = ["SessionExpiryContract", "SessionStoreContract"]
 
 _WAIT = 10.0  # seconds any one wait of the contract may take before it counts as a hang
 
@@ -26,18 +26,20 @@ def new_session(session_id: str = "s1", state: Any = None, actor: str | None = N
 class SessionStoreContract(StoreContract):
     """Subclass it and provide ``store`` (an opened, empty store; see ``nexus_aio.testing``).
 
-    The cases work with the store's own ``ttl`` (any positive value). A store that expires
-    sessions by a server's clock declares ``time_travel = False``: the cases that move the
-    ``clock`` past an expiry are skipped, and the ``expires_at`` that ``get()`` reads back is
-    compared to within a second. The store's ``cross_process_lock`` selects what ``lock()`` must
-    do: exclude a second holder (True) or hold nothing (False, the default).
+    The cases work with the store's own ``ttl`` (any positive value). The cases that move the
+    ``clock`` past an expiry are in :class:`SessionExpiryContract`, which a store reading time
+    from the ``clock`` fixture also subclasses; a store that expires sessions by a server's
+    clock (Redis TTLs) tests expiry in real time instead and declares ``expiry_tolerance``: how
+    far the ``expires_at`` read back may be from the computed one. The store's
+    ``cross_process_lock`` selects what ``lock()`` must do: exclude a second holder (True) or
+    hold nothing (False, the default).
     """
 
+    #: Seconds the ``expires_at`` read back may differ from the computed one (a server's clock).
+    expiry_tolerance: float = 0.0
+
     def _expiry_of(self, session: Session, expected: float) -> None:
-        if self.time_travel:
-            assert session.expires_at == expected
-        else:
-            assert abs(session.expires_at - expected) <= 1.0
+        assert abs(session.expires_at - expected) <= self.expiry_tolerance
 
     # -- state -------------------------------------------------------------------------------
     async def test_get_of_an_unknown_session_is_none(self, store: SessionStore) -> None:
@@ -111,85 +113,10 @@ class SessionStoreContract(StoreContract):
     async def test_ping_succeeds_on_a_healthy_store(self, store: SessionStore) -> None:
         await store.ping()
 
-    # -- expiry ------------------------------------------------------------------------------
-    async def test_session_expires_after_its_ttl(
-        self, store: SessionStore, clock: ManualClock
-    ) -> None:
-        self.needs_time_travel()
-        await store.save(new_session())
-        clock.now = T0 + store.ttl * 0.99
-        assert await store.get("s1") is not None
-        clock.now = T0 + store.ttl
-        assert await store.get("s1") is None
-        assert await store.purge_expired() == 0  # get() already deleted it
-        assert await store.count_active() == 0
-
-    async def test_save_slides_the_expiry(self, store: SessionStore, clock: ManualClock) -> None:
-        self.needs_time_travel()
-        ttl = store.ttl
-        await store.save(new_session())
-        clock.now = T0 + ttl * 0.9
-        loaded = await store.get("s1")
-        assert loaded is not None
-        await store.save(loaded)
-        clock.now = T0 + ttl * 1.5  # past the first expiry, within the second
-        loaded = await store.get("s1")
-        assert loaded is not None and loaded.expires_at == T0 + ttl * 0.9 + ttl
-        assert loaded.created_at == T0
-        clock.now = T0 + ttl * 1.95
-        assert await store.get("s1") is None
-
-    async def test_touch_extends_without_changing_state(
-        self, store: SessionStore, clock: ManualClock
-    ) -> None:
-        self.needs_time_travel()
-        ttl = store.ttl
-        await store.save(new_session(state={"keep": True}))
-        clock.now = T0 + ttl * 0.9
-        await store.touch("s1")
-        clock.now = T0 + ttl * 1.5
-        loaded = await store.get("s1")
-        assert loaded is not None
-        assert loaded.state == {"keep": True}
-        assert (loaded.updated_at, loaded.expires_at) == (T0, T0 + ttl * 0.9 + ttl)
-
     async def test_touch_does_not_create(self, store: SessionStore) -> None:
         await store.touch("ghost")
         assert await store.get("ghost") is None
         assert await store.count_active() == 0
-
-    async def test_touch_does_not_revive(self, store: SessionStore, clock: ManualClock) -> None:
-        self.needs_time_travel()
-        await store.save(new_session())
-        clock.now = T0 + store.ttl + 1
-        await store.touch("s1")
-        assert await store.get("s1") is None
-
-    async def test_count_active_ignores_expired(
-        self, store: SessionStore, clock: ManualClock
-    ) -> None:
-        self.needs_time_travel()
-        await store.save(new_session("old"))
-        clock.now = T0 + store.ttl / 2
-        await store.save(new_session("new1"))
-        await store.save(new_session("new2"))
-        assert await store.count_active() == 3
-        clock.now = T0 + store.ttl
-        assert await store.count_active() == 2
-
-    async def test_purge_expired_removes_only_expired(
-        self, store: SessionStore, clock: ManualClock
-    ) -> None:
-        self.needs_time_travel()
-        for i in range(3):
-            await store.save(new_session(f"old{i}"))
-        clock.now = T0 + store.ttl / 2
-        await store.save(new_session("live"))
-        clock.now = T0 + store.ttl + 1
-        assert await store.purge_expired() == 3
-        assert await store.purge_expired() == 0
-        assert await store.count_active() == 1
-        assert await store.get("live") is not None
 
     # -- lock --------------------------------------------------------------------------------
     async def test_lock_is_an_async_context_manager_released_on_error(
@@ -245,3 +172,77 @@ class SessionStoreContract(StoreContract):
                 assert order == ["first in", "second in"]
                 release.set()
                 await tasks[0]
+
+
+@async_tests
+class SessionExpiryContract(StoreContract):
+    """The expiry cases that move the ``clock`` fixture: for a session store that reads time from
+    it (subclass it next to :class:`SessionStoreContract`, with the same ``store`` fixture)."""
+
+    async def test_session_expires_after_its_ttl(
+        self, store: SessionStore, clock: ManualClock
+    ) -> None:
+        await store.save(new_session())
+        clock.now = T0 + store.ttl * 0.99
+        assert await store.get("s1") is not None
+        clock.now = T0 + store.ttl
+        assert await store.get("s1") is None
+        assert await store.purge_expired() == 0  # get() already deleted it
+        assert await store.count_active() == 0
+
+    async def test_save_slides_the_expiry(self, store: SessionStore, clock: ManualClock) -> None:
+        ttl = store.ttl
+        await store.save(new_session())
+        clock.now = T0 + ttl * 0.9
+        loaded = await store.get("s1")
+        assert loaded is not None
+        await store.save(loaded)
+        clock.now = T0 + ttl * 1.5  # past the first expiry, within the second
+        loaded = await store.get("s1")
+        assert loaded is not None and loaded.expires_at == T0 + ttl * 0.9 + ttl
+        assert loaded.created_at == T0
+        clock.now = T0 + ttl * 1.95
+        assert await store.get("s1") is None
+
+    async def test_touch_extends_without_changing_state(
+        self, store: SessionStore, clock: ManualClock
+    ) -> None:
+        ttl = store.ttl
+        await store.save(new_session(state={"keep": True}))
+        clock.now = T0 + ttl * 0.9
+        await store.touch("s1")
+        clock.now = T0 + ttl * 1.5
+        loaded = await store.get("s1")
+        assert loaded is not None
+        assert loaded.state == {"keep": True}
+        assert (loaded.updated_at, loaded.expires_at) == (T0, T0 + ttl * 0.9 + ttl)
+
+    async def test_touch_does_not_revive(self, store: SessionStore, clock: ManualClock) -> None:
+        await store.save(new_session())
+        clock.now = T0 + store.ttl + 1
+        await store.touch("s1")
+        assert await store.get("s1") is None
+
+    async def test_count_active_ignores_expired(
+        self, store: SessionStore, clock: ManualClock
+    ) -> None:
+        await store.save(new_session("old"))
+        clock.now = T0 + store.ttl / 2
+        await store.save(new_session("new1"))
+        await store.save(new_session("new2"))
+        assert await store.count_active() == 3
+        clock.now = T0 + store.ttl
+        assert await store.count_active() == 2
+
+    async def test_purge_expired_removes_only_expired(
+        self, store: SessionStore, clock: ManualClock
+    ) -> None:
+        for i in range(3):
+            await store.save(new_session(f"old{i}"))
+        clock.now = T0 + store.ttl / 2
+        await store.save(new_session("live"))
+        clock.now = T0 + store.ttl + 1
+        assert await store.purge_expired() == 3
+        assert await store.purge_expired() == 0
+        assert await store.count_active() == 1
+        assert await store.get("live") is not None
