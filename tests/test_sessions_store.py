@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 
 from nexus_aio.errors import StoreUnavailable, ValidationError
+from nexus_aio.execution.locks import SessionLocks
 from nexus_aio.stores.executions import ExecutionRecord
 from nexus_aio.stores.sessions import (
     MemorySessionStore,
     Session,
-    SessionLocks,
     SessionStore,
     validate_session_id,
 )

@@ -35,8 +35,9 @@ from nexus_aio.errors import (
 )
 from nexus_aio.execution.deadlines import Deadlines
 from nexus_aio.execution.events import EventLog, start_data
+from nexus_aio.execution.locks import SessionLocks
 from nexus_aio.stores.executions import ExecutionRecord, ExecutionStore
-from nexus_aio.stores.sessions import Session, SessionLocks, SessionStore
+from nexus_aio.stores.sessions import Session, SessionStore
 
 if TYPE_CHECKING:
     from nexus_aio.plugins import Hooks

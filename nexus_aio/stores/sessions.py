@@ -4,9 +4,9 @@ A workflow run inside a session reads ``ctx.session`` and the runtime saves it b
 succeeds; every save pushes the expiry ``ttl`` seconds into the future, so a session lives as long
 as it is used. :class:`MemorySessionStore` serves tests and throwaway servers;
 :class:`~nexus_aio.stores.sqlite_sessions.SQLiteSessionStore` keeps sessions across restarts in the
-same database file as the executions. :class:`SessionLocks` makes runs of one session take turns
-in this process, so two concurrent requests cannot both read the old state and lose one update;
-a store shared by several processes adds its own :meth:`SessionStore.lock`.
+same database file as the executions. The runtime's ``SessionLocks`` make runs of one session
+take turns in this process, so two concurrent requests cannot both read the old state and lose
+one update; a store shared by several processes adds its own :meth:`SessionStore.lock`.
 ``nexus_aio.testing.SessionStoreContract`` is the test suite every store passes.
 
 State is stored as JSON in both stores: a session must survive a restart or a move to another
@@ -15,7 +15,6 @@ store, so the memory store refuses what SQLite could not hold rather than accept
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import re
 import time
@@ -23,7 +22,6 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 import orjson
@@ -35,7 +33,6 @@ __all__ = [
     "SESSION_ID_PATTERN",
     "MemorySessionStore",
     "Session",
-    "SessionLocks",
     "SessionStore",
     "check_ttl",
     "encode_state",
@@ -249,74 +246,3 @@ class MemorySessionStore(SessionStore):
         for sid in expired:
             del self._sessions[sid]
         return len(expired)
-
-
-# -- per-session serialisation --------------------------------------------------------------------
-class _LockEntry:
-    __slots__ = ("lock", "users")
-
-    def __init__(self) -> None:
-        self.lock = asyncio.Lock()
-        self.users = 0  # holders plus waiters
-
-
-class _Hold:
-    """``async with`` body of :meth:`SessionLocks.hold`: count in, lock, unlock, count out."""
-
-    __slots__ = ("_entries", "_entry", "_session_id")
-
-    def __init__(self, entries: dict[str, _LockEntry], session_id: str) -> None:
-        self._entries = entries
-        self._session_id = session_id
-        self._entry: _LockEntry | None = None
-
-    async def __aenter__(self) -> None:
-        entry = self._entries.get(self._session_id)
-        if entry is None:
-            entry = self._entries[self._session_id] = _LockEntry()
-        entry.users += 1
-        try:
-            await entry.lock.acquire()
-        except BaseException:  # cancelled while waiting: we never held it
-            self._release_entry(entry)
-            raise
-        self._entry = entry
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        entry = self._entry
-        assert entry is not None, "hold() exited without entering"
-        self._entry = None
-        entry.lock.release()
-        self._release_entry(entry)
-
-    def _release_entry(self, entry: _LockEntry) -> None:
-        entry.users -= 1
-        if entry.users == 0 and self._entries.get(self._session_id) is entry:
-            del self._entries[self._session_id]
-
-
-class SessionLocks:
-    """Serializes executions of one session in this process: ``async with locks.hold(sid): ...``.
-
-    Each id gets a refcounted ``asyncio.Lock``; the entry is removed as soon as nobody holds or
-    waits for it, so memory follows the number of sessions in use, not the number ever seen.
-    Different ids never block each other. Runs in other processes are not covered: a store shared
-    by several processes orders them with :meth:`SessionStore.lock` (where it has none, the last
-    save wins).
-    """
-
-    __slots__ = ("_entries",)
-
-    def __init__(self) -> None:
-        self._entries: dict[str, _LockEntry] = {}
-
-    def hold(self, session_id: str) -> AbstractAsyncContextManager[None]:
-        return _Hold(self._entries, session_id)
-
-    def __len__(self) -> int:
-        return len(self._entries)
