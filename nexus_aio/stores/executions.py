@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 
 from nexus_aio.envelope import iso_or_none
-from nexus_aio.errors import ValidationError
+from nexus_aio.errors import Interrupted, ValidationError
 
 __all__ = [
     "ACTIVE",
@@ -51,11 +51,7 @@ __all__ = [
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "timed_out", "interrupted")
 TERMINAL = frozenset({"succeeded", "failed", "cancelled", "timed_out", "interrupted"})
 ACTIVE = ("queued", "running")
-INTERRUPTED_ERROR: dict[str, Any] = {
-    "type": "Interrupted",
-    "message": "The server stopped before this execution finished",
-    "details": {},
-}
+INTERRUPTED_ERROR: dict[str, Any] = Interrupted().to_dict()
 
 SortKey = tuple[float, str]
 """How every store orders records: ``(created_at, id)``, listed in descending order."""

@@ -26,7 +26,8 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
-from nexus_aio.errors import NexusError, ValidationError
+from nexus_aio.envelope import error_envelope
+from nexus_aio.errors import Cancelled, NexusError, ValidationError
 from nexus_aio.stores.executions import (
     STATUSES,
     TERMINAL,
@@ -346,14 +347,16 @@ class RedisExecutionStore(ExecutionStore):
             return False
         with self._guard:
             await self._client.set(self._prefix + "cancel:" + execution_id, b"1", ex=3600)
-        if record.status == "queued":
+        if record.status == "queued":  # its log ends here, as a run's would
+            cancelled = Cancelled()
             record.status = "cancelled"
             record.finished_at = self._clock()
-            record.error = {
-                "type": "Cancelled",
-                "message": "The execution was cancelled",
-                "details": {},
-            }
+            record.error = cancelled.to_dict()
+            events = await self.events(execution_id)
+            seq = events[-1].seq + 1 if events else 1
+            envelope = error_envelope(cancelled, execution_id, record.finished_at)
+            ended = ExecutionEvent(seq, "error", envelope, record.finished_at)
+            await self.add_events(execution_id, [ended])
             await self.save(record)
             return True
         for _ in range(50):  # up to ~5 s for the worker to notice and store the outcome
