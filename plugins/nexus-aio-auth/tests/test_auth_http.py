@@ -181,7 +181,7 @@ async def test_health_is_public_without_token_including_health_subpaths(nexus_se
 
 
 async def test_public_paths_are_configurable_and_strip_api_prefix(nexus_server, http):
-    app = auth_app(api_prefix="/api/v1", auth_public_paths="/workflows")
+    app = auth_app(api_prefix="/api/v1", auth_public_paths=["/workflows"])
     url = await nexus_server(app)  # url ends with the prefix
     assert (await call(http, "GET", f"{url}/workflows"))[0] == 200
     assert (await call(http, "GET", f"{url}/workflows/sum/schema"))[0] == 200

@@ -36,7 +36,7 @@ async def test_plugin_is_listed_by_get_plugins_with_version_and_hooks(nexus_serv
         plugins = (await resp.json())["plugins"]
     plugin = next(p for p in plugins if p["name"] == "batch")
     assert plugin["version"] == "0.1.0"
-    assert plugin["hooks"] == ["openapi_spec", "register_routes"]
+    assert plugin["hooks"] == ["openapi_spec", "register_routes", "register_settings"]
     assert plugin["builtin"] is False
 
 

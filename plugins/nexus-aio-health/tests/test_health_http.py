@@ -28,7 +28,12 @@ async def test_plugin_is_listed_by_get_plugins_with_version_and_hooks(nexus_serv
     _, body = await get(http, f"{url}/plugins")
     plugin = next(p for p in body["plugins"] if p["name"] == "health")
     assert plugin["version"] == "0.1.0"
-    assert plugin["hooks"] == ["health_components", "register_cleanup_ctx", "register_routes"]
+    assert plugin["hooks"] == [
+        "health_components",
+        "register_cleanup_ctx",
+        "register_routes",
+        "register_settings",
+    ]
     assert plugin["builtin"] is False
 
 
