@@ -192,6 +192,16 @@ async def test_spec_style_api_settings_and_environment_configure_cors(
         assert resp.headers["Access-Control-Allow-Headers"] == "Content-Type, Authorization"
 
 
+def test_cors_settings_are_type_checked(monkeypatch):
+    with pytest.raises(ConfigurationError, match="cors_origins must be a list of strings"):
+        cors_app(cors_origins=A)
+    with pytest.raises(ConfigurationError, match="cors_credentials must be a boolean"):
+        make_app().api.cors_credentials = "yes"
+    monkeypatch.setenv("NEXUS_CORS_MAX_AGE", "a while")
+    with pytest.raises(ConfigurationError, match="NEXUS_CORS_MAX_AGE='a while'"):
+        make_app()
+
+
 async def test_disabled_installs_nothing(nexus_server, http):
     app = make_app()
     url = await nexus_server(app)
