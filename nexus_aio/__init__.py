@@ -19,6 +19,7 @@ from nexus_aio.errors import (
 from nexus_aio.hookspecs import hookimpl
 from nexus_aio.nexus import Nexus
 from nexus_aio.query import Query
+from nexus_aio.settings import Setting
 from nexus_aio.workflows.workflow import Workflow
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "Query",
     "RateLimitExceeded",
     "ServiceUnavailable",
+    "Setting",
     "Timeout",
     "Unauthorized",
     "ValidationError",

@@ -106,6 +106,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     app, source = load_nexus(args)
     settings = app.settings
+    settings.check_features()  # before announcing anything or starting --workers processes
     configure_logging(args.log_level or settings.log_level, args.log_format or settings.log_format)
     if args.log_format:
         settings.log_format = args.log_format

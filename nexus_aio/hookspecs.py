@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
     from nexus_aio.execution.service import ExecutionService
     from nexus_aio.nexus import Nexus
+    from nexus_aio.settings import Setting
 
 PROJECT = "nexus_aio"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -85,6 +86,18 @@ def health_components(nexus: Nexus) -> Iterable[tuple[str, Any]] | None:
     Return ``(name, check)`` pairs; ``async check()`` returns ``{"status": "healthy" |
     "degraded" | "unhealthy", ...}``. Checks run concurrently, each under a timeout; one that
     raises or times out counts as unhealthy.
+    """
+
+
+@hookspec
+def register_settings(nexus: Nexus) -> Iterable[Setting] | None:
+    """The plugin's settings, asked once while ``Nexus()`` is constructed (``nexus.settings`` does
+    not exist yet): an iterable of ``nexus_aio.Setting(name, type, default, env, feature)``.
+
+    Declared settings work like core ones (constructor keyword, ``app.api.<name>``,
+    ``NEXUS_<NAME>``), are type-checked, and are read as ``nexus.settings.<name>``. ``feature="x"``
+    says the plugin provides feature ``x``, the one a core switch ``enable_x`` turns on; a name
+    taken by the core or declared twice fails startup.
     """
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from nexus_aio.errors import RegistrationError, WorkflowNotFound
 from nexus_aio.execution.service import ExecutionService, RunRequest
 from nexus_aio.plugins import Hooks, build_plugin_manager
-from nexus_aio.settings import Settings
+from nexus_aio.settings import Settings, initial_value
 from nexus_aio.workflows.workflow import CompiledWorkflow, Workflow, compile_workflow
 
 if TYPE_CHECKING:
@@ -73,13 +73,16 @@ class Nexus:
         }
         kwargs = {k: v for k, v in named.items() if v is not _UNSET}
         kwargs.update(more)
-        self.settings = Settings.build(kwargs)
-        self.workflows: dict[str, CompiledWorkflow] = {}
-        self.endpoints: list[EndpointSpec] = []
+        # The plugins come first: they declare settings, and which ones load is a setting.
         self.pm = build_plugin_manager(
-            plugins, self.settings.disable_plugins, load_entry_points=load_entry_points
+            plugins,
+            initial_value("disable_plugins", kwargs),
+            load_entry_points=load_entry_points,
         )
         self.hooks = Hooks(self.pm, self)
+        self.settings = Settings.build(kwargs, declared=self.hooks.register_settings())
+        self.workflows: dict[str, CompiledWorkflow] = {}
+        self.endpoints: list[EndpointSpec] = []
         self.service: ExecutionService | None = None  # while serving (or ``async with app``)
         self._owns_service = False
         self.app: web.Application | None = None
@@ -89,7 +92,8 @@ class Nexus:
 
     @property
     def api(self) -> Settings:
-        """The spec's ``app.api.*`` tuning knobs: the settings object itself."""
+        """The spec's ``app.api.*`` tuning knobs: the settings object itself (checked names and
+        types; writable until ``create_app()``)."""
         return self.settings
 
     # -- registration -------------------------------------------------------------------------

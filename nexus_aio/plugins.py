@@ -29,6 +29,7 @@ from nexus_aio.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from nexus_aio.nexus import Nexus
+    from nexus_aio.settings import Setting
 
 log = logging.getLogger("nexus_aio.plugins")
 
@@ -255,6 +256,10 @@ class Hooks:
 
     def health_components(self) -> list[tuple[str, Any]]:
         return self._collect("health_components")
+
+    def register_settings(self) -> list[Setting]:
+        """The plugins' setting declarations, collected before the settings are built."""
+        return self._collect("register_settings")
 
     async def actor_from_request(self, request: Any) -> Any:
         return await self._first_result("actor_from_request", nexus=self.nexus, request=request)

@@ -16,7 +16,7 @@ import pluggy
 import pytest
 from aiohttp import web
 
-from nexus_aio import Nexus, hookimpl
+from nexus_aio import Nexus, Setting, hookimpl
 from nexus_aio.cli import build_parser
 from nexus_aio.errors import ConfigurationError
 from nexus_aio.plugins import Hooks
@@ -251,6 +251,55 @@ async def test_hook_health_components(nexus_server, http):
     assert data["components"]["queue"]["status"] == "degraded"
     assert data["components"]["queue"]["depth"] == 12
     assert data["status"] == "degraded"  # the worst component decides
+
+
+class Greeter:
+    """A third-party plugin owning two settings, read by its route as ``nexus.settings.<name>``."""
+
+    @hookimpl
+    def register_settings(self, nexus):
+        return [
+            Setting("hello_greeting", str, "Hello", feature="hello", help="the greeting word"),
+            Setting("hello_names", list[str], ["world"], feature="hello", help="who is greeted"),
+        ]
+
+    @hookimpl
+    def register_routes(self, nexus):
+        async def greet(request: web.Request) -> web.Response:
+            s = nexus.settings
+            return web.json_response([f"{s.hello_greeting} {name}" for name in s.hello_names])
+
+        return [web.get("/greet", greet)]
+
+
+async def test_hook_register_settings(nexus_server, http, monkeypatch):
+    async def greetings(app: Nexus) -> Any:
+        status, data, _ = await get(http, f"{await nexus_server(app)}/greet")
+        assert status == 200
+        return data
+
+    assert await greetings(make(Greeter())) == ["Hello world"]
+    # constructor keyword
+    assert await greetings(make(Greeter(), hello_greeting="Hi")) == ["Hi world"]
+    # app.api before the app is built
+    app = make(Greeter())
+    app.api.hello_names = ("ann",)
+    assert app.api.hello_names == ["ann"]
+    assert await greetings(app) == ["Hello ann"]
+    # NEXUS_<NAME>, parsed like a core setting of the same type
+    monkeypatch.setenv("NEXUS_HELLO_NAMES", "ann, bob")
+    monkeypatch.setenv("NEXUS_HELLO_GREETING", "Hey")
+    assert await greetings(make(Greeter())) == ["Hey ann", "Hey bob"]
+    monkeypatch.delenv("NEXUS_HELLO_NAMES")
+    monkeypatch.delenv("NEXUS_HELLO_GREETING")
+    # checked like core settings: types, names, and the plugin's absence
+    with pytest.raises(ConfigurationError, match="hello_greeting must be a string"):
+        make(Greeter(), hello_greeting=5)
+    with pytest.raises(ConfigurationError, match="did you mean 'hello_greeting'"):
+        make(Greeter()).api.hello_greting = "Yo"
+    with pytest.raises(ConfigurationError, match=r"'hello' plugin \(nexus-aio-hello\)"):
+        make(hello_greeting="Hi")
+    assert make(Greeter()).settings.features == {"hello"}
 
 
 # -- request-time hooks ----------------------------------------------------------------------------

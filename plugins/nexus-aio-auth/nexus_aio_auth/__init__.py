@@ -1,7 +1,9 @@
 """nexus-aio-auth: bearer API keys and JWTs, per-workflow scopes, public paths.
 
-Enabled by ``Nexus(enable_auth=True)`` / ``NEXUS_ENABLE_AUTH=1``. Installed but disabled, every
-hook returns at its first line and no middleware is added. Enabled, the pieces are:
+Enabled by the core switch ``Nexus(enable_auth=True)`` / ``NEXUS_ENABLE_AUTH=1``; this plugin
+provides the ``auth`` feature and declares the ``auth_*`` settings (:data:`~.config.SETTINGS`).
+Installed but disabled, every hook returns at its first line and no middleware is added. Enabled,
+the pieces are:
 
 - ``actor_from_request``: ``Authorization: Bearer <token>`` -> actor (or 401 for a bad token);
 - a middleware refusing requests without an actor outside the public paths (401);
@@ -19,12 +21,12 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import hdrs, web
 
-from nexus_aio import hookimpl
+from nexus_aio import Setting, hookimpl
 from nexus_aio.errors import Unauthorized
 from nexus_aio.openapi import add_responses, error_responses, operations
 from nexus_aio.web.keys import ACTOR
 
-from .config import AuthConfig
+from .config import SETTINGS, AuthConfig
 from .scopes import actor_allowed, scope_allows
 from .tokens import Authenticator, api_key_actor, bearer_token, jwt_actor
 
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.0"
 __all__ = [
+    "SETTINGS",
     "AuthConfig",
     "Authenticator",
     "actor_allowed",
@@ -48,6 +51,7 @@ __all__ = [
     "permission_allowed",
     "public_path_matcher",
     "register_middlewares",
+    "register_settings",
     "scope_allows",
 ]
 
@@ -74,6 +78,12 @@ def authenticator_for(nexus: Nexus) -> Authenticator:
 def nexus_active(nexus: Nexus) -> bool:
     """Switched off, the plugin is left out of the per-request hooks (the core asks at build)."""
     return bool(nexus.settings.enable_auth)
+
+
+@hookimpl
+def register_settings(nexus: Nexus) -> tuple[Setting, ...]:
+    """The ``auth_*`` settings; declaring them with ``feature="auth"`` provides ``enable_auth``."""
+    return SETTINGS
 
 
 @hookimpl

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from nexus_aio import Setting
 from nexus_aio.errors import ConfigurationError
 
 HMAC_ALGORITHMS = {"HS256": 32, "HS384": 48, "HS512": 64}  # minimum secret bytes (RFC 7518 3.2)
@@ -18,6 +19,43 @@ PUBLIC_KEY_ALGORITHMS = frozenset(
 )
 DEFAULT_PUBLIC_PATHS = ("/health",)
 DEFAULT_LEEWAY = 10.0
+
+# The auth feature's settings (``register_settings``): constructor keyword, ``app.api.auth_*``,
+# ``NEXUS_AUTH_*``. ``feature="auth"`` is what makes this plugin the provider of ``enable_auth``.
+SETTINGS = (
+    Setting("auth_api_keys", list[str], [], feature="auth", help="accepted bearer API keys"),
+    Setting("auth_jwt_secret", str | None, None, feature="auth", help="HMAC secret for JWTs"),
+    Setting(
+        "auth_jwt_public_key",
+        str | None,
+        None,
+        feature="auth",
+        help="PEM public key for RS/PS/ES/EdDSA JWTs (literal \\n accepted for newlines)",
+    ),
+    Setting(
+        "auth_jwt_algorithms",
+        list[str],
+        [],
+        feature="auth",
+        help="accepted JWT algorithms; empty: implied by the secret and the key type",
+    ),
+    Setting("auth_jwt_issuer", str | None, None, feature="auth", help="required `iss` claim"),
+    Setting("auth_jwt_audience", str | None, None, feature="auth", help="required `aud` claim"),
+    Setting(
+        "auth_jwt_leeway",
+        float,
+        DEFAULT_LEEWAY,
+        feature="auth",
+        help="seconds of clock skew allowed on `exp`/`nbf`",
+    ),
+    Setting(
+        "auth_public_paths",
+        list[str],
+        list(DEFAULT_PUBLIC_PATHS),
+        feature="auth",
+        help="paths (and everything below them) served without credentials",
+    ),
+)
 
 
 def split_list(value: Any) -> list[str]:
@@ -55,23 +93,23 @@ class AuthConfig:
 
     @classmethod
     def from_settings(cls, settings: Any) -> AuthConfig:
-        """Read ``auth_*`` settings (constructor kwargs > ``NEXUS_AUTH_*`` env > defaults)."""
-        secret = settings.get("auth_jwt_secret") or None
-        public_key = settings.get("auth_jwt_public_key") or None
-        algorithms = split_list(settings.get("auth_jwt_algorithms"))
+        """Read the ``auth_*`` settings (:data:`SETTINGS`); an empty string counts as unset."""
+        secret = settings.auth_jwt_secret or None
+        public_key = settings.auth_jwt_public_key or None
+        algorithms = split_list(settings.auth_jwt_algorithms)
         if not algorithms:
             algorithms = default_algorithms(secret, public_key)
-        public_paths = settings.get("auth_public_paths")
-        paths = DEFAULT_PUBLIC_PATHS if public_paths is None else split_list(public_paths)
         config = cls(
-            api_keys=tuple(split_list(settings.get("auth_api_keys"))),
+            api_keys=tuple(split_list(settings.auth_api_keys)),
             jwt_secret=secret,
             jwt_public_key=public_key,
             jwt_algorithms=tuple(algorithms),
-            jwt_issuer=settings.get("auth_jwt_issuer") or None,
-            jwt_audience=settings.get("auth_jwt_audience") or None,
-            jwt_leeway=float(settings.get("auth_jwt_leeway", DEFAULT_LEEWAY, type=float)),
-            public_paths=tuple(sorted({normalize_path(p) for p in paths})),
+            jwt_issuer=settings.auth_jwt_issuer or None,
+            jwt_audience=settings.auth_jwt_audience or None,
+            jwt_leeway=float(settings.auth_jwt_leeway),
+            public_paths=tuple(
+                sorted({normalize_path(p) for p in split_list(settings.auth_public_paths)})
+            ),
         )
         config.validate()
         return config

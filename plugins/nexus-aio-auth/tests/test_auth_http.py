@@ -181,7 +181,7 @@ async def test_health_is_public_without_token_including_health_subpaths(nexus_se
 
 
 async def test_public_paths_are_configurable_and_strip_api_prefix(nexus_server, http):
-    app = auth_app(api_prefix="/api/v1", auth_public_paths="/workflows")
+    app = auth_app(api_prefix="/api/v1", auth_public_paths=["/workflows"])
     url = await nexus_server(app)  # url ends with the prefix
     assert (await call(http, "GET", f"{url}/workflows"))[0] == 200
     assert (await call(http, "GET", f"{url}/workflows/sum/schema"))[0] == 200
@@ -197,6 +197,32 @@ async def test_public_paths_from_environment(nexus_server, http, monkeypatch):
     assert (await call(http, "GET", f"{url}/health"))[0] == 401
     status, _, _ = await call(http, "POST", f"{url}/workflows/sum/execute", OTHER_KEY, SUM)
     assert status == 200
+
+
+async def test_auth_settings_work_through_constructor_app_api_and_environment(
+    nexus_server, http, monkeypatch
+):
+    by_api = make_app()
+    by_api.api.auth_enabled = True
+    by_api.api.auth_api_keys = (API_KEY,)
+    apps = [make_app(enable_auth=True, auth_api_keys=[API_KEY]), by_api]
+    monkeypatch.setenv("NEXUS_ENABLE_AUTH", "on")
+    monkeypatch.setenv("NEXUS_AUTH_API_KEYS", f" {API_KEY} ,")
+    apps.append(make_app())
+    monkeypatch.delenv("NEXUS_ENABLE_AUTH")
+    monkeypatch.delenv("NEXUS_AUTH_API_KEYS")
+    for app in apps:
+        url = await nexus_server(app)
+        assert (await call(http, "POST", f"{url}/workflows/sum/execute", json=SUM))[0] == 401
+        status, _, _ = await call(http, "POST", f"{url}/workflows/sum/execute", API_KEY, SUM)
+        assert status == 200
+
+
+def test_auth_settings_are_type_checked():
+    with pytest.raises(ConfigurationError, match="auth_api_keys must be a list of strings"):
+        make_app(enable_auth=True, auth_api_keys=API_KEY)
+    with pytest.raises(ConfigurationError, match="auth_jwt_leeway must be a number"):
+        make_app().api.auth_jwt_leeway = "soon"
 
 
 async def test_actor_reaches_context_actor(nexus_server, http, make_token):

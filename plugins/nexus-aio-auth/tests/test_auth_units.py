@@ -14,7 +14,7 @@ from apispec import APISpec
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from nexus_aio_auth import tokens
-from nexus_aio_auth.config import AuthConfig
+from nexus_aio_auth.config import SETTINGS, AuthConfig
 from nexus_aio_auth.scopes import scope_allows
 from nexus_aio_auth.tokens import Authenticator, bearer_token
 
@@ -29,13 +29,13 @@ KEYS = ["key-one-0123456789", "key-two-0123456789", "key-three-01234567"]
 def config(**settings: Any) -> AuthConfig:
     settings.setdefault("auth_api_keys", KEYS)
     settings.setdefault("auth_jwt_secret", SECRET)
-    return AuthConfig.from_settings(Settings.build(settings, environ={}))
+    return AuthConfig.from_settings(Settings.build(settings, environ={}, declared=SETTINGS))
 
 
 def nexus(**settings: Any) -> Nexus:
     settings.setdefault("enable_auth", True)
     settings.setdefault("auth_api_keys", KEYS)
-    return Nexus(database=":memory:", load_entry_points=False, **settings)
+    return Nexus(database=":memory:", plugins=[nexus_aio_auth], load_entry_points=False, **settings)
 
 
 class FakeClock:
@@ -122,7 +122,7 @@ def test_register_middlewares_adds_nothing_when_disabled_and_validates_when_enab
     assert nexus_aio_auth.register_middlewares(Nexus(database=":memory:")) is None
     assert len(nexus_aio_auth.register_middlewares(nexus())) == 1
     with pytest.raises(ConfigurationError):
-        nexus_aio_auth.register_middlewares(nexus(auth_api_keys=""))
+        nexus_aio_auth.register_middlewares(nexus(auth_api_keys=[]))
 
 
 def test_openapi_spec_adds_a_bearer_scheme_required_globally():
@@ -253,7 +253,7 @@ def test_config_reads_environment():
         "NEXUS_AUTH_PUBLIC_PATHS": "/health,/docs/,openapi.json",
         "NEXUS_AUTH_JWT_LEEWAY": "2.5",
     }
-    cfg = AuthConfig.from_settings(Settings.build({}, environ=env))
+    cfg = AuthConfig.from_settings(Settings.build({}, environ=env, declared=SETTINGS))
     assert cfg.api_keys == ("a-key-long-enough", "b-key-long-enough")
     assert cfg.public_paths == ("/docs", "/health", "/openapi.json")
     assert cfg.jwt_leeway == 2.5
@@ -263,11 +263,11 @@ def test_config_reads_environment():
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        ({"auth_api_keys": "", "auth_jwt_secret": None}, "no credentials"),
-        ({"auth_jwt_algorithms": "none"}, "not allowed"),
-        ({"auth_jwt_algorithms": "HS256,none"}, "never 'none'"),
-        ({"auth_jwt_algorithms": "RS256"}, "PUBLIC_KEY"),
-        ({"auth_jwt_secret": "x" * 40, "auth_jwt_algorithms": "HS512"}, "too short"),
+        ({"auth_api_keys": [], "auth_jwt_secret": None}, "no credentials"),
+        ({"auth_jwt_algorithms": ["none"]}, "not allowed"),
+        ({"auth_jwt_algorithms": ["HS256", "none"]}, "never 'none'"),
+        ({"auth_jwt_algorithms": ["RS256"]}, "PUBLIC_KEY"),
+        ({"auth_jwt_secret": "x" * 40, "auth_jwt_algorithms": ["HS512"]}, "too short"),
         ({"auth_jwt_public_key": "not a pem"}, "not a PEM"),
         ({"auth_jwt_leeway": -1}, ">= 0"),
     ],
@@ -284,7 +284,7 @@ def test_ec_public_key_defaults_to_es256_and_verifies():
         .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
         .decode()
     )
-    cfg = config(auth_jwt_secret=None, auth_api_keys="", auth_jwt_public_key=pem)
+    cfg = config(auth_jwt_secret=None, auth_api_keys=[], auth_jwt_public_key=pem)
     assert cfg.jwt_algorithms == ("ES256",)
     token = jwt.encode({"sub": "ec", "exp": 2**31}, private, algorithm="ES256")
     assert Authenticator(cfg).verify_jwt(token)["id"] == "ec"

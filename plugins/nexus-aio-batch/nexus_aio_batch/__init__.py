@@ -7,6 +7,9 @@ and ``status_code`` (the HTTP status that single execute would have had). A fail
 never fails its neighbours: the batch answers 200 as long as the batch itself is well formed,
 and its ``success`` is true only when every item succeeded.
 
+Settings (:data:`SETTINGS`, declared through ``register_settings``: constructor keyword,
+``app.api.batch_*``, ``NEXUS_BATCH_*``): ``batch_max_items`` (100) and ``batch_concurrency`` (10).
+
 Items run in request order with at most ``batch_concurrency`` at a time (a fixed set of worker
 tasks pulls the next item, so a 100-item batch creates ``batch_concurrency`` tasks, not 100).
 Each worker is its own task, which the runtime's per-execution timeout needs: it cancels the
@@ -24,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from nexus_aio import hookimpl
+from nexus_aio import Setting, hookimpl
 from nexus_aio.envelope import error_envelope, new_execution_id
 from nexus_aio.errors import ConfigurationError, NexusError, ValidationError
 from nexus_aio.execution.service import RunRequest
@@ -40,11 +43,13 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.0"
 __all__ = [
+    "SETTINGS",
     "BatchItem",
     "make_batch_handler",
     "openapi_spec",
     "parse_batch",
     "register_routes",
+    "register_settings",
     "run_bounded",
     "summarize",
 ]
@@ -54,6 +59,11 @@ log = logging.getLogger("nexus_aio.batch")
 BATCH_PATH = "/workflows/batch"
 BATCH_FIELDS = frozenset({"workflows"})
 ITEM_FIELDS = frozenset({"name", "inputs", "session_id", "context"})
+
+SETTINGS = (
+    Setting("batch_max_items", int, 100, feature="batch", help="items allowed in one batch"),
+    Setting("batch_concurrency", int, 10, feature="batch", help="items of a batch run at once"),
+)
 
 LimitCheck = Callable[[web.Request, str], Awaitable[Any]]
 
@@ -252,8 +262,7 @@ def _workflow_limit_check() -> LimitCheck | None:
 def make_batch_handler(nexus: Nexus) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     """The ``POST /workflows/batch`` handler; settings and hook lookups happen once, here."""
     settings = nexus.settings
-    max_items = int(settings.batch_max_items)
-    concurrency = int(settings.batch_concurrency)
+    max_items, concurrency = settings.batch_max_items, settings.batch_concurrency
     if max_items <= 0 or concurrency <= 0:
         raise ConfigurationError(
             "batch_max_items and batch_concurrency must be positive,"
@@ -275,6 +284,11 @@ def make_batch_handler(nexus: Nexus) -> Callable[[web.Request], Awaitable[web.St
 
 
 # -- hooks ------------------------------------------------------------------------------------
+@hookimpl
+def register_settings(nexus: Nexus) -> tuple[Setting, ...]:
+    return SETTINGS
+
+
 @hookimpl
 def register_routes(nexus: Nexus) -> list[web.RouteDef]:
     return [web.post(BATCH_PATH, make_batch_handler(nexus))]

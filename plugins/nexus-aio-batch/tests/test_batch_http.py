@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 
 from nexus_aio import Nexus, hookimpl
+from nexus_aio.errors import ConfigurationError
 from nexus_aio.testing import make_app
 
 BATCH = "/workflows/batch"
@@ -36,7 +37,7 @@ async def test_plugin_is_listed_by_get_plugins_with_version_and_hooks(nexus_serv
         plugins = (await resp.json())["plugins"]
     plugin = next(p for p in plugins if p["name"] == "batch")
     assert plugin["version"] == "0.1.0"
-    assert plugin["hooks"] == ["openapi_spec", "register_routes"]
+    assert plugin["hooks"] == ["openapi_spec", "register_routes", "register_settings"]
     assert plugin["builtin"] is False
 
 
@@ -137,6 +138,29 @@ async def test_malformed_json_is_a_400(nexus_server, http):
     async with http.post(url + BATCH, data=b"{nope") as resp:
         assert resp.status == 400
         assert (await resp.json())["error"]["type"] == "ValidationError"
+
+
+async def test_batch_settings_work_through_constructor_app_api_and_environment(
+    nexus_server, http, monkeypatch
+):
+    by_api = make_app()
+    by_api.api.batch_max_items = 2
+    apps = [make_app(batch_max_items=2), by_api]
+    monkeypatch.setenv("NEXUS_BATCH_MAX_ITEMS", "2")
+    apps.append(make_app())
+    monkeypatch.delenv("NEXUS_BATCH_MAX_ITEMS")
+    items = [{"name": "sum", "inputs": {"a": 1, "b": 1}}] * 3
+    for app in apps:
+        status, body = await post(http, await nexus_server(app) + BATCH, batch(*items))
+        assert status == 400
+        assert body["error"]["details"]["batch_max_items"] == 2
+
+
+def test_batch_settings_are_type_checked():
+    with pytest.raises(ConfigurationError, match="batch_max_items must be an integer"):
+        make_app(batch_max_items="3")
+    with pytest.raises(ConfigurationError, match="batch_concurrency must be an integer"):
+        make_app().api.batch_concurrency = 2.5
 
 
 async def test_more_than_batch_max_items_is_a_400(nexus_server, http):

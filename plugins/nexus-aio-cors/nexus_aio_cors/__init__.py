@@ -1,6 +1,8 @@
-"""nexus-aio-cors: aiohttp-cors on every route, configured from the core ``cors_*`` settings.
+"""nexus-aio-cors: aiohttp-cors on every route, configured from the ``cors_*`` settings.
 
-Enabled by ``Nexus(enable_cors=True)`` / ``NEXUS_ENABLE_CORS=1`` (``app.api.cors_enabled``).
+Enabled by the core switch ``Nexus(enable_cors=True)`` / ``NEXUS_ENABLE_CORS=1``
+(``app.api.cors_enabled``); this plugin provides the ``cors`` feature and declares the ``cors_*``
+settings (:data:`SETTINGS`: constructor keyword, ``app.api.cors_*``, ``NEXUS_CORS_*``).
 Disabled, the plugin installs nothing. Enabled, it configures aiohttp-cors from a cleanup
 context: aiohttp runs those at startup *before* it freezes the router, so by then every route
 exists (core, custom endpoints, plugin routes) and each one gets CORS and a preflight handler.
@@ -17,14 +19,21 @@ from urllib.parse import urlsplit
 import aiohttp_cors
 from aiohttp import hdrs, web
 
-from nexus_aio import hookimpl
+from nexus_aio import Setting, hookimpl
 from nexus_aio.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from nexus_aio import Nexus
 
 __version__ = "0.1.0"
-__all__ = ["EXPOSE_HEADERS", "CorsSettings", "install_cors", "register_cleanup_ctx"]
+__all__ = [
+    "EXPOSE_HEADERS",
+    "SETTINGS",
+    "CorsSettings",
+    "install_cors",
+    "register_cleanup_ctx",
+    "register_settings",
+]
 
 log = logging.getLogger("nexus_aio.cors")
 
@@ -39,6 +48,45 @@ EXPOSE_HEADERS = (
     "Location",
 )
 DEFAULT_MAX_AGE = 600
+
+SETTINGS = (
+    Setting(
+        "cors_origins",
+        list[str],
+        [],
+        feature="cors",
+        help="allowed origins (scheme://host[:port]); '*' or none: any origin",
+    ),
+    Setting(
+        "cors_methods",
+        list[str],
+        ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+        feature="cors",
+        help="methods a cross-origin request may use",
+    ),
+    Setting(
+        "cors_headers",
+        list[str],
+        [
+            "Content-Type",
+            "Authorization",
+            "X-Request-ID",
+            "X-Session-ID",
+            "Idempotency-Key",
+            "Last-Event-ID",
+        ],
+        feature="cors",
+        help="request headers a cross-origin request may send",
+    ),
+    Setting("cors_credentials", bool, False, feature="cors", help="allow credentialed requests"),
+    Setting(
+        "cors_max_age",
+        int | None,
+        DEFAULT_MAX_AGE,
+        feature="cors",
+        help="seconds a browser may cache a preflight answer (None: no Access-Control-Max-Age)",
+    ),
+)
 
 
 def split_list(value: Any) -> list[str]:
@@ -78,7 +126,7 @@ class CorsSettings:
         if not origins:
             log.warning("enable_cors is on with no cors_origins: allowing any origin ('*')")
             origins = ["*"]
-        max_age = settings.get("cors_max_age", DEFAULT_MAX_AGE, type=int)
+        max_age = settings.cors_max_age
         config = cls(
             origins=tuple(dict.fromkeys(origins)),
             methods=tuple(dict.fromkeys(m.upper() for m in split_list(settings.cors_methods))),
@@ -110,6 +158,12 @@ class CorsSettings:
             max_age=self.max_age,
         )
         return dict.fromkeys(self.origins, options)
+
+
+@hookimpl
+def register_settings(nexus: Nexus) -> tuple[Setting, ...]:
+    """The ``cors_*`` settings; declaring them with ``feature="cors"`` provides ``enable_cors``."""
+    return SETTINGS
 
 
 @hookimpl(trylast=True)

@@ -10,7 +10,7 @@ import aiohttp
 import nexus_aio_cors
 import pytest
 from aiohttp import web
-from nexus_aio_cors import EXPOSE_HEADERS, CorsSettings, install_cors
+from nexus_aio_cors import EXPOSE_HEADERS, SETTINGS, CorsSettings, install_cors
 
 from nexus_aio import Nexus, hookimpl
 from nexus_aio.errors import ConfigurationError
@@ -33,6 +33,10 @@ def cors_app(**settings: Any) -> Nexus:
     settings.setdefault("enable_cors", True)
     settings.setdefault("cors_origins", [A, B])
     return make_app(**settings)
+
+
+def cors_settings(**kw: Any) -> Settings:
+    return Settings.build(kw, environ={}, declared=SETTINGS)
 
 
 def preflight_headers(origin: str, method: str = "POST", headers: str = "content-type"):
@@ -60,7 +64,7 @@ async def test_plugin_is_listed_by_get_plugins_with_version_and_hooks(nexus_serv
         plugins = (await resp.json())["plugins"]
     plugin = next(p for p in plugins if p["name"] == "cors")
     assert plugin["version"] == "0.1.0"
-    assert plugin["hooks"] == ["register_cleanup_ctx"]
+    assert plugin["hooks"] == ["register_cleanup_ctx", "register_settings"]
     assert plugin["builtin"] is False
 
 
@@ -167,7 +171,7 @@ def test_star_origin_with_credentials_fails_at_startup():
 
 
 async def test_star_origin_without_credentials_allows_any_origin(nexus_server, http):
-    url = await nexus_server(cors_app(cors_origins="*"))
+    url = await nexus_server(cors_app(cors_origins=["*"]))
     async with http.get(f"{url}/health", headers={"Origin": EVIL}) as resp:
         assert resp.headers["Access-Control-Allow-Origin"] == EVIL
         assert resp.headers["Vary"] == "Origin"
@@ -188,6 +192,16 @@ async def test_spec_style_api_settings_and_environment_configure_cors(
         assert resp.headers["Access-Control-Allow-Headers"] == "Content-Type, Authorization"
 
 
+def test_cors_settings_are_type_checked(monkeypatch):
+    with pytest.raises(ConfigurationError, match="cors_origins must be a list of strings"):
+        cors_app(cors_origins=A)
+    with pytest.raises(ConfigurationError, match="cors_credentials must be a boolean"):
+        make_app().api.cors_credentials = "yes"
+    monkeypatch.setenv("NEXUS_CORS_MAX_AGE", "a while")
+    with pytest.raises(ConfigurationError, match="NEXUS_CORS_MAX_AGE='a while'"):
+        make_app()
+
+
 async def test_disabled_installs_nothing(nexus_server, http):
     app = make_app()
     url = await nexus_server(app)
@@ -201,7 +215,7 @@ async def test_disabled_installs_nothing(nexus_server, http):
 
 async def test_preflight_needs_no_credentials_when_auth_is_on(nexus_server, http):
     key = "cors-test-api-key-0123"
-    url = await nexus_server(cors_app(enable_auth=True, auth_api_keys=key))
+    url = await nexus_server(cors_app(enable_auth=True, auth_api_keys=[key]))
     async with http.options(f"{url}/workflows/sum/execute", headers=preflight_headers(A)) as resp:
         assert resp.status == 200
         assert resp.headers["Access-Control-Allow-Origin"] == A
@@ -222,16 +236,16 @@ def test_register_cleanup_ctx_returns_nothing_when_disabled():
 
 
 def test_cors_settings_normalize_origins_and_refuse_non_origins():
-    settings = Settings.build({"cors_origins": "HTTPS://A.example/, https://a.example"}, {})
+    settings = cors_settings(cors_origins=["HTTPS://A.example/", " https://a.example"])
     assert CorsSettings.from_settings(settings).origins == ("https://a.example",)
     for bad in ("a.example", "https://a.example/path", "null"):
         with pytest.raises(ConfigurationError, match="not an origin"):
-            CorsSettings.from_settings(Settings.build({"cors_origins": bad}, {}))
+            CorsSettings.from_settings(cors_settings(cors_origins=[bad]))
 
 
 def test_no_origins_means_any_origin_with_a_warning(caplog):
     caplog.set_level(logging.WARNING, "nexus_aio.cors")
-    assert CorsSettings.from_settings(Settings.build({}, {})).origins == ("*",)
+    assert CorsSettings.from_settings(cors_settings()).origins == ("*",)
     assert "no cors_origins" in caplog.text
 
 
@@ -245,7 +259,7 @@ def test_install_cors_covers_routes_and_skips_resources_with_their_own_options(c
     own = app.router.add_resource("/own")
     own.add_route("GET", handler)
     own.add_route("OPTIONS", handler)
-    cors = CorsSettings.from_settings(Settings.build({"cors_origins": A}, {}))
+    cors = CorsSettings.from_settings(cors_settings(cors_origins=[A]))
     with caplog.at_level(logging.WARNING, "nexus_aio.cors"):
         covered = install_cors(app, cors)
     assert covered == 3

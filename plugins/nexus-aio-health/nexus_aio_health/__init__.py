@@ -7,7 +7,8 @@
   has started shutting down (so a load balancer stops sending traffic during the drain).
 - Components for ``/health/detailed``: ``event_loop`` (lag measured by a background task),
   ``memory`` (RSS), ``disk`` (free space where the SQLite database lives) and ``stores``
-  (each store's ``ping()`` with its latency). Thresholds: :class:`~.checks.HealthConfig`.
+  (each store's ``ping()`` with its latency). Thresholds: :class:`~.checks.HealthConfig`, from the
+  ``health_*`` settings this plugin declares (:data:`~.checks.SETTINGS`).
 """
 
 from __future__ import annotations
@@ -20,14 +21,15 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from nexus_aio import Setting, hookimpl
 from nexus_aio import __version__ as nexus_version
-from nexus_aio import hookimpl
 from nexus_aio.web.keys import NEXUS, nexus_of
 from nexus_aio.web.responses import json_response
 from nexus_aio.web.routes import overall_status, run_health_components
 
 from .checks import (
     MB,
+    SETTINGS,
     HealthConfig,
     LoopLagMonitor,
     Threshold,
@@ -43,6 +45,7 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 __all__ = [
     "HEALTH_STATE",
+    "SETTINGS",
     "HealthConfig",
     "HealthState",
     "LoopLagMonitor",
@@ -51,6 +54,7 @@ __all__ = [
     "ready",
     "register_cleanup_ctx",
     "register_routes",
+    "register_settings",
 ]
 
 Check = Callable[[], Awaitable[dict[str, Any]]]
@@ -182,6 +186,11 @@ def _round(value: float | None) -> float | None:
 
 
 # -- hooks --------------------------------------------------------------------------------------
+@hookimpl
+def register_settings(nexus: Nexus) -> tuple[Setting, ...]:
+    return SETTINGS
+
+
 @hookimpl
 def register_routes(nexus: Nexus) -> list[web.RouteDef]:
     return [

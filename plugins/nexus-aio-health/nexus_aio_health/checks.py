@@ -17,9 +17,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from nexus_aio import Setting
 from nexus_aio.errors import ConfigurationError
 
 __all__ = [
+    "SETTINGS",
     "HealthConfig",
     "LoopLagMonitor",
     "Threshold",
@@ -79,31 +81,46 @@ def worst(*statuses: str) -> str:
 # -- configuration ------------------------------------------------------------------------------
 _UNSET: Any = object()
 
+# Each setting's built-in value, used while it is None (not set); 0 turns a limit off.
+DEFAULTS: dict[str, tuple[float, str]] = {
+    "health_loop_lag_interval": (0.5, "seconds between event-loop lag samples"),
+    "health_loop_lag_degraded": (0.1, "event-loop lag (s) from which the loop is degraded"),
+    "health_loop_lag_unhealthy": (1.0, "event-loop lag (s) from which the loop is unhealthy"),
+    "health_memory_degraded_mb": (1024, "RSS (MB) from which memory is degraded"),
+    "health_memory_unhealthy_mb": (4096, "RSS (MB) from which memory is unhealthy"),
+    "health_disk_degraded_free_mb": (1024, "free disk (MB) below which disk is degraded"),
+    "health_disk_unhealthy_free_mb": (100, "free disk (MB) below which disk is unhealthy"),
+    "health_disk_degraded_free_percent": (10, "free disk (%) below which disk is degraded"),
+    "health_disk_unhealthy_free_percent": (2, "free disk (%) below which disk is unhealthy"),
+    "health_store_latency_degraded_ms": (250, "store ping (ms) from which stores are degraded"),
+    "health_store_latency_unhealthy_ms": (1000, "store ping (ms) from which they are unhealthy"),
+}
+SETTINGS = tuple(
+    Setting(name, float | None, None, feature="health", help=f"{text} (default {value:g})")
+    for name, (value, text) in DEFAULTS.items()
+)
+
 
 def _number(settings: Any, name: str) -> float | None:
-    """The setting as a non-negative number; ``0``/``None`` mean off; ``_UNSET`` when not set."""
-    value = settings.get(name, _UNSET, type=float)
-    if value is None or value is _UNSET:
-        return value
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ConfigurationError(f"{name} must be a number, got {value!r}") from None
-    if number < 0:
+    """The setting as a non-negative number; ``0`` means off (None); ``_UNSET`` when not set."""
+    value = getattr(settings, name)
+    if value is None:
+        return _UNSET
+    if value < 0:
         raise ConfigurationError(f"{name} must not be negative, got {value!r}")
-    return number or None
+    return float(value) or None
 
 
-def _pair(
-    settings: Any, names: tuple[str, str], defaults: tuple[float, float], up: bool
-) -> Threshold:
+def _pair(settings: Any, degraded_name: str, unhealthy_name: str, up: bool) -> Threshold:
     """A threshold from two settings; a default that contradicts a value set yields to it.
 
     ``health_memory_unhealthy_mb=1`` alone then means "unhealthy from 1 MB" (the degraded
     default, 1024, moves down to 1) instead of a startup error; two values set by hand that
     contradict each other still fail startup.
     """
-    degraded, unhealthy = _number(settings, names[0]), _number(settings, names[1])
+    names = (degraded_name, unhealthy_name)
+    defaults = (DEFAULTS[degraded_name][0], DEFAULTS[unhealthy_name][0])
+    degraded, unhealthy = _number(settings, degraded_name), _number(settings, unhealthy_name)
     if degraded is _UNSET and unhealthy is _UNSET:
         degraded, unhealthy = defaults
     elif degraded is _UNSET:
@@ -128,7 +145,8 @@ def _no_better(default: float, degraded: float, up: bool) -> float:
 class HealthConfig:
     """Every health setting, read and checked once when the app is built.
 
-    Settings (constructor keyword or ``NEXUS_<NAME>``; ``0`` turns a limit off):
+    Settings (:data:`SETTINGS`: constructor keyword, ``app.api.<name>`` or ``NEXUS_<NAME>``; unset
+    (None) means the default below, ``0`` turns a limit off):
     ``health_loop_lag_interval`` (0.5 s), ``health_loop_lag_degraded`` / ``_unhealthy``
     (0.1 / 1.0 s), ``health_memory_degraded_mb`` / ``_unhealthy_mb`` (1024 / 4096 MB RSS),
     ``health_disk_degraded_free_mb`` / ``_unhealthy_free_mb`` (1024 / 100 MB free),
@@ -148,39 +166,28 @@ class HealthConfig:
     def from_settings(cls, settings: Any) -> HealthConfig:
         interval = _number(settings, "health_loop_lag_interval")
         if interval is _UNSET:
-            interval = 0.5
+            interval = DEFAULTS["health_loop_lag_interval"][0]
         if interval is None:
             raise ConfigurationError("health_loop_lag_interval must be positive")
         return cls(
             lag_interval=interval,
-            lag=_pair(
-                settings,
-                ("health_loop_lag_degraded", "health_loop_lag_unhealthy"),
-                (0.1, 1.0),
-                True,
-            ),
+            lag=_pair(settings, "health_loop_lag_degraded", "health_loop_lag_unhealthy", True),
             memory_mb=_pair(
-                settings,
-                ("health_memory_degraded_mb", "health_memory_unhealthy_mb"),
-                (1024, 4096),
-                True,
+                settings, "health_memory_degraded_mb", "health_memory_unhealthy_mb", True
             ),
             disk_free_mb=_pair(
-                settings,
-                ("health_disk_degraded_free_mb", "health_disk_unhealthy_free_mb"),
-                (1024, 100),
-                False,
+                settings, "health_disk_degraded_free_mb", "health_disk_unhealthy_free_mb", False
             ),
             disk_free_percent=_pair(
                 settings,
-                ("health_disk_degraded_free_percent", "health_disk_unhealthy_free_percent"),
-                (10, 2),
+                "health_disk_degraded_free_percent",
+                "health_disk_unhealthy_free_percent",
                 False,
             ),
             store_latency_ms=_pair(
                 settings,
-                ("health_store_latency_degraded_ms", "health_store_latency_unhealthy_ms"),
-                (250, 1000),
+                "health_store_latency_degraded_ms",
+                "health_store_latency_unhealthy_ms",
                 True,
             ),
             database=str(settings.database),

@@ -6,9 +6,10 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
-from nexus_aio_health import HEALTH_STATE
+from nexus_aio_health import HEALTH_STATE, SETTINGS
 
-from nexus_aio.errors import StoreUnavailable
+from nexus_aio.errors import ConfigurationError, StoreUnavailable
+from nexus_aio.settings import Settings
 from nexus_aio.testing import make_app
 
 
@@ -28,8 +29,34 @@ async def test_plugin_is_listed_by_get_plugins_with_version_and_hooks(nexus_serv
     _, body = await get(http, f"{url}/plugins")
     plugin = next(p for p in body["plugins"] if p["name"] == "health")
     assert plugin["version"] == "0.1.0"
-    assert plugin["hooks"] == ["health_components", "register_cleanup_ctx", "register_routes"]
+    assert plugin["hooks"] == [
+        "health_components",
+        "register_cleanup_ctx",
+        "register_routes",
+        "register_settings",
+    ]
     assert plugin["builtin"] is False
+
+
+async def test_health_settings_work_through_constructor_app_api_and_environment(
+    nexus_server, http, monkeypatch
+):
+    by_api = make_app()
+    by_api.api.health_memory_unhealthy_mb = 8192
+    apps = [make_app(health_memory_unhealthy_mb=8192), by_api]
+    monkeypatch.setenv("NEXUS_HEALTH_MEMORY_UNHEALTHY_MB", "8192")
+    apps.append(make_app())
+    monkeypatch.delenv("NEXUS_HEALTH_MEMORY_UNHEALTHY_MB")
+    for app in apps:
+        _, body = await get(http, f"{await nexus_server(app)}/health/detailed")
+        assert body["components"]["memory"]["thresholds"] == {"degraded": 1024, "unhealthy": 8192}
+
+
+def test_health_settings_are_type_checked():
+    with pytest.raises(ConfigurationError, match="health_memory_unhealthy_mb must be a number"):
+        make_app(health_memory_unhealthy_mb="lots")
+    with pytest.raises(ConfigurationError, match="NEXUS_HEALTH_LOOP_LAG_DEGRADED='x'"):
+        Settings.build({}, {"NEXUS_HEALTH_LOOP_LAG_DEGRADED": "x"}, declared=SETTINGS)
 
 
 async def test_live_probe_answers_alive(nexus_server, http):

@@ -12,6 +12,7 @@ import nexus_aio_health
 import pytest
 from nexus_aio_health.checks import (
     MB,
+    SETTINGS,
     HealthConfig,
     LoopLagMonitor,
     Threshold,
@@ -29,7 +30,7 @@ Usage = namedtuple("Usage", "total used free")
 
 
 def settings(**kw: Any) -> Settings:
-    return Settings.build(kw, environ={})
+    return Settings.build(kw, environ={}, declared=SETTINGS)
 
 
 def test_threshold_classifies_values_going_up():
@@ -70,7 +71,7 @@ def test_config_defaults_match_the_documented_values():
 
 def test_config_reads_environment_variables():
     env = {"NEXUS_HEALTH_LOOP_LAG_DEGRADED": "0.25", "NEXUS_HEALTH_MEMORY_UNHEALTHY_MB": "0"}
-    config = HealthConfig.from_settings(Settings.build({}, environ=env))
+    config = HealthConfig.from_settings(Settings.build({}, environ=env, declared=SETTINGS))
     assert config.lag.degraded == 0.25
     assert config.memory_mb.unhealthy is None  # 0 turns the limit off
 

@@ -12,8 +12,11 @@ and the core's own stores answer: the plugin costs nothing per request. With it:
 * ``health_components``: ``redis`` (PING latency, ``degraded`` above ``redis_degraded_ms``);
 * ``register_commands``: ``python -m nexus_aio worker`` runs queued async executions (arq).
 
-Settings (``Settings.get``; env ``NEXUS_<NAME>``): ``redis_url``, ``redis_prefix`` (``nexus:``),
-``redis_timeout`` (2 s per command), ``redis_lock_lease`` (10 s), ``redis_degraded_ms`` (50).
+Settings (:data:`SETTINGS`, declared through ``register_settings``: constructor keyword,
+``app.api.<name>``, ``NEXUS_<NAME>``): ``redis_url``, ``redis_prefix`` (``nexus:``),
+``redis_timeout`` (2 s per command), ``redis_lock_lease`` (10 s), ``redis_degraded_ms`` (50),
+``redis_execute_async`` (off), and for the worker ``redis_max_tries`` (3), ``redis_worker_jobs``
+(``max_concurrent_requests``), ``redis_poll_delay`` (0.1 s), ``redis_worker_grace`` (10 s).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from nexus_aio import hookimpl
+from nexus_aio import Setting, hookimpl
 from nexus_aio.errors import ConfigurationError, StoreUnavailable
 
 from .client import connect, redact
@@ -36,24 +39,65 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.0"
 __all__ = [
+    "SETTINGS",
     "RedisExecutionStore",
     "RedisRateLimiter",
     "RedisSessionStore",
     "health_components",
     "redis_url",
     "register_commands",
+    "register_settings",
     "storage_backend",
 ]
 
 
+SETTINGS = (
+    Setting("redis_url", str | None, None, feature="redis", help="redis://...; unset: plugin off"),
+    Setting("redis_prefix", str, "nexus:", feature="redis", help="prefix of every key"),
+    Setting("redis_timeout", float, 2.0, feature="redis", help="seconds per Redis command"),
+    Setting("redis_lock_lease", float, 10.0, feature="redis", help="session lock lease (s)"),
+    Setting(
+        "redis_execute_async",
+        bool,
+        False,
+        feature="redis",
+        help="queue async runs for `python -m nexus_aio worker` processes (arq)",
+    ),
+    Setting(
+        "redis_degraded_ms", float, 50.0, feature="redis", help="PING latency reported degraded"
+    ),
+    Setting("redis_max_tries", int, 3, feature="redis", help="worker retries of a lost job"),
+    Setting(
+        "redis_worker_jobs",
+        int | None,
+        None,
+        feature="redis",
+        help="jobs a worker runs at once (unset: max_concurrent_requests)",
+    ),
+    Setting("redis_poll_delay", float, 0.1, feature="redis", help="worker queue poll delay (s)"),
+    Setting(
+        "redis_worker_grace",
+        float,
+        10.0,
+        feature="redis",
+        help="seconds after a job's timeout before another worker may take it",
+    ),
+)
+
+
 def redis_url(nexus: Nexus) -> str | None:
     """The configured Redis URL, or None when the plugin is off."""
-    url = nexus.settings.get("redis_url")
+    url = nexus.settings.redis_url
     return str(url) if url else None
 
 
 def _prefix(nexus: Nexus) -> str:
-    return str(nexus.settings.get("redis_prefix", "nexus:"))
+    return str(nexus.settings.redis_prefix)
+
+
+@hookimpl
+def register_settings(nexus: Nexus) -> tuple[Setting, ...]:
+    return SETTINGS
 
 
 @hookimpl
@@ -62,13 +106,13 @@ def storage_backend(nexus: Nexus, kind: str) -> Any:
     if url is None:
         return None
     settings = nexus.settings
-    timeout = float(settings.get("redis_timeout", 2.0, type=float))
+    timeout = settings.redis_timeout
     if kind == "sessions":
         return RedisSessionStore(
             connect(url, timeout=timeout),
             ttl=settings.session_ttl,
             prefix=_prefix(nexus),
-            lock_lease=float(settings.get("redis_lock_lease", 10.0, type=float)),
+            lock_lease=settings.redis_lock_lease,
         )
     if kind == "executions":
         return RedisExecutionStore(connect(url, timeout=timeout), prefix=_prefix(nexus))
@@ -80,7 +124,7 @@ def storage_backend(nexus: Nexus, kind: str) -> Any:
 @hookimpl
 def executor(nexus: Nexus, service: ExecutionService) -> ArqExecutor | None:
     """Async runs go to arq workers when ``redis_execute_async`` is on (with ``redis_url``)."""
-    if redis_url(nexus) is None or not nexus.settings.get("redis_execute_async", False, type=bool):
+    if redis_url(nexus) is None or not nexus.settings.redis_execute_async:
         return None
     if not isinstance(service.executions, RedisExecutionStore):
         raise ConfigurationError("redis_execute_async needs the Redis executions store")
@@ -92,7 +136,7 @@ def health_components(nexus: Nexus) -> list[tuple[str, Any]] | None:
     url = redis_url(nexus)
     if url is None:
         return None
-    threshold = float(nexus.settings.get("redis_degraded_ms", 50.0, type=float))
+    threshold = nexus.settings.redis_degraded_ms
     shown = redact(url)
 
     async def redis_health() -> dict[str, Any]:

@@ -159,7 +159,7 @@ def build_worker(nexus: Nexus, service: ExecutionService, *, burst: bool = False
     if url is None:
         raise ConfigurationError("the worker needs redis_url (NEXUS_REDIS_URL)")
     settings = nexus.settings
-    max_tries = int(settings.get("redis_max_tries", 3, type=int))
+    max_tries = settings.redis_max_tries
     longest = max([wf.timeout or 0 for wf in nexus.workflows.values()] + [settings.run_timeout])
     job_timeout = longest + 1
     worker = Worker(
@@ -168,13 +168,13 @@ def build_worker(nexus: Nexus, service: ExecutionService, *, burst: bool = False
         redis_settings=RedisSettings.from_dsn(url),
         ctx={"nexus_service": service, "nexus_max_tries": max_tries},
         burst=burst,
-        max_jobs=int(settings.get("redis_worker_jobs", settings.max_concurrent_requests, type=int)),
-        poll_delay=float(settings.get("redis_poll_delay", 0.1, type=float)),
+        max_jobs=settings.redis_worker_jobs or settings.max_concurrent_requests,
+        poll_delay=settings.redis_poll_delay,
         keep_result=60,
         handle_signals=False,
     )
     # arq lets another worker take a job once its in-progress key expires: job timeout + grace.
-    grace = float(settings.get("redis_worker_grace", 10.0, type=float))
+    grace = settings.redis_worker_grace
     worker.in_progress_timeout_s = job_timeout + grace
     return worker
 

@@ -11,6 +11,7 @@ import nexus_aio_redis
 import pytest
 from nexus_aio_redis import RedisSessionStore
 
+from nexus_aio.errors import ConfigurationError
 from nexus_aio.testing import make_app, start_server
 
 Start = Callable[..., Awaitable[str]]
@@ -114,6 +115,28 @@ async def test_redis_outage_gives_503_envelope_and_service_recovers(
     redis_server.start()  # a fresh, empty Redis: no restart of the instance needed
     assert await _count(http, a, "s") == 1
     assert await _count(http, a, "s") == 2
+
+
+async def test_redis_settings_work_through_constructor_app_api_and_environment(
+    redis_server: Any, http: aiohttp.ClientSession, nexus_server: Any, monkeypatch: Any
+) -> None:
+    by_api = make_app()
+    by_api.api.redis_url = redis_server.url
+    apps = [make_app(redis_url=redis_server.url), by_api]
+    monkeypatch.setenv("NEXUS_REDIS_URL", redis_server.url)
+    apps.append(make_app())
+    monkeypatch.delenv("NEXUS_REDIS_URL")
+    for app in apps:
+        async with http.get(f"{await nexus_server(app)}/health/detailed") as resp:
+            assert (await resp.json())["components"]["redis"]["status"] == "healthy"
+
+
+def test_redis_settings_are_type_checked(monkeypatch: Any) -> None:
+    with pytest.raises(ConfigurationError, match="redis_timeout must be a number"):
+        make_app(redis_timeout="2")
+    monkeypatch.setenv("NEXUS_REDIS_EXECUTE_ASYNC", "maybe")
+    with pytest.raises(ConfigurationError, match="NEXUS_REDIS_EXECUTE_ASYNC='maybe'"):
+        make_app()
 
 
 def test_hooks_do_nothing_without_a_redis_url() -> None:
