@@ -53,7 +53,8 @@ ALIASES = {
 }
 
 # Variables the project sets for its own processes: never settings, never warned about.
-INTERNAL_ENV = frozenset({"NEXUS_WORKER_CHILD"})
+WORKER_CHILD_ENV = "NEXUS_WORKER_CHILD"  # set in `serve --workers N` children
+INTERNAL_ENV = frozenset({WORKER_CHILD_ENV})
 
 _SCALARS: dict[Any, str] = {
     bool: "a boolean",
@@ -236,13 +237,6 @@ class Settings:
         if name in values:
             return values[name]
         raise unknown_setting(name, self.known(), self.__dict__.get("disable_plugins", []))
-
-    def get(self, name: str, default: Any = None, *, type: Any = None) -> Any:
-        """``settings.<name>``, or ``default`` when its value is None, for a name chosen at run
-        time. An unknown name is an error like any other; ``type`` is ignored (settings are
-        typed where they are declared) and only kept for callers written before that."""
-        value = getattr(self, ALIASES.get(name, name))
-        return default if value is None else value
 
     # -- what is known ------------------------------------------------------------------------
     def known(self) -> dict[str, Setting]:

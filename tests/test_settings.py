@@ -218,15 +218,6 @@ def test_compatible_values_are_normalized():
     assert isinstance(app.settings.sse_keepalive, float)
 
 
-def test_get_reads_a_setting_by_name_and_refuses_unknown_names():
-    s = core_app(session_purge_interval=2).settings
-    assert s.get("session_purge_interval", 9) == 2.0
-    assert core_app().settings.get("session_purge_interval", 9) == 9  # None: the default
-    assert s.get("request_timeout") == 30.0
-    with pytest.raises(ConfigurationError, match="did you mean 'request_timeout'"):
-        s.get("request_timout")
-
-
 # -- the environment -------------------------------------------------------------------------------
 def test_unknown_environment_variable_is_one_warning_per_process(monkeypatch, caplog):
     monkeypatch.setenv("NEXUS_REQUEST_TIMOUT", "5")
@@ -332,7 +323,7 @@ def test_declared_setting_may_name_its_own_environment_variable():
     ("declared", "message"),
     [
         ([Setting("request_timeout", float, 1.0)], "'request_timeout', a core setting"),
-        ([Setting("get", str, "")], "'get', a name Settings uses"),
+        ([Setting("freeze", str, "")], "'freeze', a name Settings uses"),
         (
             [Setting("hello_x", int, 1), Setting("hello_x", str, "")],
             "'hello_x' is declared twice",

@@ -41,8 +41,6 @@ log = logging.getLogger("nexus_aio.executions")
 MAX_WAIT = 60.0  # long-poll cap: beyond it proxies and clients time out anyway
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
-RETENTION_INTERVAL = 600.0
-EVENT_PERSIST_INTERVAL = 0.25
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -239,9 +237,7 @@ def make_event_persist_ctx(nexus: Nexus) -> Callable[[web.Application], AsyncIte
 
     async def event_persist_ctx(app: web.Application) -> AsyncIterator[None]:
         service = nexus.service
-        interval = float(
-            nexus.settings.get("event_persist_interval", EVENT_PERSIST_INTERVAL, type=float)
-        )
+        interval = nexus.settings.event_persist_interval
         if service is None or interval <= 0:
             yield
             return
@@ -260,7 +256,7 @@ def make_event_persist_ctx(nexus: Nexus) -> Callable[[web.Application], AsyncIte
 # -- retention -------------------------------------------------------------------------------------
 def retention_interval(nexus: Nexus) -> float:
     """``execution_retention_interval`` seconds between purges (default 10 minutes)."""
-    return float(nexus.settings.get("execution_retention_interval", RETENTION_INTERVAL, type=float))
+    return nexus.settings.execution_retention_interval
 
 
 async def purge_periodically(

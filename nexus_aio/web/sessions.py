@@ -76,9 +76,9 @@ async def delete_session(request: web.Request) -> web.Response:
 
 def purge_interval(nexus: Nexus) -> float:
     """``session_purge_interval`` (seconds), by default half the TTL within [0.5, 60]."""
-    configured = nexus.settings.get("session_purge_interval", None, type=float)
+    configured = nexus.settings.session_purge_interval
     if configured is not None:
-        return float(configured)
+        return configured
     return min(PURGE_INTERVAL_MAX, max(PURGE_INTERVAL_MIN, nexus.settings.session_ttl / 2))
 
 

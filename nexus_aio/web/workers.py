@@ -18,11 +18,12 @@ from argparse import Namespace
 from typing import TYPE_CHECKING
 
 from nexus_aio.errors import ConfigurationError
+from nexus_aio.settings import WORKER_CHILD_ENV
 
 if TYPE_CHECKING:
     from nexus_aio.nexus import Nexus
 
-CHILD_ENV = "NEXUS_WORKER_CHILD"  # set in workers: skip start-up recovery, bind with SO_REUSEPORT
+CHILD_ENV = WORKER_CHILD_ENV  # set in workers: skip start-up recovery, bind with SO_REUSEPORT
 
 
 def is_worker_child() -> bool:
