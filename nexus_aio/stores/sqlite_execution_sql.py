@@ -75,7 +75,7 @@ CREATE INDEX IF NOT EXISTS idempotency_by_expiry ON idempotency_keys (expires_at
 INSERT OR IGNORE INTO nexus_schema (component, version) VALUES ('{COMPONENT}', {SCHEMA_VERSION});
 """
 _UPSERT_RECORD = (
-    f"INSERT INTO executions ({RECORD_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    f"INSERT INTO executions ({RECORD_COLUMNS}) VALUES {{values}}"
     " ON CONFLICT(id) DO UPDATE SET workflow=excluded.workflow, mode=excluded.mode,"
     " status=excluded.status, inputs=excluded.inputs, created_at=excluded.created_at,"
     " result=excluded.result, error=excluded.error, started_at=excluded.started_at,"
@@ -84,8 +84,22 @@ _UPSERT_RECORD = (
 )
 # Events are immutable and numbered by the caller, so rewriting one (a retried flush) is harmless.
 _INSERT_EVENT = (
-    "INSERT OR REPLACE INTO execution_events (execution_id, seq, type, data, ts) VALUES (?,?,?,?,?)"
+    "INSERT OR REPLACE INTO execution_events (execution_id, seq, type, data, ts) VALUES {values}"
 )
+# Rows per statement in a batch write. sqlite3 releases the GIL around every statement step, and
+# each release is a hand-off with the event loop's thread: one step per row made every row of a
+# flush a potential stall of the loop, a statement of many rows makes it one per chunk.
+_ROWS_PER_STATEMENT = 100
+
+
+def _insert_many(conn: sqlite3.Connection, template: str, rows: list[tuple[Any, ...]]) -> None:
+    """``template`` (with a ``{values}`` slot) for ``rows``, many rows per statement."""
+    width = len(rows[0])
+    one = "(" + ",".join("?" * width) + ")"
+    for start in range(0, len(rows), _ROWS_PER_STATEMENT):
+        chunk = rows[start : start + _ROWS_PER_STATEMENT]
+        sql = template.format(values=",".join([one] * len(chunk)))
+        conn.execute(sql, [value for row in chunk for value in row])
 _PUT_IDEMPOTENCY = (
     "INSERT INTO idempotency_keys (key, request_hash, execution_id, status, body, expires_at)"
     " VALUES (?,?,?,?,?,?) ON CONFLICT(key) DO UPDATE SET request_hash=excluded.request_hash,"
@@ -196,9 +210,9 @@ def write_batch(
 
     def work(conn: sqlite3.Connection) -> None:
         if record_rows:
-            conn.executemany(_UPSERT_RECORD, record_rows)
+            _insert_many(conn, _UPSERT_RECORD, record_rows)
         if event_rows:
-            conn.executemany(_INSERT_EVENT, event_rows)
+            _insert_many(conn, _INSERT_EVENT, event_rows)
 
     transaction(conn, work)
 
