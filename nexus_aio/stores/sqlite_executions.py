@@ -18,7 +18,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import orjson
 
@@ -36,8 +36,7 @@ from nexus_aio.stores.executions import (
     newer_events,
     newest_first,
 )
-from nexus_aio.stores.sqlite_paths import prepare_parent_directory
-from nexus_aio.stores.sqlite_worker import SQLiteWorker, open_worker
+from nexus_aio.stores.sqlite_worker import SQLiteHandle
 
 __all__ = ["SQLiteExecutionStore"]
 
@@ -73,8 +72,7 @@ class SQLiteExecutionStore(ExecutionStore):
         self._max_pending = max_pending
         self._flush_threshold = max(1, max_pending // 4)
         self._clock = clock
-        self._busy_timeout = busy_timeout
-        self._worker: SQLiteWorker | None = None
+        self._db = SQLiteHandle(path, "SQLite store", busy_timeout)
         self._pending_records: dict[str, ExecutionRecord] = {}
         self._pending_events: dict[str, builtins.list[ExecutionEvent]] = {}
         self._pending_event_count = 0
@@ -90,29 +88,17 @@ class SQLiteExecutionStore(ExecutionStore):
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def open(self) -> None:
-        if self._worker is not None:
+        if self._db.is_open:
             raise RuntimeError("store is already open")
-        prepare_parent_directory(self.path, "SQLite store")
         # Fresh primitives: a store reopened under another event loop must not reuse old ones.
         self._flush_lock, self._dirty, self._full = asyncio.Lock(), asyncio.Event(), asyncio.Event()
         self._drained = asyncio.Event()
-        try:
-            worker = await open_worker(self.path, self._busy_timeout)
-        except sqlite3.Error as exc:
-            raise self._not_openable(exc) from exc
-        try:
-            await worker.call(self._busy_timeout, sql.create_schema)
-        except BaseException as exc:
-            await worker.release()
-            if isinstance(exc, sqlite3.Error):
-                raise self._not_openable(exc) from exc
-            raise
-        self._worker = worker
+        await self._db.open(sql.create_schema)
         self._closing = False
         self._flusher = asyncio.create_task(self._run_flusher(), name="nexus-sqlite-flusher")
 
     async def close(self) -> None:
-        if self._worker is None:
+        if not self._db.is_open:
             return
         self._closing = True
         self._dirty.set()
@@ -128,32 +114,7 @@ class SQLiteExecutionStore(ExecutionStore):
                 self.path,
                 self._pending_size(),
             )
-        worker, self._worker = self._worker, None
-        await worker.release()
-
-    def _not_openable(self, exc: BaseException) -> StoreUnavailable:
-        return StoreUnavailable(f"SQLite store at {self.path} cannot be opened: {exc}")
-
-    async def _call(self, fn: Callable[..., _T], *args: Any) -> _T:
-        """``fn(connection, *args)`` on the worker thread."""
-        if self._worker is None:
-            raise StoreUnavailable(f"SQLite store at {self.path} is not open")
-        return await self._worker.call(self._busy_timeout, fn, *args)
-
-    async def _read(self, fn: Callable[..., _T], *args: Any) -> _T:
-        try:
-            return await self._call(fn, *args)
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"SQLite store at {self.path} cannot be read: {exc}") from exc
-
-    async def _write(self, fn: Callable[..., _T], *args: Any) -> _T:
-        try:
-            return await self._call(fn, *args)
-        except sqlite3.Error as exc:
-            raise self._not_writable(exc) from exc
-
-    def _not_writable(self, exc: BaseException) -> StoreUnavailable:
-        return StoreUnavailable(f"SQLite store at {self.path} is not writable: {exc}")
+        await self._db.close()
 
     # -- deferred writes ---------------------------------------------------------------------
     def _pending_size(self) -> int:
@@ -223,13 +184,13 @@ class SQLiteExecutionStore(ExecutionStore):
             self._inflight_records, self._inflight_events = records, events
             self._wake_waiters()  # the buffer is empty again (the batch is in flight)
             try:
-                await self._call(sql.write_batch, builtins.list(records.values()), events)
+                await self._db.call(sql.write_batch, builtins.list(records.values()), events)
             except BaseException as exc:
                 self._restore(records, events)
                 if isinstance(exc, sqlite3.Error):
                     self._flush_failed(exc)
                     self._wake_waiters()
-                    raise self._not_writable(exc) from exc
+                    raise self._db.not_writable(exc) from exc
                 raise
             finally:
                 self._inflight_records, self._inflight_events = {}, {}
@@ -302,7 +263,7 @@ class SQLiteExecutionStore(ExecutionStore):
         record = self._buffered_record(execution_id)
         if record is not None:
             return record.copy()
-        rows = await self._read(
+        rows = await self._db.read(
             sql.query, f"SELECT {sql.RECORD_COLUMNS} FROM executions WHERE id = ?", (execution_id,)
         )
         return sql.row_record(rows[0]) if rows else None
@@ -324,7 +285,7 @@ class SQLiteExecutionStore(ExecutionStore):
             f"SELECT {sql.RECORD_COLUMNS} FROM executions{where}"
             " ORDER BY created_at DESC, id DESC LIMIT ?"
         )
-        rows = await self._read(sql.query, select, [*params, limit + 1 + len(buffered)])
+        rows = await self._db.read(sql.query, select, [*params, limit + 1 + len(buffered)])
         candidates = [r for r in map(sql.row_record, rows) if r.id not in buffered]
         candidates.extend(
             r.copy() for r in buffered.values() if matches(r, workflow, status, after)
@@ -342,7 +303,7 @@ class SQLiteExecutionStore(ExecutionStore):
         buffered = self._buffered_events(execution_id)
         if buffered and buffered[0].seq <= after_seq + 1:
             return events_after(buffered, after_seq)  # all requested events are still buffered
-        rows = await self._read(
+        rows = await self._db.read(
             sql.query,
             "SELECT seq, type, data, ts FROM execution_events"
             " WHERE execution_id = ? AND seq > ? ORDER BY seq",
@@ -357,23 +318,23 @@ class SQLiteExecutionStore(ExecutionStore):
     # -- maintenance ---------------------------------------------------------------------------
     async def mark_interrupted(self) -> int:
         await self.flush()
-        return await self._write(sql.mark_interrupted, self._clock())
+        return await self._db.write(sql.mark_interrupted, self._clock())
 
     async def purge(self, *, max_age: float | None = None, max_count: int | None = None) -> int:
         await self.flush()
         now = self._clock()
         cutoff = None if max_age is None else now - max_age
-        return await self._write(sql.purge, cutoff, max_count, now)
+        return await self._db.write(sql.purge, cutoff, max_count, now)
 
     # -- idempotency ---------------------------------------------------------------------------
     async def get_idempotency(self, key: str) -> IdempotencyEntry | None:
-        return await self._read(sql.get_idempotency, key, self._clock())
+        return await self._db.read(sql.get_idempotency, key, self._clock())
 
     async def put_idempotency(self, entry: IdempotencyEntry) -> bool:
-        return await self._write(sql.put_idempotency, entry, self._clock())
+        return await self._db.write(sql.put_idempotency, entry, self._clock())
 
     # -- health --------------------------------------------------------------------------------
     async def ping(self) -> None:
-        await self._write(sql.probe_write)
+        await self._db.write(sql.probe_write)
         if self._failures:
             self._full.set()  # writable again: retry the backlog now rather than after a backoff

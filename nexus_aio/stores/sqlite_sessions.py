@@ -15,10 +15,8 @@ from typing import Any, TypeVar
 
 import orjson
 
-from nexus_aio.errors import StoreUnavailable
 from nexus_aio.stores.sessions import Session, SessionStore, check_ttl, encode_state
-from nexus_aio.stores.sqlite_paths import prepare_parent_directory
-from nexus_aio.stores.sqlite_worker import SQLiteWorker, open_worker
+from nexus_aio.stores.sqlite_worker import SQLiteHandle
 
 __all__ = ["SQLiteSessionStore"]
 
@@ -92,59 +90,20 @@ class SQLiteSessionStore(SessionStore):
         self.path = path
         self.ttl = check_ttl(ttl)
         self._clock = clock
-        self._busy_timeout = busy_timeout
-        self._worker: SQLiteWorker | None = None
+        self._db = SQLiteHandle(path, "SQLite session store", busy_timeout)
         self._count_cache: tuple[int, float] | None = None
         self._count_dirty = True
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def open(self) -> None:
-        if self._worker is not None:
-            raise RuntimeError("store is already open")
-        prepare_parent_directory(self.path, "SQLite session store")
-        try:
-            worker = await open_worker(self.path, self._busy_timeout)
-        except sqlite3.Error as exc:
-            raise self._not_openable(exc) from exc
-        try:
-            await worker.call(self._busy_timeout, _create_schema)
-        except BaseException as exc:
-            await worker.release()
-            if isinstance(exc, sqlite3.Error):
-                raise self._not_openable(exc) from exc
-            raise
-        self._worker = worker
+        await self._db.open(_create_schema)
 
     async def close(self) -> None:
-        worker, self._worker = self._worker, None
-        if worker is not None:
-            await worker.release()
-
-    def _not_openable(self, exc: BaseException) -> StoreUnavailable:
-        return StoreUnavailable(f"SQLite session store at {self.path} cannot be opened: {exc}")
-
-    # -- worker plumbing ---------------------------------------------------------------------
-    async def _call(self, fn: Callable[..., _T], *args: Any) -> _T:
-        if self._worker is None:
-            raise StoreUnavailable(f"SQLite session store at {self.path} is not open")
-        return await self._worker.call(self._busy_timeout, fn, *args)
-
-    async def _read(self, fn: Callable[..., _T], *args: Any) -> _T:
-        try:
-            return await self._call(fn, *args)
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(
-                f"SQLite session store at {self.path} cannot be read: {exc}"
-            ) from exc
+        await self._db.close()
 
     async def _write(self, fn: Callable[..., _T], *args: Any) -> _T:
         self._count_dirty = True
-        try:
-            return await self._call(fn, *args)
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(
-                f"SQLite session store at {self.path} is not writable: {exc}"
-            ) from exc
+        return await self._db.write(fn, *args)
 
     def _get_row(
         self, conn: sqlite3.Connection, session_id: str, now: float
@@ -165,7 +124,7 @@ class SQLiteSessionStore(SessionStore):
 
     # -- interface ---------------------------------------------------------------------------
     async def get(self, session_id: str) -> Session | None:
-        row = await self._read(self._get_row, session_id, self._clock())
+        row = await self._db.read(self._get_row, session_id, self._clock())
         if row is None:
             return None
         state, created_at, updated_at, expires_at, actor = row
@@ -200,7 +159,7 @@ class SQLiteSessionStore(SessionStore):
         if cached is not None and not self._count_dirty and 0 <= now - cached[1] < 1.0:
             return cached[0]
         self._count_dirty = False
-        count: int = await self._read(
+        count: int = await self._db.read(
             _scalar, "SELECT COUNT(*) FROM sessions WHERE expires_at > ?", (now,)
         )
         self._count_cache = (count, now)
@@ -212,4 +171,4 @@ class SQLiteSessionStore(SessionStore):
         )
 
     async def ping(self) -> None:
-        await self._read(_scalar, "SELECT 1", ())
+        await self._db.read(_scalar, "SELECT 1", ())

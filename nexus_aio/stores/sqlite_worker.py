@@ -23,7 +23,10 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
-__all__ = ["SQLiteWorker", "open_worker"]
+from nexus_aio.errors import StoreUnavailable
+from nexus_aio.stores.sqlite_paths import prepare_parent_directory
+
+__all__ = ["SQLiteHandle", "SQLiteWorker", "open_worker"]
 
 _T = TypeVar("_T")
 
@@ -144,3 +147,66 @@ async def open_worker(path: str, busy_timeout: float) -> SQLiteWorker:
         await worker.release()
         raise
     return worker
+
+
+class SQLiteHandle:
+    """A store's use of the worker of its database file: opening it (with the store's schema),
+    calls on it, and SQLite errors as the ``StoreUnavailable`` a store reports."""
+
+    __slots__ = ("_worker", "busy_timeout", "label", "path")
+
+    def __init__(self, path: str, label: str, busy_timeout: float) -> None:
+        self.path = path
+        self.label = label  # "SQLite store", "SQLite session store": how errors name it
+        self.busy_timeout = busy_timeout
+        self._worker: SQLiteWorker | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self._worker is not None
+
+    async def open(self, create_schema: Callable[[sqlite3.Connection], None]) -> None:
+        if self._worker is not None:
+            raise RuntimeError("store is already open")
+        prepare_parent_directory(self.path, self.label)
+        try:
+            worker = await open_worker(self.path, self.busy_timeout)
+        except sqlite3.Error as exc:
+            raise self._unavailable("cannot be opened", exc) from exc
+        try:
+            await worker.call(self.busy_timeout, create_schema)
+        except BaseException as exc:
+            await worker.release()
+            if isinstance(exc, sqlite3.Error):
+                raise self._unavailable("cannot be opened", exc) from exc
+            raise
+        self._worker = worker
+
+    async def close(self) -> None:
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            await worker.release()
+
+    async def call(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """``fn(connection, *args)`` on the worker thread; SQLite errors pass through."""
+        if self._worker is None:
+            raise StoreUnavailable(f"{self.label} at {self.path} is not open")
+        return await self._worker.call(self.busy_timeout, fn, *args)
+
+    async def read(self, fn: Callable[..., _T], *args: Any) -> _T:
+        try:
+            return await self.call(fn, *args)
+        except sqlite3.Error as exc:
+            raise self._unavailable("cannot be read", exc) from exc
+
+    async def write(self, fn: Callable[..., _T], *args: Any) -> _T:
+        try:
+            return await self.call(fn, *args)
+        except sqlite3.Error as exc:
+            raise self.not_writable(exc) from exc
+
+    def not_writable(self, exc: BaseException) -> StoreUnavailable:
+        return self._unavailable("is not writable", exc)
+
+    def _unavailable(self, what: str, exc: BaseException) -> StoreUnavailable:
+        return StoreUnavailable(f"{self.label} at {self.path} {what}: {exc}")

@@ -27,14 +27,14 @@ import orjson
 import redis.asyncio as aioredis
 
 from nexus_aio.envelope import error_envelope
-from nexus_aio.errors import Cancelled, NexusError, ValidationError
+from nexus_aio.errors import Cancelled, NexusError
 from nexus_aio.stores.executions import (
-    STATUSES,
     TERMINAL,
     ExecutionEvent,
     ExecutionRecord,
     ExecutionStore,
     IdempotencyEntry,
+    check_list_args,
     decode_cursor,
     encode_cursor,
     json_text,
@@ -122,18 +122,6 @@ def _parse_entries(entries: Sequence[tuple[bytes, dict[bytes, bytes]]]) -> list[
     ]
 
 
-def _check_list_args(status: str | None, limit: int) -> None:
-    if status is not None and status not in STATUSES:
-        raise ValidationError(
-            f"Unknown status: {status}",
-            details={"field": "status", "expected": list(STATUSES), "received": status},
-        )
-    if limit < 1:
-        raise ValidationError(
-            "limit must be at least 1", details={"field": "limit", "received": limit}
-        )
-
-
 class RedisExecutionStore(ExecutionStore):
     """The executions store shared by every instance (and every arq worker) on one Redis."""
 
@@ -199,7 +187,7 @@ class RedisExecutionStore(ExecutionStore):
         limit: int = 50,
         cursor: str | None = None,
     ) -> tuple[builtins.list[ExecutionRecord], str | None]:
-        _check_list_args(status, limit)
+        check_list_args(status, limit)
         after = None if cursor is None else decode_cursor(cursor)
         top: Any = "+inf" if after is None else after[0]
         found: builtins.list[ExecutionRecord] = []
