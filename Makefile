@@ -41,4 +41,4 @@ soak: install
 	$(BIN)/python scripts/soak.py $(SOAK_ARGS)
 
 clean:
-	rm -rf $(VENV) .nexus build *.egg-info
+	rm -rf $(VENV) .nexus build site *.egg-info

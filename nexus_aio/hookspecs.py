@@ -2,13 +2,16 @@
 
 Every hook receives the ``nexus`` app first; an implementation may declare fewer arguments.
 Implement one with ``@hookimpl`` from ``nexus_aio``. Build-time hooks (``register_*``,
-``health_components``) run once while ``create_app()`` builds the app (``register_commands``: when
-the CLI builds its parser) and must return their items directly; request-time and startup hooks
-(``actor_from_request``, ``permission_allowed``, ``handle_exception``, ``storage_backend``) may
-return a value, a callable or an awaitable, which the core awaits. For the first-result hooks the
-core awaits each result in turn and keeps the first non-None, so an async implementation answering
-None passes to the next plugin. A request-time hook that only built-in plugins implement is never
-called per request. A misspelt hook name fails at startup (``check_pending``).
+``health_components``) run once and must return their items directly: most while
+``create_app()`` builds the app, but ``register_settings`` while ``Nexus(...)`` is constructed
+(before ``nexus.settings`` exists) and ``register_commands`` (which adds sub-parsers and returns
+None) when the CLI builds its parser.
+Request-time and startup hooks (``actor_from_request``, ``permission_allowed``,
+``handle_exception``, ``storage_backend``) may return a value, a callable or an awaitable, which
+the core awaits. For the first-result hooks the core awaits each result in turn and keeps the
+first non-None, so an async implementation answering None passes to the next plugin. A
+request-time hook that only built-in plugins implement is never called per request. A misspelt
+hook name fails at startup (``check_pending``).
 """
 
 from __future__ import annotations

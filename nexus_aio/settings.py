@@ -115,8 +115,8 @@ class Setting:
 
 @dataclass
 class Settings:
-    """The core settings, with their defaults (see the settings reference), plus those that
-    plugins declare (read as attributes too). Build with :meth:`build`."""
+    """The core settings, with their defaults (the reference is ``docs/settings.md``), plus those
+    that plugins declare (read as attributes too). Build with :meth:`build`."""
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
