@@ -406,7 +406,7 @@ def unknown_setting(name: str, known: Iterable[str], disabled: Iterable[str]) ->
     feature = _absent_feature(name, known)
     if feature is not None:
         return UnknownSetting(_absent_plugin(name, feature, disabled))
-    return UnknownSetting(f"{name} is not a setting (see the settings reference)")
+    return UnknownSetting(f"{name} is not a setting (see docs/settings.md)")
 
 
 _WARNED_ENV: set[str] = set()

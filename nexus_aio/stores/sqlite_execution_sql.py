@@ -100,6 +100,8 @@ def _insert_many(conn: sqlite3.Connection, template: str, rows: list[tuple[Any, 
         chunk = rows[start : start + _ROWS_PER_STATEMENT]
         sql = template.format(values=",".join([one] * len(chunk)))
         conn.execute(sql, [value for row in chunk for value in row])
+
+
 _PUT_IDEMPOTENCY = (
     "INSERT INTO idempotency_keys (key, request_hash, execution_id, status, body, expires_at)"
     " VALUES (?,?,?,?,?,?) ON CONFLICT(key) DO UPDATE SET request_hash=excluded.request_hash,"

@@ -76,7 +76,7 @@ def normalize_path(path: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class AuthConfig:
-    """The auth plugin's settings, validated (see the README's auth section)."""
+    """The auth plugin's settings, validated (see docs/security.md)."""
 
     api_keys: tuple[str, ...]
     jwt_secret: str | None

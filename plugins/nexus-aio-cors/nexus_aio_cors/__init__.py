@@ -111,7 +111,7 @@ def normalize_origin(origin: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class CorsSettings:
-    """Validated CORS settings (see the README's CORS section)."""
+    """Validated CORS settings (see docs/security.md)."""
 
     origins: tuple[str, ...]
     methods: tuple[str, ...]
