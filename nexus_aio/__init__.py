@@ -20,11 +20,13 @@ from nexus_aio.hookspecs import hookimpl
 from nexus_aio.nexus import Nexus
 from nexus_aio.query import Query
 from nexus_aio.settings import Setting
+from nexus_aio.workflows.files import File
 from nexus_aio.workflows.workflow import Workflow
 
 __all__ = [
     "BadRequest",
     "Context",
+    "File",
     "Forbidden",
     "Nexus",
     "NexusError",

@@ -134,6 +134,7 @@ class Settings:
     max_concurrent_requests: int = 100
     max_queued_runs: int = 10_000
     max_request_size: int = 10 * 1024 * 1024
+    max_upload_size: int = 100 * 1024 * 1024  # a multipart (file upload) request body
     response_compression: bool = False
     max_depth: int = 64
     max_key_length: int = 256
@@ -262,6 +263,7 @@ class Settings:
             "max_concurrent_requests",
             "max_queued_runs",
             "max_request_size",
+            "max_upload_size",
             "max_depth",
             "max_key_length",
             "session_ttl",

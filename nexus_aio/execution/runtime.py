@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -44,9 +44,22 @@ if TYPE_CHECKING:
     from nexus_aio.settings import Settings
     from nexus_aio.workflows.workflow import CompiledWorkflow
 
-__all__ = ["LiveExecution", "Runtime", "Submission", "actor_id"]
+__all__ = ["Cleanup", "LiveExecution", "Runtime", "Submission", "actor_id", "run_cleanups"]
 
 log = logging.getLogger("nexus_aio.runtime")
+
+
+Cleanup = Callable[[], object]
+
+
+def run_cleanups(cleanups: list[Cleanup]) -> None:
+    """Run and forget each cleanup (so a second call does nothing); a failing one is logged."""
+    while cleanups:
+        cleanup = cleanups.pop()
+        try:
+            cleanup()
+        except Exception:
+            log.exception("cleanup %r failed", cleanup)
 
 
 @dataclass(slots=True)
@@ -63,6 +76,8 @@ class Submission:
     actor: Any = None
     request_id: str | None = None
     timeout: float = 30.0  # seconds; the workflow's own, else request_timeout or run_timeout
+    # Run once when the run ends, whatever the mode and outcome (uploaded files are deleted).
+    cleanups: list[Cleanup] = field(default_factory=list)
 
 
 def actor_id(actor: Any) -> str | None:
@@ -76,13 +91,14 @@ def actor_id(actor: Any) -> str | None:
 class LiveExecution:
     """An execution this process owns: queued (no task yet), then running in ``task``."""
 
-    __slots__ = ("done", "log", "record", "task")
+    __slots__ = ("cleanups", "done", "log", "record", "task")
 
     def __init__(self, record: ExecutionRecord, log_: EventLog, done: asyncio.Event) -> None:
         self.record = record
         self.log = log_
         self.task: asyncio.Task[Any] | None = None
         self.done = done  # set once the final record and log are saved
+        self.cleanups: list[Cleanup] = []  # the submission's, run when it ends
 
 
 class Runtime:
@@ -290,28 +306,34 @@ class Runtime:
     # -- sync mode ----------------------------------------------------------------------------
     async def run_sync(self, sub: Submission) -> dict[str, Any]:
         """Run in the caller's task; returns the success envelope or raises a ``NexusError``."""
-        self.acquire()
-        record = self.new_record(sub, "running")
-        events = EventLog(persist=False)
         try:
-            envelope = await self._run(sub, record, events)
-        except asyncio.CancelledError:  # the caller is going away: the save must still land
+            self.acquire()
+            record = self.new_record(sub, "running")
+            events = EventLog(persist=False)
+            try:
+                envelope = await self._run(sub, record, events)
+            except asyncio.CancelledError:  # the caller is going away: the save must still land
+                self.release()
+                await asyncio.shield(self._save(record, events))
+                raise
+            except BaseException:
+                self.release()
+                await self._save(record, events)
+                raise
             self.release()
-            await asyncio.shield(self._save(record, events))
-            raise
-        except BaseException:
-            self.release()
-            await self._save(record, events)
-            raise
-        self.release()
-        await self._save(record, events)  # no shield (a task per request) on the hot path
-        return envelope
+            await self._save(record, events)  # no shield (a task per request) on the hot path
+            return envelope
+        finally:
+            if sub.cleanups:
+                run_cleanups(sub.cleanups)
 
     # -- background modes (stream, async) -------------------------------------------------
     def track(self, sub: Submission, record: ExecutionRecord) -> LiveExecution:
         """Register a run of this process (queued or about to start) so it can be followed,
-        waited for and cancelled."""
-        return self.track_record(record)
+        waited for and cancelled; from here on the run's end runs the submission's cleanups."""
+        live = self.track_record(record)
+        live.cleanups = sub.cleanups
+        return live
 
     def track_record(self, record: ExecutionRecord) -> LiveExecution:
         """:meth:`track` for a run known only by its record (a queue worker's job)."""
@@ -328,12 +350,17 @@ class Runtime:
 
     async def start(self, sub: Submission) -> LiveExecution:
         """Take a slot (or 503) and run ``sub`` in the background (stream mode)."""
-        self.acquire()
+        try:
+            self.acquire()
+        except BaseException:
+            run_cleanups(sub.cleanups)
+            raise
         try:
             record = self.new_record(sub, "queued")
             await self.executions.save(record)
         except BaseException:
             self.release()
+            run_cleanups(sub.cleanups)
             raise
         live = self.track(sub, record)
         self.launch(sub, live)
@@ -349,7 +376,10 @@ class Runtime:
             await self.settle(live, durable=sub.mode == "async")
 
     async def settle(self, live: LiveExecution, *, durable: bool) -> None:
-        """The final save of a tracked run; then followers and waiters are released."""
+        """The final save of a tracked run; then followers and waiters are released (its
+        cleanups have run by then: a client that saw the run end finds its files gone)."""
+        if live.cleanups:
+            run_cleanups(live.cleanups)
         live.log.finish()
         try:
             await asyncio.shield(self._save(live.record, live.log, durable=durable))

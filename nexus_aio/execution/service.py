@@ -17,7 +17,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from nexus_aio.envelope import error_envelope, new_execution_id
@@ -25,7 +25,14 @@ from nexus_aio.errors import ConfigurationError, NexusError, ValidationError, Wo
 from nexus_aio.execution.events import closing_event
 from nexus_aio.execution.executor import Executor, LocalExecutor
 from nexus_aio.execution.idempotency import Idempotency
-from nexus_aio.execution.runtime import LiveExecution, Runtime, Submission, actor_id
+from nexus_aio.execution.runtime import (
+    Cleanup,
+    LiveExecution,
+    Runtime,
+    Submission,
+    actor_id,
+    run_cleanups,
+)
 from nexus_aio.security import check_payload, limits_from
 from nexus_aio.stores.executions import (
     TERMINAL,
@@ -34,6 +41,7 @@ from nexus_aio.stores.executions import (
     ExecutionStore,
 )
 from nexus_aio.stores.sessions import SessionStore, validate_session_id
+from nexus_aio.workflows.files import has_files, recorded_inputs
 
 if TYPE_CHECKING:
     from nexus_aio.nexus import Nexus
@@ -59,6 +67,9 @@ class RunRequest:
     request_id: str | None = None
     # The id the client will see; a channel that shows it before the run (HTTP) sets it.
     execution_id: str | None = None
+    # Handed to the service with the request: run when the run ends (or when it is refused),
+    # e.g. deleting uploaded files, which must outlive the HTTP request of an async run.
+    cleanups: list[Cleanup] = field(default_factory=list)
 
 
 class ExecutionService:
@@ -143,6 +154,12 @@ class ExecutionService:
             check_payload(req.context, self.limits, path="context")
         session_id = None if req.session_id is None else validate_session_id(req.session_id)
         kwargs = wf.schema.validate(inputs)
+        if req.mode == "async" and not isinstance(self.executor, LocalExecutor):
+            if wf.schema.file_inputs and has_files(kwargs):  # files live on this machine only
+                raise ValidationError(
+                    "File inputs cannot be sent to queue workers: use mode sync or stream",
+                    details={"field": "mode", "expected": "sync or stream", "received": "async"},
+                )
         settings = self.settings
         if wf.timeout:
             timeout = wf.timeout
@@ -153,7 +170,8 @@ class ExecutionService:
         return Submission(
             wf,
             kwargs,
-            inputs,
+            # Records show files as their metadata, never content or path.
+            recorded_inputs(inputs) if wf.schema.file_inputs else inputs,
             req.execution_id or new_execution_id(),
             req.mode,
             session_id,
@@ -161,16 +179,19 @@ class ExecutionService:
             req.actor,
             req.request_id,
             timeout,
+            req.cleanups,
         )
 
     async def admit(self, req: RunRequest) -> Submission:
         """:meth:`prepare`, keeping a record of a refused request under the id its client sees
-        (a workflow that does not exist has no record)."""
+        (a workflow that does not exist has no record); a refused request's cleanups run."""
         try:
             return self.prepare(req)
         except WorkflowNotFound:
+            run_cleanups(req.cleanups)
             raise
         except NexusError as exc:
+            run_cleanups(req.cleanups)
             if req.execution_id is not None:
                 await self.reject(
                     req.execution_id,
@@ -179,6 +200,9 @@ class ExecutionService:
                     request_id=req.request_id,
                     actor=req.actor,
                 )
+            raise
+        except BaseException:
+            run_cleanups(req.cleanups)
             raise
 
     async def reject(
@@ -226,7 +250,12 @@ class ExecutionService:
 
     async def submit(self, req: RunRequest) -> ExecutionRecord:
         """Async mode: hand the run to the executor's queue; its ``queued`` record."""
-        return await self.executor.submit(await self.admit(req))
+        sub = await self.admit(req)
+        try:
+            return await self.executor.submit(sub)
+        except BaseException:  # not accepted: nothing will run it
+            run_cleanups(sub.cleanups)
+            raise
 
     async def run_queued(
         self,

@@ -100,9 +100,12 @@ class _Builder:
             },
             "additionalProperties": False,
         }
-        if wf.schema.fields and any(f.required for f in wf.schema.fields.values()):
+        files = wf.schema.file_inputs
+        if any(f.required for n, f in wf.schema.fields.items() if n not in files):
             request["required"] = ["inputs"]
         self.spec.components.schema(f"{key}ExecuteRequest", request)
+        if files:
+            self.spec.components.schema(f"{key}Upload", _upload_schema(wf, request))
         self.spec.components.schema(f"{key}Result", _success_envelope(wf.outputs))
         return key
 
@@ -141,10 +144,7 @@ class _Builder:
                     IDEMPOTENCY_KEY_SCHEMA,
                 ),
             ],
-            "requestBody": {
-                "required": False,
-                "content": {"application/json": {"schema": ref(f"{key}ExecuteRequest")}},
-            },
+            "requestBody": _request_body(wf, key),
             "responses": responses,
         }
 
@@ -209,6 +209,49 @@ def _component_name(name: str) -> str:
     """A workflow name as a component-name stem (components allow ``[A-Za-z0-9._-]``)."""
     cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", name)
     return "".join(part[:1].upper() + part[1:] for part in re.split(r"[_-]", cleaned)) or "W"
+
+
+def _upload_schema(wf: CompiledWorkflow, request: dict[str, Any]) -> dict[str, Any]:
+    """The ``multipart/form-data`` body of a workflow with file inputs: a binary part per file
+    input (several for ``list[File]``), the other inputs as one JSON ``inputs`` part."""
+    binary = {"type": "string", "format": "binary"}
+    properties: dict[str, Any] = {}
+    for name, kind in wf.schema.file_inputs.items():
+        fld = wf.schema.fields[name]
+        prop: dict[str, Any] = (
+            {"type": "array", "items": binary} if kind == "list" else dict(binary)
+        )
+        if fld.description:
+            prop["description"] = fld.description
+        properties[name] = prop
+    properties.update(request["properties"])
+    required = [n for n in wf.schema.file_inputs if wf.schema.fields[n].required]
+    required += request.get("required", [])
+    schema: dict[str, Any] = {"type": "object", "properties": properties}
+    if required:
+        schema["required"] = required
+    schema["additionalProperties"] = False  # an unknown part is a 400
+    return schema
+
+
+def _request_body(wf: CompiledWorkflow, key: str) -> dict[str, Any]:
+    """JSON for workflows without file inputs; multipart (JSON too when every file input is
+    optional) for those with."""
+    json_body = {"schema": ref(f"{key}ExecuteRequest")}
+    files = wf.schema.file_inputs
+    if not files:
+        return {"required": False, "content": {"application/json": json_body}}
+    upload = {
+        "schema": ref(f"{key}Upload"),
+        "encoding": {
+            "inputs": {"contentType": "application/json"},
+            "context": {"contentType": "application/json"},
+        },
+    }
+    content: dict[str, Any] = {"multipart/form-data": upload}
+    if not any(wf.schema.fields[name].required for name in files):
+        content["application/json"] = json_body
+    return {"required": True, "content": content}
 
 
 def _success_envelope(outputs: dict[str, Any]) -> dict[str, Any]:

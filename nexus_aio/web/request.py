@@ -1,21 +1,36 @@
-"""Reading requests: the JSON body within the size limit, the execute request's fields."""
+"""Reading requests: the JSON body within the size limit, the execute request's fields, and
+multipart (file upload) execute requests streamed to temporary files."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+import asyncio
+import functools
+import hashlib
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import IO, TYPE_CHECKING, Any, Final
 
 import orjson
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 from nexus_aio.errors import BadRequest, PayloadTooLarge, ValidationError
+from nexus_aio.execution.runtime import Cleanup
 from nexus_aio.web.keys import nexus_of
 from nexus_aio.workflows.coerce import coerce_text
+from nexus_aio.workflows.files import File
+from nexus_aio.workflows.problems import Problem, validation_error
 
 if TYPE_CHECKING:
     from nexus_aio.workflows.workflow import CompiledWorkflow
 
 EXECUTE_FIELDS = frozenset({"inputs", "session_id", "context", "mode"})
+MULTIPART = "multipart/form-data"
+# At most this many parts in one multipart request (files and fields together): beyond it 413.
+MAX_UPLOAD_PARTS: Final = 64
+READ_CHUNK: Final = 64 * 1024  # bytes asked of a part at a time (the stream buffers about that)
+WRITE_BUFFER: Final = 1024 * 1024  # bytes gathered before one write (and hash) in a thread
 
 
 async def read_body(request: web.Request) -> bytes:
@@ -53,6 +68,8 @@ class ExecuteRequest:
     mode: str
     session_id: str | None
     context: dict[str, Any] | None
+    # For the execution service to run when the run ends (delete the uploaded files).
+    cleanups: list[Cleanup] = field(default_factory=list)
 
 
 def _field_error(field: str, expected: str, value: Any) -> ValidationError:
@@ -108,8 +125,14 @@ async def read_execute_request(request: web.Request, workflow: CompiledWorkflow)
     query) with the shape checks of the wire format; the execution service checks the rest."""
     if request.method == "GET":
         body: Any = _query_body(request, workflow)
+    elif request.content_type == MULTIPART:
+        return await _read_multipart_request(request, workflow)
     else:
         body = await read_json(request, empty={})
+    return _execute_request(request, body)
+
+
+def _execute_request(request: web.Request, body: Any) -> ExecuteRequest:
     if not isinstance(body, dict):
         raise _field_error("body", "object", body)
     unknown = body.keys() - EXECUTE_FIELDS
@@ -149,3 +172,218 @@ async def read_execute_request(request: web.Request, workflow: CompiledWorkflow)
             )
         session_id = header_sid
     return ExecuteRequest(inputs, mode, session_id, context)
+
+
+# -- multipart/form-data ---------------------------------------------------------------------------
+async def _read_multipart_request(
+    request: web.Request, workflow: CompiledWorkflow
+) -> ExecuteRequest:
+    """A multipart execute request: one part per file input (named after it), and the optional
+    ``inputs`` (JSON object), ``mode``, ``session_id`` and ``context`` (JSON object) parts."""
+    upload = _Upload(request, workflow)
+    try:
+        body, files = await upload.read()
+        parsed = _execute_request(request, body)
+        inputs = parsed.inputs
+        if not isinstance(inputs, dict):
+            raise _field_error("inputs", "object", inputs)
+        both = sorted(inputs.keys() & files.keys())
+        if both:
+            raise validation_error(
+                [Problem("invalid", "file", "file", "sent both as a file and in inputs", both[0])]
+            )
+        kinds = workflow.schema.file_inputs
+        parsed.inputs = {
+            **inputs,
+            **{name: got if kinds[name] == "list" else got[0] for name, got in files.items()},
+        }
+        parsed.cleanups = upload.cleanups()
+        return parsed
+    except BaseException:
+        upload.discard()
+        raise
+
+
+def _write(fh: IO[bytes], digest: Any, data: bytes | bytearray) -> None:
+    digest.update(data)
+    fh.write(data)
+
+
+def _malformed(exc: BaseException) -> BadRequest:
+    return BadRequest(
+        f"Malformed multipart body: {exc}",
+        details={"field": "body", "expected": MULTIPART, "received": "malformed multipart"},
+    )
+
+
+class _Upload:
+    """Reads one multipart request: files streamed to a temporary directory (hashed as they are
+    written, never held whole in memory), text fields read within ``max_request_size``, the
+    whole body within ``max_upload_size`` and ``MAX_UPLOAD_PARTS``."""
+
+    def __init__(self, request: web.Request, workflow: CompiledWorkflow) -> None:
+        settings = nexus_of(request).settings
+        self.request = request
+        self.schema = workflow.schema
+        self.limit: int = settings.max_upload_size
+        self.text_limit: int = settings.max_request_size
+        self.received = 0  # bytes of part content read so far
+        self.text_received = 0
+        self.directory: Path | None = None
+
+    def cleanups(self) -> list[Cleanup]:
+        directory, self.directory = self.directory, None
+        if directory is None:
+            return []
+        return [functools.partial(shutil.rmtree, directory, ignore_errors=True)]
+
+    def discard(self) -> None:
+        for cleanup in self.cleanups():
+            cleanup()
+
+    def too_large(self, length: int | None = None) -> PayloadTooLarge:
+        details: dict[str, Any] = {"max_upload_size": self.limit}
+        if length is not None:
+            details["content_length"] = length
+        return PayloadTooLarge(
+            f"Upload exceeds the limit of {self.limit} bytes",
+            details=details,
+            headers={"Connection": "close"},
+        )
+
+    async def read(self) -> tuple[dict[str, Any], dict[str, list[File]]]:
+        length = self.request.content_length
+        if length is not None and length > self.limit:
+            raise self.too_large(length)  # before reading anything
+        body: dict[str, Any] = {}
+        files: dict[str, list[File]] = {}
+        try:
+            reader = await self.request.multipart()
+            count = 0
+            while (part := await reader.next()) is not None:
+                count += 1
+                if count > MAX_UPLOAD_PARTS:
+                    raise PayloadTooLarge(
+                        f"Too many multipart parts (at most {MAX_UPLOAD_PARTS})",
+                        details={"max_parts": MAX_UPLOAD_PARTS},
+                        headers={"Connection": "close"},
+                    )
+                if not isinstance(part, BodyPartReader):
+                    raise _malformed(ValueError("nested multipart bodies are not accepted"))
+                await self.read_part(part, count, body, files)
+        except (ValueError, KeyError, RuntimeError, AssertionError) as exc:
+            raise _malformed(exc) from None
+        return body, files
+
+    async def read_part(
+        self,
+        part: BodyPartReader,
+        index: int,
+        body: dict[str, Any],
+        files: dict[str, list[File]],
+    ) -> None:
+        name = part.name
+        is_file = part.filename is not None
+        received = "file" if is_file else "string"
+        if name is None:
+            raise _malformed(ValueError("a part has no name"))
+        kind = self.schema.file_inputs.get(name)
+        if kind is not None:
+            if not is_file:
+                raise validation_error([Problem("type", "file", received, None, name)])
+            upload = await self.spool(part, index)
+            if upload is None:  # a form's empty file picker: not sent
+                return
+            got = files.setdefault(name, [])
+            got.append(upload)
+            if kind == "one" and len(got) > 1:
+                raise validation_error(
+                    [Problem("invalid", "file", "files", "expected one file, received more", name)]
+                )
+            return
+        if name in EXECUTE_FIELDS:
+            if name in body:
+                raise validation_error(
+                    [Problem("invalid", "one part", "parts", "sent more than once", name)]
+                )
+            body[name] = self.field_value(name, await self.text(part, name))
+            return
+        if name in self.schema.fields:  # a JSON input: it belongs in the inputs part
+            raise validation_error(
+                [
+                    Problem(
+                        "invalid",
+                        "JSON in the inputs part",
+                        received,
+                        f"expected JSON in the inputs part, received a {received} part",
+                        name,
+                    )
+                ]
+            )
+        raise validation_error([Problem("unknown", "nothing", received, None, name)])
+
+    async def text(self, part: BodyPartReader, name: str) -> str:
+        data = bytearray()
+        while chunk := await part.read_chunk(READ_CHUNK):
+            self.count(len(chunk))
+            self.text_received += len(chunk)
+            if self.text_received > self.text_limit:
+                raise PayloadTooLarge(
+                    f"Multipart fields exceed the limit of {self.text_limit} bytes",
+                    details={"max_request_size": self.text_limit, "field": name},
+                    headers={"Connection": "close"},
+                )
+            data += chunk
+        try:
+            return data.decode(part.get_charset("utf-8"))
+        except (UnicodeDecodeError, LookupError):
+            raise ValidationError(
+                f"Invalid parameter: {name} (not valid text)",
+                details={"field": name, "expected": "UTF-8 text", "received": "bytes"},
+            ) from None
+
+    @staticmethod
+    def field_value(name: str, text: str) -> Any:
+        if name in ("mode", "session_id"):
+            return text
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            raise ValidationError(
+                f"Malformed JSON in the {name} part: {exc}",
+                details={"field": name, "expected": "JSON", "received": "malformed JSON"},
+            ) from None
+
+    def count(self, size: int) -> None:
+        self.received += size
+        if self.received > self.limit:
+            raise self.too_large()
+
+    async def spool(self, part: BodyPartReader, index: int) -> File | None:
+        """Stream a file part to the temporary directory; its ``File`` (None for an empty part
+        without a file name: a form's empty file picker)."""
+        if self.directory is None:
+            self.directory = Path(tempfile.mkdtemp(prefix="nexus-upload-"))
+        filename = PurePosixPath((part.filename or "").replace("\\", "/")).name
+        suffix = PurePosixPath(filename).suffix
+        if not (len(suffix) <= 16 and suffix[1:].isalnum()):
+            suffix = ""
+        path = self.directory / f"{index}{suffix}"
+        digest = hashlib.sha256()
+        size = 0
+        pending = bytearray()
+        with path.open("xb") as fh:
+            while chunk := await part.read_chunk(READ_CHUNK):
+                self.count(len(chunk))
+                size += len(chunk)
+                pending += chunk
+                if len(pending) >= WRITE_BUFFER:
+                    data, pending = pending, bytearray()
+                    await asyncio.to_thread(_write, fh, digest, data)
+            if pending:
+                await asyncio.to_thread(_write, fh, digest, pending)
+        if size == 0 and not filename:
+            path.unlink()
+            return None
+        content_type = part.headers.get("Content-Type") or "application/octet-stream"
+        return File(filename, content_type, size, path, digest.hexdigest())

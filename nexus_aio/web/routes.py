@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from nexus_aio.envelope import new_execution_id
-from nexus_aio.errors import NexusError
+from nexus_aio.errors import NexusError, ValidationError
 from nexus_aio.execution.service import RunRequest
 from nexus_aio.version import __version__
 from nexus_aio.web.keys import (
@@ -21,7 +21,7 @@ from nexus_aio.web.keys import (
     service_of,
 )
 from nexus_aio.web.permissions import check_permission
-from nexus_aio.web.request import read_execute_request
+from nexus_aio.web.request import MULTIPART, read_execute_request
 from nexus_aio.web.responses import json_response
 
 if TYPE_CHECKING:
@@ -40,6 +40,15 @@ def make_execute_handler(nexus: Nexus) -> Any:
 
     async def execute(request: web.Request) -> web.StreamResponse:
         if IDEMPOTENCY_HEADER in request.headers and IDEMPOTENT_PASS not in request:
+            if request.content_type == MULTIPART:  # it would hold the whole upload to hash it
+                raise ValidationError(
+                    f"{IDEMPOTENCY_HEADER} is not supported with multipart (file upload) requests",
+                    details={
+                        "field": IDEMPOTENCY_HEADER,
+                        "expected": "no Idempotency-Key with multipart/form-data",
+                        "received": "Idempotency-Key",
+                    },
+                )
             return await handle_idempotent(request, execute)
         name = request.match_info["name"]
         workflow = workflows.get(name) or nexus.get_workflow(name)  # WorkflowNotFound
@@ -65,6 +74,7 @@ def make_execute_handler(nexus: Nexus) -> Any:
             actor,
             request[REQUEST_ID],
             execution_id,
+            parsed.cleanups,
         )
         headers = {"X-Session-ID": run.session_id} if run.session_id else None
         if run.mode == "sync":

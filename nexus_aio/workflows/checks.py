@@ -14,6 +14,7 @@ from types import NoneType
 from typing import Any, Final, Literal
 
 from nexus_aio.errors import RegistrationError
+from nexus_aio.workflows.files import File
 from nexus_aio.workflows.hints import (
     enum_list_text,
     is_dataclass_type,
@@ -95,6 +96,13 @@ def _check_list(value: Any, problems: list[Problem]) -> Any:
     return value
 
 
+def _check_file(value: Any, problems: list[Problem]) -> Any:
+    # Only a multipart part makes a File: a JSON value (or a client's File object) is refused.
+    if value.__class__ is not File:
+        problems.append(type_problem("file", value))
+    return value
+
+
 def _check_dict(value: Any, problems: list[Problem]) -> Any:
     if not isinstance(value, dict):
         problems.append(type_problem("object", value))
@@ -111,6 +119,7 @@ _SIMPLE: Final[dict[Any, Compiled]] = {
     NoneType: Compiled(_check_null, "null", False),
     list: Compiled(_check_list, "array", False),
     dict: Compiled(_check_dict, "object", False),
+    File: Compiled(_check_file, "file", False),
 }
 
 
@@ -157,7 +166,7 @@ class Compiler:
         raise RegistrationError(
             f"{where}: unsupported type annotation {_type_repr(annotation)}; use str, int, float, "
             "bool, list, list[T], dict, dict[str, T], Optional[T], Literal[...], Any, "
-            "a dataclass, a TypedDict or a str/int Enum"
+            "a dataclass, a TypedDict, a str/int Enum or nexus_aio.File"
         )
 
     def _list(self, args: tuple[Any, ...], where: str) -> Compiled:

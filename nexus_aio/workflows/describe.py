@@ -31,6 +31,8 @@ def _describe_type(schema: dict[str, Any]) -> dict[str, Any]:
     if "anyOf" in schema:
         return _describe_union(schema["anyOf"])
     out: dict[str, Any] = {"type": schema.get("type", "any")}
+    if "format" in schema:
+        out["format"] = schema["format"]
     if "enum" in schema:
         out["enum"] = schema["enum"]
     if "items" in schema:

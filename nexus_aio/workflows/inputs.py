@@ -18,6 +18,7 @@ from typing import Any, Final
 from nexus_aio.errors import RegistrationError
 from nexus_aio.workflows.checks import Compiler, accept_any
 from nexus_aio.workflows.describe import describe_field
+from nexus_aio.workflows.files import file_input_kind
 from nexus_aio.workflows.hints import callable_hints, strip_annotation
 from nexus_aio.workflows.jsonschema import add_annotations, type_json_schema
 from nexus_aio.workflows.jsontypes import MISSING, received_type_name
@@ -43,15 +44,21 @@ class InputSchema:
     """The inputs of one workflow, compiled to checks once so ``validate`` is cheap per request."""
 
     fields: dict[str, InputField]
+    file_inputs: dict[str, str]
+    """The file inputs (sent as multipart parts): name -> "one" (``File``) or "list"."""
 
     def __init__(self, fields: Iterable[InputField]) -> None:
         self.fields = {}
+        self.file_inputs = {}
         compiler = Compiler()
         plan = []
         for fld in fields:
             if fld.name in self.fields:
                 raise RegistrationError(f"parameter {fld.name!r} is declared twice")
             self.fields[fld.name] = fld
+            kind = file_input_kind(fld.annotation)
+            if kind is not None:
+                self.file_inputs[fld.name] = kind
             compiled = compiler.compile(fld.annotation, f"parameter {fld.name!r}")
             check = None if compiled.check is accept_any else compiled.check
             # An optional field without a default is left out, so the callee's own default applies.
@@ -172,14 +179,16 @@ class InputSchema:
         return copy.deepcopy(self._describe)
 
     def json_schema(self) -> dict[str, Any]:
-        """A JSON Schema (OpenAPI 3.1) for the inputs object: unknown inputs are not allowed."""
+        """A JSON Schema (OpenAPI 3.1) for the inputs object: unknown inputs are not allowed.
+        File inputs are not in it: they are multipart parts, never JSON."""
         properties = {}
-        for name, fld in self.fields.items():
+        fields = {n: f for n, f in self.fields.items() if n not in self.file_inputs}
+        for name, fld in fields.items():
             prop = type_json_schema(fld.annotation)
             add_annotations(prop, fld.required, fld.default, fld.description)
             properties[name] = prop
         schema: dict[str, Any] = {"type": "object", "properties": properties}
-        required = [name for name, fld in self.fields.items() if fld.required]
+        required = [name for name, fld in fields.items() if fld.required]
         if required:
             schema["required"] = required
         schema["additionalProperties"] = False

@@ -7,6 +7,7 @@ from types import NoneType
 from typing import Any, Final, Literal
 
 from nexus_aio.errors import RegistrationError
+from nexus_aio.workflows.files import File
 from nexus_aio.workflows.hints import (
     dataclass_defaults,
     is_dataclass_type,
@@ -33,6 +34,8 @@ def _json_schema(annotation: Any, seen: frozenset[type]) -> dict[str, Any]:
         return {}
     if annotation is None or annotation is NoneType:
         return {"type": "null"}
+    if annotation is File:  # a multipart part, as OpenAPI describes file uploads
+        return {"type": "string", "format": "binary"}
     simple = JSON_TYPE_NAMES.get(annotation) if isinstance(annotation, type) else None
     if simple is not None:
         return {"type": simple}
