@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
 
@@ -15,10 +17,13 @@ from nexus_aio.client.base import (
     TERMINAL_STATUSES,
     ClientBase,
     Event,
+    Files,
     SSEParser,
     decode,
     execute_body,
+    form_fields,
     new_key,
+    open_uploads,
 )
 from nexus_aio.client.errors import error_from_response, wait_timeout
 from nexus_aio.client.retry import RetryPolicy, retryable
@@ -73,16 +78,18 @@ class AsyncNexusClient(ClientBase):
         json: Any = None,
         params: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
+        data: Any = None,
     ) -> aiohttp.ClientResponse:
-        """Send with retries; the (unread) response, or raise the error it carries.
+        """Send with retries; the (unread) response, or raise the error it carries. ``data``
+        (e.g. an ``aiohttp.FormData``) is sent as is, instead of ``json``.
 
         The caller reads and releases the response.
         """
         url = path if path.startswith("http") else self.base_url + path
         merged = {**self.headers, **(headers or {})}
         retries = self.retry.max_retries if retryable(method, merged) else 0
-        data = orjson.dumps(json) if json is not None else None
-        if data is not None:
+        if json is not None:
+            data = orjson.dumps(json)
             merged["Content-Type"] = "application/json"
         session = self._client()
         attempt = 0
@@ -120,6 +127,34 @@ class AsyncNexusClient(ClientBase):
         async with response:
             return decode(await response.read())
 
+    async def _execute(
+        self,
+        name: str,
+        body: dict[str, Any],
+        files: Files | None,
+        headers: Mapping[str, str] | None = None,
+    ) -> aiohttp.ClientResponse:
+        """POST an execute request: JSON with an ``Idempotency-Key`` (so it may be retried), or
+        with ``files`` ``multipart/form-data`` streamed from the files (sent once: not retried).
+        The caller reads and releases the response."""
+        path = f"/workflows/{name}/execute"
+        if not files:
+            merged = {**new_key(), **(headers or {})}
+            return await self.request("POST", path, json=body, headers=merged)
+        with contextlib.ExitStack() as stack:
+            form = aiohttp.FormData(default_to_multipart=True)
+            for field, text, content_type in form_fields(body):
+                form.add_field(field, text, content_type=content_type)
+            for upload in open_uploads(files, stack):
+                content = upload.content
+                form.add_field(
+                    upload.name,
+                    io.BytesIO(content) if isinstance(content, bytes) else content,
+                    filename=upload.filename,
+                    content_type=upload.content_type,
+                )
+            return await self.request("POST", path, data=form, headers=headers)
+
     # -- workflows ------------------------------------------------------------------------------
     async def execute_workflow(
         self,
@@ -127,12 +162,13 @@ class AsyncNexusClient(ClientBase):
         inputs: Mapping[str, Any] | None = None,
         session_id: str | None = None,
         context: Mapping[str, Any] | None = None,
+        files: Files | None = None,
     ) -> dict[str, Any]:
-        """Run ``name`` and return the success envelope."""
+        """Run ``name`` and return the success envelope; ``files`` as for
+        :meth:`NexusClient.execute_workflow <nexus_aio.client.NexusClient.execute_workflow>`."""
         body = execute_body(inputs, session_id, context, None)
-        envelope: dict[str, Any] = await self._json(
-            "POST", f"/workflows/{name}/execute", json=body, headers=new_key()
-        )
+        async with await self._execute(name, body, files) as response:
+            envelope: dict[str, Any] = decode(await response.read())
         return envelope
 
     async def execute(
@@ -141,9 +177,10 @@ class AsyncNexusClient(ClientBase):
         inputs: Mapping[str, Any] | None = None,
         session_id: str | None = None,
         context: Mapping[str, Any] | None = None,
+        files: Files | None = None,
     ) -> Any:
         """Run ``name`` and return its result."""
-        return self._result(await self.execute_workflow(name, inputs, session_id, context))
+        return self._result(await self.execute_workflow(name, inputs, session_id, context, files))
 
     async def stream(
         self,
@@ -151,13 +188,11 @@ class AsyncNexusClient(ClientBase):
         inputs: Mapping[str, Any] | None = None,
         session_id: str | None = None,
         context: Mapping[str, Any] | None = None,
+        files: Files | None = None,
     ) -> AsyncIterator[Event]:
         """Run ``name`` in stream mode; an async iterator of its events."""
         body = execute_body(inputs, session_id, context, "stream")
-        headers = {**new_key(), "Accept": "text/event-stream"}
-        response = await self.request(
-            "POST", f"/workflows/{name}/execute", json=body, headers=headers
-        )
+        response = await self._execute(name, body, files, {"Accept": "text/event-stream"})
         async for event in self._events(response):
             yield event
 
@@ -190,12 +225,12 @@ class AsyncNexusClient(ClientBase):
         inputs: Mapping[str, Any] | None = None,
         session_id: str | None = None,
         context: Mapping[str, Any] | None = None,
+        files: Files | None = None,
     ) -> str:
         """Start ``name`` in async mode; returns the execution id to :meth:`wait` on."""
         body = execute_body(inputs, session_id, context, "async")
-        accepted = await self._json(
-            "POST", f"/workflows/{name}/execute", json=body, headers=new_key()
-        )
+        async with await self._execute(name, body, files) as response:
+            accepted = decode(await response.read())
         return str(accepted["workflow_id"])
 
     async def get_execution(self, execution_id: str, wait: float = 0) -> dict[str, Any]:

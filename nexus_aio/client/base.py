@@ -3,10 +3,15 @@ headers of the latest response, and the ``text/event-stream`` parser."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import mimetypes
+import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import IO, Any, TypeAlias
 
 import orjson
 
@@ -18,12 +23,26 @@ __all__ = [
     "TERMINAL_STATUSES",
     "ClientBase",
     "Event",
+    "FileSpec",
+    "Files",
     "RateLimit",
     "SSEParser",
+    "Upload",
     "decode",
     "execute_body",
+    "form_fields",
+    "multipart_chunks",
     "new_key",
+    "open_uploads",
 ]
+
+FileSource: TypeAlias = "str | os.PathLike[str] | bytes | IO[bytes]"
+FileSpec: TypeAlias = "FileSource | tuple[str, FileSource] | tuple[str, FileSource, str]"
+"""A file to upload: a path, bytes or a binary file object, optionally as ``(filename, source)``
+or ``(filename, source, content_type)``."""
+Files: TypeAlias = "Mapping[str, FileSpec | Sequence[FileSpec]]"
+"""``files=`` of the execute methods: input name -> a file, or a list of files (``list[File]``)."""
+UPLOAD_CHUNK = 64 * 1024
 
 DEFAULT_URL = "http://localhost:8000"
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "timed_out", "cancelled", "interrupted"})
@@ -73,6 +92,94 @@ def execute_body(
     if mode is not None:
         body["mode"] = mode
     return body
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    """One file part, ready to send: ``content`` is bytes or an open binary file."""
+
+    name: str
+    filename: str
+    content_type: str
+    content: bytes | IO[bytes]
+
+
+def _upload(name: str, spec: Any, stack: contextlib.ExitStack) -> Upload:
+    filename: str | None = None
+    content_type: str | None = None
+    source = spec
+    if isinstance(spec, tuple):
+        filename, source = spec[0], spec[1]
+        content_type = spec[2] if len(spec) > 2 else None
+    if isinstance(source, str | os.PathLike):
+        path = Path(source)
+        content: bytes | IO[bytes] = stack.enter_context(path.open("rb"))
+        filename = filename or path.name
+    elif isinstance(source, bytes | bytearray):
+        content = bytes(source)
+    else:  # a binary file object
+        content = source
+        given = getattr(source, "name", None)
+        if filename is None and isinstance(given, str):
+            filename = os.path.basename(given)
+    filename = filename or name
+    if content_type is None:
+        content_type = mimetypes.guess_type(filename)[0] or "application/octet-stream"
+    return Upload(name, filename, content_type, content)
+
+
+def open_uploads(files: Files, stack: contextlib.ExitStack) -> list[Upload]:
+    """The parts of ``files=``; paths are opened on ``stack`` (closed when it closes)."""
+    uploads: list[Upload] = []
+    for name, spec in files.items():
+        specs = spec if isinstance(spec, list) else [spec]
+        uploads.extend(_upload(name, one, stack) for one in specs)
+    return uploads
+
+
+def form_fields(body: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """An execute body as multipart text parts: (name, text, content type)."""
+    fields = []
+    for key, value in body.items():
+        if key in ("inputs", "context"):
+            fields.append((key, orjson.dumps(value).decode(), "application/json"))
+        else:
+            fields.append((key, str(value), "text/plain; charset=utf-8"))
+    return fields
+
+
+def _quote(value: str) -> str:
+    """A name or file name in a ``Content-Disposition`` header, escaped as browsers do."""
+    return value.replace('"', "%22").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def multipart_chunks(
+    boundary: str, fields: list[tuple[str, str, str]], uploads: list[Upload]
+) -> Iterator[bytes]:
+    """A ``multipart/form-data`` body as chunks of at least ``UPLOAD_CHUNK`` bytes (but the
+    last), files read a piece at a time (never whole)."""
+    pending = bytearray()
+    for name, text, content_type in fields:
+        pending += (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{_quote(name)}"\r\n'
+            f"Content-Type: {content_type}\r\n\r\n{text}\r\n"
+        ).encode()
+    for upload in uploads:
+        pending += (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{_quote(upload.name)}"; '
+            f'filename="{_quote(upload.filename)}"\r\n'
+            f"Content-Type: {upload.content_type}\r\n\r\n"
+        ).encode()
+        source = upload.content
+        reader = io.BytesIO(source) if isinstance(source, bytes) else source
+        while chunk := reader.read(UPLOAD_CHUNK):
+            pending += chunk
+            if len(pending) >= UPLOAD_CHUNK:
+                yield bytes(pending)
+                pending.clear()
+        pending += b"\r\n"
+    pending += f"--{boundary}--\r\n".encode()
+    yield bytes(pending)
 
 
 def new_key() -> dict[str, str]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -15,10 +17,14 @@ from nexus_aio.client.base import (
     TERMINAL_STATUSES,
     ClientBase,
     Event,
+    Files,
     SSEParser,
     decode,
     execute_body,
+    form_fields,
+    multipart_chunks,
     new_key,
+    open_uploads,
 )
 from nexus_aio.client.errors import error_from_response, wait_timeout
 from nexus_aio.client.retry import RetryPolicy, retryable
@@ -64,13 +70,15 @@ class NexusClient(ClientBase):
         params: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
         stream: bool = False,
+        data: Any = None,
     ) -> requests.Response:
-        """Send with retries; return the response, or raise the error it carries."""
+        """Send with retries; return the response, or raise the error it carries. ``data``
+        (a body already encoded, e.g. multipart chunks) is sent as is, instead of ``json``."""
         url = path if path.startswith("http") else self.base_url + path
         merged = {**self.headers, **(headers or {})}
         retries = self.retry.max_retries if retryable(method, merged) else 0
-        data = orjson.dumps(json) if json is not None else None
-        if data is not None:
+        if json is not None:
+            data = orjson.dumps(json)
             merged["Content-Type"] = "application/json"
         attempt = 0
         while True:
@@ -110,6 +118,26 @@ class NexusClient(ClientBase):
     def _json(self, method: str, path: str, **kw: Any) -> Any:
         return decode(self.request(method, path, **kw).content)
 
+    def _execute(
+        self,
+        name: str,
+        body: dict[str, Any],
+        files: Files | None,
+        headers: Mapping[str, str] | None = None,
+        stream: bool = False,
+    ) -> requests.Response:
+        """POST an execute request: JSON with an ``Idempotency-Key`` (so it may be retried), or
+        with ``files`` ``multipart/form-data`` streamed from the files (sent once: not retried)."""
+        path = f"/workflows/{name}/execute"
+        if not files:
+            merged = {**new_key(), **(headers or {})}
+            return self.request("POST", path, json=body, headers=merged, stream=stream)
+        boundary = uuid.uuid4().hex
+        merged = {**(headers or {}), "Content-Type": f"multipart/form-data; boundary={boundary}"}
+        with contextlib.ExitStack() as stack:
+            chunks = multipart_chunks(boundary, form_fields(body), open_uploads(files, stack))
+            return self.request("POST", path, data=chunks, headers=merged, stream=stream)
+
     # -- workflows ------------------------------------------------------------------------------
     def execute_workflow(
         self,
@@ -117,12 +145,14 @@ class NexusClient(ClientBase):
         inputs: Mapping[str, Any] | None = None,
         session_id: str | None = None,
         context: Mapping[str, Any] | None = None,
+        files: Files | None = None,
     ) -> dict[str, Any]:
-        """Run ``name`` and return the success envelope (result, workflow_id, timing)."""
+        """Run ``name`` and return the success envelope (result, workflow_id, timing).
+
+        ``files``: the file inputs, ``{"doc": Path("report.pdf")}`` (a path, bytes, a binary
+        file, or ``(filename, source[, content_type])``; a list for ``list[File]``)."""
         body = execute_body(inputs, session_id, context, None)
-        envelope: dict[str, Any] = self._json(
-            "POST", f"/workflows/{name}/execute", json=body, headers=new_key()
-        )
+        envelope: dict[str, Any] = decode(self._execute(name, body, files).content)
         return envelope
 
     def execute(
@@ -131,9 +161,10 @@ class NexusClient(ClientBase):
         inputs: Mapping[str, Any] | None = None,
         session_id: str | None = None,
         context: Mapping[str, Any] | None = None,
+        files: Files | None = None,
     ) -> Any:
         """Run ``name`` and return its result."""
-        return self._result(self.execute_workflow(name, inputs, session_id, context))
+        return self._result(self.execute_workflow(name, inputs, session_id, context, files))
 
     def stream(
         self,
@@ -141,14 +172,12 @@ class NexusClient(ClientBase):
         inputs: Mapping[str, Any] | None = None,
         session_id: str | None = None,
         context: Mapping[str, Any] | None = None,
+        files: Files | None = None,
     ) -> Iterator[Event]:
         """Run ``name`` in stream mode and yield its events (start, chunks, complete/error)."""
         body = execute_body(inputs, session_id, context, "stream")
-        headers = {**new_key(), "Accept": "text/event-stream"}
-        response = self.request(
-            "POST", f"/workflows/{name}/execute", json=body, headers=headers, stream=True
-        )
-        yield from self._events(response)
+        headers = {"Accept": "text/event-stream"}
+        yield from self._events(self._execute(name, body, files, headers, stream=True))
 
     def follow(self, execution_id: str, last_event_id: int | None = None) -> Iterator[Event]:
         """The events of an execution (replayed, then live), resuming after ``last_event_id``."""
@@ -179,10 +208,11 @@ class NexusClient(ClientBase):
         inputs: Mapping[str, Any] | None = None,
         session_id: str | None = None,
         context: Mapping[str, Any] | None = None,
+        files: Files | None = None,
     ) -> str:
         """Start ``name`` in async mode; returns the execution id to :meth:`wait` on."""
         body = execute_body(inputs, session_id, context, "async")
-        accepted = self._json("POST", f"/workflows/{name}/execute", json=body, headers=new_key())
+        accepted = decode(self._execute(name, body, files).content)
         return str(accepted["workflow_id"])
 
     def get_execution(self, execution_id: str, wait: float = 0) -> dict[str, Any]:
