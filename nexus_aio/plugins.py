@@ -45,6 +45,7 @@ DEFAULT_PLUGINS = (
     "nexus_aio.builtin.executions",
     "nexus_aio.builtin.endpoints",
     "nexus_aio.builtin.openapi",
+    "nexus_aio.builtin.playground",
 )
 ENTRY_POINT_GROUP = "nexus_aio"
 

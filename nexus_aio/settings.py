@@ -122,6 +122,7 @@ class Settings:
     api_port: int = 8000
     api_prefix: str = ""
     enable_docs: bool = True
+    enable_playground: bool | None = None  # None: follows enable_docs
     # Feature switches: the feature is provided by a plugin (see check_features).
     enable_cors: bool = field(default=False, metadata={"feature": "cors"})
     enable_auth: bool = field(default=False, metadata={"feature": "auth"})
