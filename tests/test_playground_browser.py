@@ -34,7 +34,7 @@ from nexus_aio.testing import make_app
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 WAIT = 20.0
-File = getattr(nexus_aio, "File", None)  # the file inputs of issue 15 part 2
+File = nexus_aio.File
 
 
 @pytest.fixture(scope="module")
@@ -354,7 +354,7 @@ def test_names_descriptions_and_enum_values_are_shown_as_text(browser, nexus_thr
 
 
 # -- files ----------------------------------------------------------------------------------------
-async def digest(doc: File, label: str) -> dict:  # type: ignore[valid-type]
+async def digest(doc: File, label: str) -> dict:
     """Hash an uploaded file."""
     data = await doc.read()  # type: ignore[attr-defined]
     return {
@@ -364,7 +364,6 @@ async def digest(doc: File, label: str) -> dict:  # type: ignore[valid-type]
     }
 
 
-@pytest.mark.skipif(File is None, reason="nexus_aio.File arrives with issue 15 part 2 (uploads)")
 def test_file_input_is_a_picker_and_the_form_is_sent_as_multipart(
     browser, nexus_thread_server, tmp_path
 ):

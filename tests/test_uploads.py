@@ -25,11 +25,6 @@ from nexus_aio import Context, File, Nexus
 from nexus_aio.client import AsyncNexusClient, NexusClient, ValidationError
 from nexus_aio.web.request import MAX_UPLOAD_PARTS, READ_CHUNK
 
-# aiohttp's multipart part reader calls the deprecated StreamReader.unread_data() without
-# silencing it (multipart.py, _read_chunk_from_stream) when a read ends just short of a
-# boundary: a third-party warning that the server would otherwise turn into a 500 here.
-pytestmark = pytest.mark.filterwarnings("ignore:unread_data\\(\\) is deprecated:DeprecationWarning")
-
 CONTENT = os.urandom(3 * 1024 * 1024 + 123)  # crosses the server's write buffer several times
 DIGEST = hashlib.sha256(CONTENT).hexdigest()
 

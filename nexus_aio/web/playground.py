@@ -119,7 +119,7 @@ def playground_routes(nexus: Nexus) -> list[web.RouteDef]:
             "name": wf.name,
             "execute": f"{prefix}/workflows/{quoted}/execute",
             "executions": f"{prefix}/executions/",
-            "schema": wf.schema.json_schema(),
+            "schema": wf.schema.json_schema(include_files=True),
         }
         body = workflow_page.substitute(
             static=_e(static_url),

@@ -178,11 +178,15 @@ class InputSchema:
             }
         return copy.deepcopy(self._describe)
 
-    def json_schema(self) -> dict[str, Any]:
+    def json_schema(self, *, include_files: bool = False) -> dict[str, Any]:
         """A JSON Schema (OpenAPI 3.1) for the inputs object: unknown inputs are not allowed.
-        File inputs are not in it: they are multipart parts, never JSON."""
+        File inputs are multipart parts, never JSON, so they are left out unless
+        ``include_files`` (a form, such as the playground's, describes every input: a file is
+        ``{"type": "string", "format": "binary"}``)."""
         properties = {}
-        fields = {n: f for n, f in self.fields.items() if n not in self.file_inputs}
+        fields = {
+            n: f for n, f in self.fields.items() if include_files or n not in self.file_inputs
+        }
         for name, fld in fields.items():
             prop = type_json_schema(fld.annotation)
             add_annotations(prop, fld.required, fld.default, fld.description)
