@@ -191,6 +191,7 @@ async def test_nested_model_errors_are_all_listed_with_dotted_fields(nexus_serve
     assert errors["user.name"]["expected"] == "string"
     assert errors["user.name"]["received"] == "number"
     assert errors["user.address.street"]["received"] == "missing"
+    assert errors["user.address.street"]["expected"] == "string"
     assert errors["user.address.street"]["message"] == (
         "Missing required input: user.address.street"
     )

@@ -137,6 +137,10 @@ def model_check(cls: type) -> Callable[[Any, list[Problem]], Any]:
     error_class = pydantic.ValidationError
     validate_json = cls.model_validate_json  # type: ignore[attr-defined]
     validate_python = cls.model_validate  # type: ignore[attr-defined]
+    try:  # to name the type a missing field expects
+        schema: dict[str, Any] = model_json_schema(cls)
+    except Exception:  # a field type without a JSON Schema (arbitrary_types_allowed)
+        schema = {}
 
     def check(value: Any, problems: list[Problem]) -> Any:
         if isinstance(value, cls):
@@ -148,17 +152,17 @@ def model_check(cls: type) -> Callable[[Any, list[Problem]], Any]:
         try:
             return validate_json(raw) if raw is not None else validate_python(value)
         except error_class as exc:
-            problems.extend(_problem(error) for error in exc.errors(include_url=False))
+            problems.extend(_problem(error, schema) for error in exc.errors(include_url=False))
             return value
 
     return check
 
 
-def _problem(error: Any) -> Problem:
+def _problem(error: Any, schema: dict[str, Any]) -> Problem:
     kind = error["type"]
     value = error.get("input")
     if kind == "missing":
-        problem = Problem("missing", "value", "missing")
+        problem = Problem("missing", _expected_at(schema, error["loc"]), "missing")
     elif kind == "extra_forbidden":
         problem = Problem("unknown", "nothing", received_type_name(value))
     elif kind in _EXPECTED:
@@ -170,6 +174,37 @@ def _problem(error: Any) -> Problem:
     ]
     problem.segments.reverse()
     return problem
+
+
+def _expected_at(schema: dict[str, Any], loc: tuple[Any, ...]) -> str:
+    """The JSON type the model's schema gives at ``loc`` ("string", "integer or null"...)."""
+    defs = schema.get("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        for _ in range(len(defs) + 1):
+            ref = node.get("$ref") if isinstance(node, dict) else None
+            if not isinstance(ref, str) or not ref.startswith(LOCAL_PREFIX):
+                break
+            node = defs.get(ref[len(LOCAL_PREFIX) :], {})
+        return node
+
+    node: Any = schema
+    for part in loc:
+        node = resolve(node)
+        if not isinstance(node, dict):
+            return "value"
+        if isinstance(part, int):
+            node = node.get("items")
+        else:
+            node = node.get("properties", {}).get(part, node.get("additionalProperties"))
+    node = resolve(node)
+    if not isinstance(node, dict):
+        return "value"
+    branches = node.get("anyOf", [node])
+    names = [resolve(b).get("type") for b in branches if isinstance(resolve(b), dict)]
+    if not names or not all(isinstance(n, str) for n in names):
+        return "value"
+    return " or ".join(names)
 
 
 # -- JSON Schema -----------------------------------------------------------------------------------
