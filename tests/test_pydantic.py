@@ -460,3 +460,11 @@ def test_without_pydantic_the_core_imports_and_serves(tmp_path):
         log.close()
     output = (tmp_path / "out.txt").read_text()
     assert "Traceback" not in output, output
+
+
+def test_workflows_without_models_run_their_own_function_unwrapped():
+    app = app_()
+    plain = app.workflows["sum"]  # a bundled example: no model in or out
+    assert plain.run.__self__.fn is plain.source  # type: ignore[attr-defined]
+    converted = app.workflows["register"]
+    assert converted.run.__self__.fn is not converted.source  # type: ignore[attr-defined]

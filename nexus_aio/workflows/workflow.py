@@ -423,6 +423,7 @@ class _DagRunner:
 
     async def __call__(self, inputs: dict[str, Any], ctx: Context, run_sync: SyncRunner) -> Any:
         outputs: dict[str, Any] = {}
+        shown: dict[str, Any] = {}  # outputs turned into JSON (pydantic models), by node id
         waiting = {nid: n.indegree for nid, n in self.nodes.items()}
         running: dict[asyncio.Task[Any], str] = {}
 
@@ -461,10 +462,11 @@ class _DagRunner:
                             else f"Node {nid!r} failed: {type(exc).__name__}",
                             details={"node": nid, "exception": type(exc).__name__},
                         ) from exc
-                    outputs[nid] = task.result()
-                    ctx._sink.push(
-                        "node_complete", {"node": nid, "output": self.shown(nid, outputs)}
-                    )
+                    output = outputs[nid] = task.result()
+                    convert = self.converters.get(nid) if self.converters else None
+                    if convert is not None:
+                        output = shown[nid] = convert(output)
+                    ctx._sink.push("node_complete", {"node": nid, "output": output})
                     for succ in self.nodes[nid].successors:
                         waiting[succ] -= 1
                         if waiting[succ] == 0:
@@ -474,14 +476,11 @@ class _DagRunner:
                 task.cancel()
             if running:
                 await asyncio.gather(*running, return_exceptions=True)
+        if shown:
+            outputs = {**outputs, **shown}
         if len(self.sinks) == 1:
-            return self.shown(self.sinks[0], outputs)
-        return {nid: self.shown(nid, outputs) for nid in self.sinks}
-
-    def shown(self, nid: str, outputs: dict[str, Any]) -> Any:
-        """The output of node ``nid`` as JSON values (its pydantic models dumped)."""
-        convert = self.converters.get(nid)
-        return outputs[nid] if convert is None else convert(outputs[nid])
+            return outputs[self.sinks[0]]
+        return {nid: outputs[nid] for nid in self.sinks}
 
 
 def _select(workflow: str, src: str, output: Any, key: str) -> Any:
