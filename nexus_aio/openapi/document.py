@@ -48,6 +48,7 @@ from nexus_aio.openapi.endpoints import endpoint_operation, minimal_operation
 from nexus_aio.openapi.known_routes import KNOWN_ROUTES
 from nexus_aio.openapi.routes import RouteInfo, routes_of_app, routes_of_hooks
 from nexus_aio.version import __version__
+from nexus_aio.workflows.defs import has_defs, hoist_defs
 
 if TYPE_CHECKING:
     from nexus_aio.nexus import Nexus
@@ -89,7 +90,7 @@ class _Builder:
         if key in self.registered:
             return key
         self.registered.add(key)
-        self.spec.components.schema(f"{key}Inputs", wf.schema.json_schema())
+        self.spec.components.schema(f"{key}Inputs", self.fold_defs(wf.schema.json_schema()))
         request = {
             "type": "object",
             "properties": {
@@ -106,8 +107,17 @@ class _Builder:
         self.spec.components.schema(f"{key}ExecuteRequest", request)
         if files:
             self.spec.components.schema(f"{key}Upload", _upload_schema(wf, request))
-        self.spec.components.schema(f"{key}Result", _success_envelope(wf.outputs))
+        self.spec.components.schema(f"{key}Result", self.fold_defs(_success_envelope(wf.outputs)))
         return key
+
+    def fold_defs(self, schema: dict[str, Any]) -> dict[str, Any]:
+        """``schema`` with its ``$defs`` (pydantic models) moved to ``components/schemas`` and
+        its ``#/$defs/`` references rewritten; a name already taken by a different schema gets a
+        number (``Address2``)."""
+        if not has_defs(schema):
+            return schema
+        components = self.spec.components
+        return hoist_defs(schema, components.schemas, "#/components/schemas/", components.schema)
 
     def execute_post(self, wf: CompiledWorkflow) -> dict[str, Any]:
         key = self.workflow_components(wf)

@@ -26,6 +26,7 @@ from nexus_aio.workflows.hints import (
     strip_annotation,
 )
 from nexus_aio.workflows.jsontypes import MISSING, received_type_name
+from nexus_aio.workflows.models import is_model_type, model_check
 from nexus_aio.workflows.problems import Problem, add_segment, type_problem
 
 __all__ = ["Check", "Compiled", "Compiler", "accept_any"]
@@ -163,10 +164,12 @@ class Compiler:
                 return self._enum(annotation, where)
             if is_dataclass_type(annotation) or is_typeddict(annotation):
                 return self._object(annotation, where)
+            if is_model_type(annotation):  # pydantic: the model's own validation
+                return Compiled(model_check(annotation), "object", True)
         raise RegistrationError(
             f"{where}: unsupported type annotation {_type_repr(annotation)}; use str, int, float, "
             "bool, list, list[T], dict, dict[str, T], Optional[T], Literal[...], Any, "
-            "a dataclass, a TypedDict, a str/int Enum or nexus_aio.File"
+            "a dataclass, a TypedDict, a str/int Enum, a pydantic model or nexus_aio.File"
         )
 
     def _list(self, args: tuple[Any, ...], where: str) -> Compiled:

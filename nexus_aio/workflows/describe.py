@@ -5,9 +5,11 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+from nexus_aio.workflows.defs import inline_refs
 from nexus_aio.workflows.hints import callable_hints
 from nexus_aio.workflows.jsonschema import type_json_schema
 from nexus_aio.workflows.jsontypes import MISSING, jsonable
+from nexus_aio.workflows.models import output_json_schema
 
 __all__ = ["describe_field", "output_schema"]
 
@@ -15,7 +17,10 @@ __all__ = ["describe_field", "output_schema"]
 def describe_field(
     schema: dict[str, Any], required: bool, default: Any, description: str | None
 ) -> dict[str, Any]:
-    out = _describe_type(schema)
+    if "$defs" in schema:  # pydantic models: their references resolved for the compact form
+        out = _describe_type(inline_refs(schema))
+    else:
+        out = _describe_type(schema)
     out["required"] = required
     if not required:
         value = jsonable(default)
@@ -75,10 +80,15 @@ def output_schema(fn: Any) -> dict[str, Any]:
     """The ``/schema`` "outputs": ``{"result": <JSON Schema of the return annotation>}``.
 
     No annotation gives ``{"result": {}}`` (anything). A generator's result is its chunks, so
-    ``AsyncIterator[str]`` describes an array of strings.
+    ``AsyncIterator[str]`` describes an array of strings. Dataclasses and TypedDicts describe
+    their fields; a pydantic model (or a type holding models) is described as pydantic
+    serialises it, the models' ``$defs`` at the root of the result's schema.
     """
     hints = callable_hints(fn) if callable(fn) else {}
     returned = hints.get("return", inspect.Parameter.empty)
     if isinstance(returned, str):
         return {"result": {}}
+    models = output_json_schema(returned)
+    if models is not None:
+        return {"result": models}
     return {"result": type_json_schema(returned)}

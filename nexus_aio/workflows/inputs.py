@@ -17,11 +17,13 @@ from typing import Any, Final
 
 from nexus_aio.errors import RegistrationError
 from nexus_aio.workflows.checks import Compiler, accept_any
+from nexus_aio.workflows.defs import hoist_to_root
 from nexus_aio.workflows.describe import describe_field
 from nexus_aio.workflows.files import file_input_kind
 from nexus_aio.workflows.hints import callable_hints, strip_annotation
 from nexus_aio.workflows.jsonschema import add_annotations, type_json_schema
 from nexus_aio.workflows.jsontypes import MISSING, received_type_name
+from nexus_aio.workflows.models import involves_models
 from nexus_aio.workflows.problems import Problem, add_segment, validation_error
 
 __all__ = ["InputField", "InputSchema"]
@@ -168,14 +170,16 @@ class InputSchema:
                 )
 
     def describe(self) -> dict[str, dict[str, Any]]:
-        """The ``/schema`` "inputs" mapping: per input its type, ``required`` and ``default``."""
+        """The ``/schema`` "inputs" mapping: per input its type, ``required`` and ``default``;
+        an input holding pydantic models also gets its full JSON Schema as ``json_schema``."""
         if self._describe is None:
-            self._describe = {
-                name: describe_field(
-                    type_json_schema(f.annotation), f.required, f.default, f.description
-                )
-                for name, f in self.fields.items()
-            }
+            described = {}
+            for name, f in self.fields.items():
+                schema = type_json_schema(f.annotation)
+                described[name] = describe_field(schema, f.required, f.default, f.description)
+                if involves_models(f.annotation):
+                    described[name]["json_schema"] = schema
+            self._describe = described
         return copy.deepcopy(self._describe)
 
     def json_schema(self, *, include_files: bool = False) -> dict[str, Any]:
@@ -196,4 +200,4 @@ class InputSchema:
         if required:
             schema["required"] = required
         schema["additionalProperties"] = False
-        return schema
+        return hoist_to_root(schema)  # pydantic models' $defs, from any input, at the root

@@ -7,6 +7,7 @@ from types import NoneType
 from typing import Any, Final, Literal
 
 from nexus_aio.errors import RegistrationError
+from nexus_aio.workflows.defs import hoist_to_root
 from nexus_aio.workflows.files import File
 from nexus_aio.workflows.hints import (
     dataclass_defaults,
@@ -19,13 +20,16 @@ from nexus_aio.workflows.hints import (
     strip_annotation,
 )
 from nexus_aio.workflows.jsontypes import JSON_TYPE_NAMES, MISSING, json_type_name, jsonable
+from nexus_aio.workflows.models import is_model_type, model_json_schema
 
 __all__ = ["add_annotations", "type_json_schema"]
 
 
 def type_json_schema(annotation: Any) -> dict[str, Any]:
-    """The JSON Schema of one annotation; ``{}`` (anything) for what it cannot describe."""
-    return _json_schema(annotation, frozenset())
+    """The JSON Schema of one annotation; ``{}`` (anything) for what it cannot describe.
+
+    The ``$defs`` of pydantic models anywhere inside are gathered at its root."""
+    return hoist_to_root(_json_schema(annotation, frozenset()))
 
 
 def _json_schema(annotation: Any, seen: frozenset[type]) -> dict[str, Any]:
@@ -48,6 +52,8 @@ def _json_schema(annotation: Any, seen: frozenset[type]) -> dict[str, Any]:
         return {**_common_type(values), "enum": values, "title": annotation.__name__}
     if is_dataclass_type(annotation) or is_typeddict(annotation):
         return _object_json_schema(annotation, seen)
+    if is_model_type(annotation):
+        return model_json_schema(annotation)
     return {}
 
 

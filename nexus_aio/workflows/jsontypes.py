@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import sys
 from collections.abc import Mapping
 from types import NoneType
 from typing import Any, Final
@@ -62,13 +63,17 @@ def received_type_name(value: Any) -> str:
 
 
 def jsonable(value: Any) -> Any:
-    """``value`` as plain JSON (enums by value, dataclasses as objects), or ``MISSING``."""
+    """``value`` as plain JSON (enums by value, dataclasses and pydantic models as objects), or
+    ``MISSING``."""
 
     def convert(obj: Any) -> Any:
         if isinstance(obj, enum.Enum):
             return obj.value
         if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
             return dataclasses.asdict(obj)
+        pydantic = sys.modules.get("pydantic")  # a model default, without importing pydantic
+        if pydantic is not None and isinstance(obj, pydantic.BaseModel):
+            return obj.model_dump(mode="json")
         raise TypeError
 
     try:

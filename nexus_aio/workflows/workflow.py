@@ -8,17 +8,20 @@ generator (streams chunks), and for a DAG its topological order and input wiring
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import typing
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from nexus_aio.context import Context
 from nexus_aio.errors import NexusError, RegistrationError, WorkflowExecutionError
 from nexus_aio.workflows.describe import output_schema
+from nexus_aio.workflows.hints import callable_hints
 from nexus_aio.workflows.inputs import InputField, InputSchema
 from nexus_aio.workflows.jsontypes import MISSING
+from nexus_aio.workflows.models import involves_models, iterated_type, output_converter
 
 # Runs a sync callable off the event loop; supplied by the runtime (its thread pool).
 SyncRunner = Callable[[Callable[[], Any]], Awaitable[Any]]
@@ -65,6 +68,48 @@ class Callable_:
         else:
             kind = "sync"
         return cls(fn, schema, context_param, kind)
+
+    def output_converter(self) -> Callable[[Any], Any] | None:
+        """What turns this callable's results (a generator's chunks) that hold pydantic models
+        into JSON values, from its return annotation; ``None`` when there is nothing to do."""
+        returned = callable_hints(self.fn).get("return", inspect.Parameter.empty)
+        if self.kind in ("asyncgen", "gen"):
+            returned = iterated_type(returned)
+        takes_models = any(involves_models(f.annotation) for f in self.schema.fields.values())
+        return output_converter(returned, takes_models)
+
+    def converting(self, convert: Callable[[Any], Any]) -> Callable_:
+        """This callable with ``convert`` applied to its result, or to each chunk it yields (in
+        the worker thread for sync code)."""
+        original = self.fn
+        wrapped: Callable[..., Any]
+        if self.kind == "sync":
+
+            def wrapped_sync(**kwargs: Any) -> Any:
+                return convert(original(**kwargs))
+
+            wrapped = wrapped_sync
+        elif self.kind == "async":
+
+            async def wrapped_async(**kwargs: Any) -> Any:
+                return convert(await original(**kwargs))
+
+            wrapped = wrapped_async
+        elif self.kind == "asyncgen":
+
+            async def wrapped_asyncgen(**kwargs: Any) -> AsyncIterator[Any]:
+                async for item in original(**kwargs):
+                    yield convert(item)
+
+            wrapped = wrapped_asyncgen
+        else:
+
+            def wrapped_gen(**kwargs: Any) -> Iterator[Any]:
+                for item in original(**kwargs):
+                    yield convert(item)
+
+            wrapped = wrapped_gen
+        return dataclasses.replace(self, fn=wrapped)
 
     async def call(self, kwargs: dict[str, Any], ctx: Context, run_sync: SyncRunner) -> Any:
         """Run the callable; its ``BaseException``s other than cancellation (``SystemExit``,
@@ -235,6 +280,9 @@ def compile_workflow(
     if isinstance(target, Workflow):
         return _compile_dag(name, target, description or target.description, extra)
     compiled = Callable_.compile(target, f"Workflow {name!r}")
+    convert = compiled.output_converter()  # pydantic models in the result: dumped as JSON
+    if convert is not None:
+        compiled = compiled.converting(convert)
     if description is None:
         description = inspect.getdoc(target)
     return CompiledWorkflow(
@@ -311,6 +359,10 @@ def _compile_dag(
     schema = InputSchema.from_fields(merged.values())
     sinks = [nid for nid in order if not nodes[nid].successors]
     runner = _DagRunner(name, nodes, order, sinks)
+    for nid, node in nodes.items():  # pydantic results: as JSON in events and the DAG's result
+        convert = node.call.output_converter()
+        if convert is not None:
+            runner.converters[nid] = convert
     return CompiledWorkflow(
         name,
         description=description,
@@ -365,9 +417,13 @@ class _DagRunner:
         self.order = order
         self.sinks = sinks
         self.roots = [nid for nid in order if nodes[nid].indegree == 0]
+        # node id -> what turns its output into JSON (nodes returning pydantic models); the next
+        # nodes still receive the output as returned
+        self.converters: dict[str, Callable[[Any], Any]] = {}
 
     async def __call__(self, inputs: dict[str, Any], ctx: Context, run_sync: SyncRunner) -> Any:
         outputs: dict[str, Any] = {}
+        shown: dict[str, Any] = {}  # outputs turned into JSON (pydantic models), by node id
         waiting = {nid: n.indegree for nid, n in self.nodes.items()}
         running: dict[asyncio.Task[Any], str] = {}
 
@@ -406,8 +462,11 @@ class _DagRunner:
                             else f"Node {nid!r} failed: {type(exc).__name__}",
                             details={"node": nid, "exception": type(exc).__name__},
                         ) from exc
-                    outputs[nid] = task.result()
-                    ctx._sink.push("node_complete", {"node": nid, "output": outputs[nid]})
+                    output = outputs[nid] = task.result()
+                    convert = self.converters.get(nid) if self.converters else None
+                    if convert is not None:
+                        output = shown[nid] = convert(output)
+                    ctx._sink.push("node_complete", {"node": nid, "output": output})
                     for succ in self.nodes[nid].successors:
                         waiting[succ] -= 1
                         if waiting[succ] == 0:
@@ -417,6 +476,8 @@ class _DagRunner:
                 task.cancel()
             if running:
                 await asyncio.gather(*running, return_exceptions=True)
+        if shown:
+            outputs = {**outputs, **shown}
         if len(self.sinks) == 1:
             return outputs[self.sinks[0]]
         return {nid: outputs[nid] for nid in self.sinks}
