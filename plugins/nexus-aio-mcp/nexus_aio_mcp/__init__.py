@@ -186,16 +186,15 @@ def register_settings(nexus: Nexus) -> tuple[Setting, ...]:
 
 @hookimpl
 def register_routes(nexus: Nexus) -> list[web.RouteDef]:
-    """``POST /mcp`` (and ``GET``/``DELETE``, which the stateless transport answers 405) and
-    the protected-resource metadata; nothing while ``enable_mcp`` is off (``/mcp`` is a 404)."""
+    """``POST /mcp`` and the protected-resource metadata; nothing while ``enable_mcp`` is off
+    (``/mcp`` is a 404). Stateless, the transport has no use for ``GET`` (a stream for server
+    messages outside any request) or ``DELETE`` (ending a session): both are 405."""
     if not nexus.settings.enable_mcp:
         return []
     channel_for(nexus)  # a tool-name collision fails the build
     handler = make_mcp_handler(nexus)
     return [
         web.post(MCP_PATH, handler),
-        web.get(MCP_PATH, handler, allow_head=False),
-        web.delete(MCP_PATH, handler),
         web.get(METADATA_PATH, make_metadata_handler(nexus), allow_head=False),
     ]
 
