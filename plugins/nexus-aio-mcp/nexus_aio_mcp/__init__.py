@@ -82,6 +82,10 @@ SETTINGS = (
     ),
 )
 
+# The SDK transport logs one INFO line per stateless request ("Terminating session: None");
+# unless the application set that logger's level itself, only its warnings are kept.
+_CHATTY_LOGGERS = ("mcp.server.streamable_http",)
+
 # One channel per app (its tool catalog and SDK server), built at app build. Weak keys: a
 # discarded Nexus takes its entry with it.
 _CHANNELS: weakref.WeakKeyDictionary[Any, McpChannel] = weakref.WeakKeyDictionary()
@@ -208,6 +212,10 @@ def register_cleanup_ctx(nexus: Nexus) -> list[Any] | None:
         return None
 
     async def mcp_ctx(app: web.Application) -> AsyncIterator[None]:
+        for name in _CHATTY_LOGGERS:
+            chatty = logging.getLogger(name)
+            if chatty.level == logging.NOTSET:
+                chatty.setLevel(logging.WARNING)
         channel = channel_for(nexus)
         manager = StreamableHTTPSessionManager(
             channel.server,

@@ -248,3 +248,33 @@ async def test_no_session_id_is_needed_between_requests(server):
         assert resp.status == 200
         body = await resp.text()
     assert '"name":"add"' in body.replace(" ", "")
+
+
+async def test_a_client_of_the_2026_protocol_is_served_without_a_handshake(server):
+    from mcp import Client
+
+    progress: list[float] = []
+
+    async def on_progress(value: float, total: float | None, message: str | None) -> None:
+        progress.append(value)
+
+    async with Client(f"{server.url}/mcp", mode="2026-07-28") as client:
+        names = {tool.name for tool in (await client.list_tools()).tools}
+        result = await client.call_tool("add", {"a": 1, "b": 1})
+        steps = await client.call_tool("steps", {"count": 2}, progress_callback=on_progress)
+        failed = await client.call_tool("boom", {})
+    assert {"add", "nexus.start"} <= names
+    assert result.structured_content["result"] == 2
+    assert steps.structured_content["result"] == {"steps": 2}
+    assert progress == [0.5, 1.0]
+    assert (
+        failed.is_error and failed.structured_content["error"]["type"] == "WorkflowExecutionError"
+    )
+
+
+async def test_the_server_log_has_one_access_line_per_mcp_request_not_the_sdks_chatter(server):
+    async with mcp_session(server.url) as mcp:
+        await mcp.call_tool("add", {"a": 1})
+    output = server.read_output()
+    assert "POST /mcp" in output
+    assert "Terminating session" not in output
