@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import requests
 
@@ -31,18 +32,30 @@ def test_workers_share_the_port_and_store_and_drain_on_sigterm(tmp_path):
         env={"NEXUS_DATABASE": str(db)},
     )
     with server:
-        pids = set()
-        ids = []
-        for _ in range(60):
+        ids_by_pid: dict[int, str] = {}
+        # The port answers once the first worker listens; the second may bind a moment later.
+        deadline = time.monotonic() + 30
+        while len(ids_by_pid) < 2 and time.monotonic() < deadline:
             # a new connection each time, so the kernel can pick either worker
             data = requests.post(
                 f"{server.url}/workflows/pid/execute",
                 json={"inputs": {}},
                 headers={"Connection": "close"},
+                timeout=10,
             ).json()
-            pids.add(data["result"])
-            ids.append(data["workflow_id"])
-        assert len(pids) == 2
+            ids_by_pid.setdefault(data["result"], data["workflow_id"])
+        assert len(ids_by_pid) == 2
+        for execution_id in ids_by_pid.values():  # one store (written behind, ~50 ms)
+            found = None
+            deadline = time.monotonic() + 10
+            while found is None and time.monotonic() < deadline:
+                resp = requests.get(
+                    f"{server.url}/executions/{execution_id}",
+                    headers={"Connection": "close"},
+                    timeout=10,
+                )
+                found = resp.json() if resp.status_code == 200 else None
+            assert found is not None and found["status"] == "succeeded", execution_id
     out = server.stop()
     assert server.proc.returncode == 0, out
     assert "started 2 workers" in out
