@@ -203,6 +203,7 @@ def serve(
     settings = nexus.settings
     web.run_app(
         app,
+        loop=_new_event_loop(),
         host=None if sock is not None else (host or settings.api_host),
         port=None if sock is not None else (port or settings.api_port),
         sock=sock,
@@ -212,3 +213,12 @@ def serve(
         print=print_fn,
         handle_signals=True,
     )
+
+
+def _new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's loop when it is installed (faster sockets and callbacks), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
