@@ -4,7 +4,6 @@ cancel, ownership and retention."""
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
@@ -16,7 +15,7 @@ import pytest
 from nexus_aio import Context, Nexus, hookimpl
 from nexus_aio.execution.runtime import EventLog, LiveExecution
 from nexus_aio.stores.executions import ExecutionEvent, ExecutionRecord, MemoryExecutionStore
-from nexus_aio.testing import make_app
+from nexus_aio.testing import make_app, read_sse
 from nexus_aio.web.executions import (
     parse_last_event_id,
     parse_limit,
@@ -25,29 +24,10 @@ from nexus_aio.web.executions import (
     purge_periodically,
 )
 
-Event = tuple[int, str, Any]
-
 
 def app_(**settings: Any) -> Nexus:
     settings.setdefault("load_entry_points", False)
     return make_app(**settings)
-
-
-async def read_sse(resp: aiohttp.ClientResponse, limit: int | None = None) -> list[Event]:
-    events: list[Event] = []
-    fields: dict[str, str] = {}
-    async for raw in resp.content:
-        line = raw.decode().rstrip("\r\n")
-        if line:
-            name, _, value = line.partition(": ")
-            fields[name] = value
-            continue
-        if fields:
-            events.append((int(fields["id"]), fields["event"], json.loads(fields["data"])))
-            fields = {}
-            if limit is not None and len(events) >= limit:
-                break
-    return events
 
 
 async def submit(

@@ -22,24 +22,12 @@ import httpx
 import pytest
 
 from nexus_aio import Nexus, Timeout
-from nexus_aio.testing import ServerProcess, make_app
-
-Event = tuple[int, str, Any]
+from nexus_aio.testing import ServerProcess, make_app, parse_sse
 
 
 def app_(**settings: Any) -> Nexus:
     settings.setdefault("load_entry_points", False)
     return make_app(**settings)
-
-
-def parse_sse(text: str) -> list[Event]:
-    """``id``/``event``/``data`` blocks of a complete SSE body."""
-    events: list[Event] = []
-    for block in text.split("\n\n"):
-        fields = dict(line.partition(": ")[::2] for line in block.splitlines() if line)
-        if fields:
-            events.append((int(fields["id"]), fields["event"], json.loads(fields["data"])))
-    return events
 
 
 # -- SystemExit, KeyboardInterrupt and other BaseExceptions --------------------------------------

@@ -17,7 +17,7 @@ from openapi_spec_validator import validate
 from pydantic import BaseModel, ConfigDict, Field, computed_field, create_model
 
 from nexus_aio import Context, Nexus, Workflow
-from nexus_aio.testing import free_port, make_app, wait_for_port
+from nexus_aio.testing import free_port, make_app, read_sse, wait_for_port
 
 
 class Address(BaseModel):
@@ -144,20 +144,6 @@ async def get_json(http: aiohttp.ClientSession, url: str) -> Any:
         return await resp.json()
 
 
-async def read_sse(resp: aiohttp.ClientResponse) -> list[tuple[str, Any]]:
-    events: list[tuple[str, Any]] = []
-    fields: dict[str, str] = {}
-    async for raw in resp.content:
-        line = raw.decode().rstrip("\r\n")
-        if line:
-            name, _, value = line.partition(": ")
-            fields[name] = value
-        elif fields:
-            events.append((fields["event"], json.loads(fields["data"])))
-            fields = {}
-    return events
-
-
 def errors_by_field(body: dict[str, Any]) -> dict[str, dict[str, str]]:
     assert body["success"] is False and body["error"]["type"] == "ValidationError"
     return {e["field"]: e for e in body["error"]["details"]["errors"]}
@@ -269,7 +255,7 @@ async def test_a_returned_model_is_json_in_sync_stream_and_async_runs(nexus_serv
         f"{url}/workflows/register/execute", json={"inputs": {"user": USER}, "mode": "stream"}
     ) as resp:
         assert resp.status == 200
-        events = await read_sse(resp)
+        events = [(kind, data) for _, kind, data in await read_sse(resp)]
     assert events[-1][0] == "complete"
     assert events[-1][1]["result"] == GREETING
     stream_id = events[0][1]["workflow_id"]
@@ -301,7 +287,7 @@ async def test_returned_lists_of_models_and_streamed_model_chunks_are_json(nexus
         f"{url}/workflows/greetings/execute",
         json={"inputs": {"names": ["a", "b"]}, "mode": "stream"},
     ) as resp:
-        events = await read_sse(resp)
+        events = [(kind, data) for _, kind, data in await read_sse(resp)]
     chunks = [data for kind, data in events if kind == "chunk"]
     assert [c["text"] for c in chunks] == ["hi a", "hi b"]
     assert chunks[0]["at"] == "2024-05-17T12:30:00" and chunks[0]["length"] == 4
@@ -314,7 +300,7 @@ async def test_a_dag_passes_models_between_nodes_and_returns_json(nexus_server, 
         f"{url}/workflows/pipeline/execute",
         json={"inputs": {"name": "Cy"}, "mode": "stream"},
     ) as resp:
-        events = await read_sse(resp)
+        events = [(kind, data) for _, kind, data in await read_sse(resp)]
     done = {data["node"]: data["output"] for kind, data in events if kind == "node_complete"}
     assert done["make"]["address"] == {"street": "Elm", "zip": "12345"}
     assert done["describe"]["text"] == "Cy is 30"

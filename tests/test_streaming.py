@@ -12,32 +12,13 @@ import aiohttp
 import httpx
 
 from nexus_aio import Context, Nexus
-from nexus_aio.testing import make_app
-
-Event = tuple[int, str, Any]
+from nexus_aio.testing import SSEEvent as Event
+from nexus_aio.testing import make_app, read_sse
 
 
 def app_(**settings: Any) -> Nexus:
     settings.setdefault("load_entry_points", False)
     return make_app(**settings)
-
-
-async def read_sse(resp: aiohttp.ClientResponse, limit: int | None = None) -> list[Event]:
-    """Parse ``id``/``event``/``data`` blocks until EOF, or until ``limit`` events arrived."""
-    events: list[Event] = []
-    fields: dict[str, str] = {}
-    async for raw in resp.content:
-        line = raw.decode().rstrip("\r\n")
-        if line:
-            name, _, value = line.partition(": ")
-            fields[name] = value
-            continue
-        if fields:
-            events.append((int(fields["id"]), fields["event"], json.loads(fields["data"])))
-            fields = {}
-            if limit is not None and len(events) >= limit:
-                break
-    return events
 
 
 async def stream(

@@ -55,6 +55,7 @@ from nexus_aio.testing.contracts import (  # noqa: E402 - after the rewrite hook
     SessionStoreContract,
     opened,
 )
+from nexus_aio.testing.sse import SSEEvent, parse_sse, read_sse  # noqa: E402
 
 if TYPE_CHECKING:
     from nexus_aio.nexus import Nexus
@@ -64,6 +65,7 @@ __all__ = [
     "ManualClock",
     "RateLimitBackendContract",
     "RunningServer",
+    "SSEEvent",
     "ServerProcess",
     "SessionExpiryContract",
     "SessionStoreContract",
@@ -73,7 +75,9 @@ __all__ = [
     "nexus_server",
     "nexus_thread_server",
     "opened",
+    "parse_sse",
     "plugin_installed",
+    "read_sse",
     "server_process",
     "start_server",
     "wait_for_port",
