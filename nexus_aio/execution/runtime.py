@@ -310,19 +310,18 @@ class Runtime:
             self.acquire()
             record = self.new_record(sub, "running")
             events = EventLog(persist=False)
+            cancelled = False
             try:
-                envelope = await self._run(sub, record, events)
-            except asyncio.CancelledError:  # the caller is going away: the save must still land
-                self.release()
-                await asyncio.shield(self._save(record, events))
+                return await self._run(sub, record, events)
+            except asyncio.CancelledError:
+                cancelled = True
                 raise
-            except BaseException:
+            finally:
                 self.release()
-                await self._save(record, events)
-                raise
-            self.release()
-            await self._save(record, events)  # no shield (a task per request) on the hot path
-            return envelope
+                save = self._save(record, events)
+                # A caller going away must not stop the save; otherwise no shield (a task per
+                # request) on the hot path.
+                await (asyncio.shield(save) if cancelled else save)
         finally:
             if sub.cleanups:
                 run_cleanups(sub.cleanups)
