@@ -55,10 +55,6 @@ class LocalExecutor:
         self._reserved = 0  # submissions between the capacity check and joining the queue
         runtime.on_slot_free = self._hand_over
 
-    @property
-    def queued(self) -> int:
-        return len(self._waiting)
-
     async def submit(self, sub: Submission) -> ExecutionRecord:
         runtime = self.runtime
         if len(self._waiting) + self._reserved >= self.max_queued and not runtime.has_free_slot:
