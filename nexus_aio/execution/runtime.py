@@ -125,6 +125,8 @@ class Runtime:
         self.live: dict[str, LiveExecution] = {}
         # Called with no argument when a slot frees; returns True when it took the slot over.
         self.on_slot_free: Callable[[], bool] | None = None
+        # Set once the server stops: a run cancelled from then on ends ``interrupted``.
+        self.interrupting = False
         self._observe_started = hooks.implemented("execution_started")
         self._observe_finished = hooks.implemented("execution_finished")
 
@@ -153,10 +155,17 @@ class Runtime:
             return
         self.running -= 1
 
-    async def close(self) -> None:
+    def interrupt(self) -> list[asyncio.Task[Any]]:
+        """The server is stopping: cancel every running run of this process, each to end
+        ``interrupted`` (so do sync runs whose request is cancelled from now on)."""
+        self.interrupting = True
         tasks = [live.task for live in self.live.values() if live.task and not live.task.done()]
         for task in tasks:
             task.cancel()
+        return tasks
+
+    async def close(self) -> None:
+        tasks = self.interrupt()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
         await self.deadlines.close()
@@ -217,7 +226,7 @@ class Runtime:
             self._fail(record, events, exc)
             raise
         except asyncio.CancelledError:
-            self._fail(record, events, Cancelled())
+            self._fail(record, events, Interrupted() if self.interrupting else Cancelled())
             raise
         self._finish(record, result)
         envelope = success_envelope(

@@ -86,6 +86,7 @@ class ExecutionService:
         self.idempotency = Idempotency(executions, settings.idempotency_ttl)
         self.limits = limits_from(settings)
         self.loop = asyncio.get_running_loop()
+        self._interrupter: asyncio.Task[None] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
     @classmethod
@@ -119,9 +120,24 @@ class ExecutionService:
             service.executor = executor
         return service
 
+    def interrupt_after(self, seconds: float) -> None:
+        """The server stops (SIGTERM): runs still going after ``seconds`` are interrupted, so a
+        stream ends with an ``Interrupted`` error event and an async run reads ``interrupted``."""
+        if self._interrupter is None:
+            self._interrupter = self.loop.create_task(self._interrupt_later(seconds))
+
+    async def _interrupt_later(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        await self.executor.close()  # first: a freed slot must not start a waiting run
+        self.runtime.interrupt()
+
     async def close(self) -> None:
-        """Stop the executor (waiting runs become interrupted), cancel running ones, close the
-        stores (writing what is pending)."""
+        """Stop the executor (waiting runs become interrupted), interrupt running ones, close
+        the stores (writing what is pending)."""
+        interrupter = self._interrupter
+        if interrupter is not None and not interrupter.done():
+            interrupter.cancel()
+            await asyncio.gather(interrupter, return_exceptions=True)
         try:
             await self.executor.close()
             await self.runtime.close()

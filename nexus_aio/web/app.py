@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("nexus_aio")
 COMPRESS_MIN_BYTES = 1024  # smaller bodies gain nothing from gzip
+SHUTDOWN_GRACE = 0.5  # after shutdown_timeout: interrupted streams write their last event
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -171,11 +172,21 @@ def build_app(nexus: Nexus) -> web.Application:
     app.cleanup_ctx.append(_service_ctx)
     app.cleanup_ctx.extend(hooks.register_cleanup_ctx())
     app.on_startup.append(_mark_started)
+    app.on_shutdown.append(_begin_shutdown)
     return app
 
 
 async def _mark_started(app: web.Application) -> None:
     app[NEXUS].started_at = time.time()
+
+
+async def _begin_shutdown(app: web.Application) -> None:
+    """Stopping (the listening socket is closed by now): in-flight requests get
+    ``shutdown_timeout`` seconds, then runs still going are interrupted, which ends their
+    streams with an ``Interrupted`` error event while the server still waits for them."""
+    nexus: Nexus = app[NEXUS]
+    if nexus.service is not None:
+        nexus.service.interrupt_after(nexus.settings.shutdown_timeout)
 
 
 async def _service_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -209,7 +220,9 @@ def serve(
         sock=sock,
         reuse_port=is_worker_child() if reuse_port is None else reuse_port,
         access_log=None,
-        shutdown_timeout=settings.shutdown_timeout,
+        # aiohttp waits this long for handlers, then cancels them and waits as long again: past
+        # shutdown_timeout the runs are interrupted (their streams end), so both waits are short.
+        shutdown_timeout=settings.shutdown_timeout + SHUTDOWN_GRACE,
         print=print_fn,
         handle_signals=True,
     )
