@@ -14,7 +14,8 @@ and the core's own stores answer: the plugin costs nothing per request. With it:
 
 Settings (:data:`SETTINGS`, declared through ``register_settings``: constructor keyword,
 ``app.api.<name>``, ``NEXUS_<NAME>``): ``redis_url``, ``redis_prefix`` (``nexus:``),
-``redis_timeout`` (2 s per command), ``redis_lock_lease`` (10 s), ``redis_degraded_ms`` (50),
+``redis_timeout`` (2 s per command), ``redis_lock_lease`` (10 s), ``redis_run_lease`` (10 s),
+``redis_cancel_wait`` (5 s), ``redis_degraded_ms`` (50),
 ``redis_execute_async`` (off), and for the worker ``redis_max_tries`` (3), ``redis_worker_jobs``
 (``max_concurrent_requests``), ``redis_poll_delay`` (0.1 s), ``redis_worker_grace`` (10 s).
 """
@@ -56,6 +57,20 @@ SETTINGS = (
     Setting("redis_prefix", str, "nexus:", feature="redis", help="prefix of every key"),
     Setting("redis_timeout", float, 2.0, feature="redis", help="seconds per Redis command"),
     Setting("redis_lock_lease", float, 10.0, feature="redis", help="session lock lease (s)"),
+    Setting(
+        "redis_run_lease",
+        float,
+        10.0,
+        feature="redis",
+        help="seconds a run's owner lease lasts unrenewed; then the run becomes interrupted",
+    ),
+    Setting(
+        "redis_cancel_wait",
+        float,
+        5.0,
+        feature="redis",
+        help="seconds DELETE /executions/{id} waits for the owner of a run elsewhere to cancel it",
+    ),
     Setting(
         "redis_execute_async",
         bool,
@@ -115,7 +130,12 @@ def storage_backend(nexus: Nexus, kind: str) -> Any:
             lock_lease=settings.redis_lock_lease,
         )
     if kind == "executions":
-        return RedisExecutionStore(connect(url, timeout=timeout), prefix=_prefix(nexus))
+        return RedisExecutionStore(
+            connect(url, timeout=timeout),
+            prefix=_prefix(nexus),
+            lease=settings.redis_run_lease,
+            cancel_wait=settings.redis_cancel_wait,
+        )
     if kind == "ratelimit":
         return RedisRateLimiter(connect(url, timeout=timeout), prefix=_prefix(nexus))
     return None
@@ -123,8 +143,16 @@ def storage_backend(nexus: Nexus, kind: str) -> Any:
 
 @hookimpl
 def executor(nexus: Nexus, service: ExecutionService) -> ArqExecutor | None:
-    """Async runs go to arq workers when ``redis_execute_async`` is on (with ``redis_url``)."""
-    if redis_url(nexus) is None or not nexus.settings.redis_execute_async:
+    """Async runs go to arq workers when ``redis_execute_async`` is on (with ``redis_url``).
+
+    Whatever the executor, cancel requests other instances place for this process's runs (and
+    runs whose record another process ended) reach the service here.
+    """
+    if redis_url(nexus) is None:
+        return None
+    if isinstance(service.executions, RedisExecutionStore):
+        service.executions.on_cancel_request = service.cancel
+    if not nexus.settings.redis_execute_async:
         return None
     if not isinstance(service.executions, RedisExecutionStore):
         raise ConfigurationError("redis_execute_async needs the Redis executions store")

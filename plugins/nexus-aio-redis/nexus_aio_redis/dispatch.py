@@ -8,8 +8,9 @@ a second job with the same id, so a submission is enqueued once). A worker
 its own execution service (same checks, timeouts, sessions, events), publishing events to the
 Redis stream as they happen, so any instance can stream them.
 
-* Cancellation: ``DELETE /executions/{id}`` on any instance sets ``cancel:{id}``; the worker polls
-  it while running (and checks it before starting), and cancels the run.
+* Cancellation: ``DELETE /executions/{id}`` on any instance sets ``cancel:{id}``; the worker's
+  store watches it while the run is going (and the job checks it before starting), and the
+  worker cancels the run; the instance that asked waits (``redis_cancel_wait``) for the result.
 * A worker dying mid-run: arq keeps the job until its in-progress lease (job timeout + grace)
   expires, then another worker retries it (at-least-once, same execution id; event numbering
   continues after a ``retry`` event). After ``redis_max_tries`` tries the execution is ``failed``
@@ -40,7 +41,6 @@ __all__ = ["JOB_NAME", "ArqExecutor", "build_worker", "run_job", "run_worker"]
 log = logging.getLogger("nexus_aio.redis.worker")
 
 JOB_NAME = "nexus_execute"
-CANCEL_POLL = 0.2
 
 
 def queue_name(prefix: str) -> str:
@@ -61,7 +61,7 @@ class ArqExecutor:
 
     async def submit(self, sub: Submission) -> ExecutionRecord:
         record = self._service.runtime.new_record(sub, "queued")
-        await self._store.save(record, durable=True)
+        await self._store.save(record, durable=True, claim=False)  # a worker's run, not ours
         try:
             await self._arq.enqueue_job(
                 JOB_NAME,
@@ -75,7 +75,7 @@ class ArqExecutor:
             error = StoreUnavailable(f"Could not queue the execution in Redis: {exc}")
             record.status, record.finished_at = "failed", time.time()
             record.error = error.to_dict()
-            await self._store.save(record, durable=True)
+            await self._store.save(record, durable=True, claim=False)
             raise error from exc
         return record
 
@@ -104,17 +104,6 @@ async def _end_before_start(
     await store.save(record, durable=True)
 
 
-async def _watch_cancel(service: ExecutionService, store: RedisExecutionStore, run_id: str) -> None:
-    while True:
-        await asyncio.sleep(CANCEL_POLL)
-        try:
-            if await store.cancel_requested(run_id):
-                await service.cancel(run_id)
-                return
-        except Exception as exc:  # Redis blip: keep running, check again
-            log.warning("cannot check cancellation of %s: %s", run_id, exc)
-
-
 async def run_job(
     ctx: dict[str, Any], execution_id: str, context: Any = None, actor: Any = None
 ) -> str:
@@ -137,12 +126,9 @@ async def run_job(
     if await store.cancel_requested(execution_id):
         await _end_before_start(store, record, Cancelled())
         return "cancelled"
-    watcher = asyncio.create_task(_watch_cancel(service, store, execution_id))
-    try:
+    try:  # the store hands this run's cancel requests to the service while it runs
         record = await service.run_queued(record, attempt=job_try, context=context, actor=actor)
     finally:
-        watcher.cancel()
-        await asyncio.gather(watcher, return_exceptions=True)
         await store.flush_published()
     return record.status
 
@@ -200,6 +186,7 @@ async def run_worker(nexus: Nexus) -> None:
         if not isinstance(service.executions, RedisExecutionStore):
             raise ConfigurationError("the worker needs redis_url (NEXUS_REDIS_URL)")
         nexus.service = service  # workflows calling app.execute_workflow run here too
+        service.executions.leases = False  # a lost worker's job is arq's to retry, not swept
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

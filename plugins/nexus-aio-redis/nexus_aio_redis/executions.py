@@ -7,7 +7,15 @@ Layout under ``prefix`` (default ``nexus:``):
 * ``events:{id}``: a Redis Stream whose entry ids are ``{seq}-0``, so the SSE ``id`` (the core's
   1-based ``seq``) *is* the stream position: ``Last-Event-ID: N`` resumes at ``XRANGE (N+1)-0 +``
   on any instance, and ``XREAD BLOCK`` follows a run that executes elsewhere;
-* ``idem:{key}``: the remembered response, written with ``SET NX PX`` (first writer wins).
+* ``idem:{key}``: the remembered response, written with ``SET NX PX`` (first writer wins);
+* ``active``: set of the runs a serving instance owns (queued or running in its process), each
+  with ``lease:{id}`` (the owner's token, expiring after ``lease`` seconds unless renewed);
+  ``cancel:{id}``: a cancel request, watched by the run's owner.
+
+A record is written by one Lua script (:data:`_SAVE`) that never lets a write replace a finished
+record with another status (a late ``running`` snapshot cannot undo ``succeeded``/``cancelled``):
+the record's value starts with ``{status}\n`` so the script reads the status without parsing
+the JSON. Ownership, leases and cancel requests are described at :class:`RedisExecutionStore`.
 
 ``live_events = True`` tells the runtime to hand events over as they are pushed
 (:meth:`RedisExecutionStore.publish`) instead of only at the end, so followers on other instances
@@ -20,14 +28,15 @@ import asyncio
 import builtins
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
 
 from nexus_aio.envelope import error_envelope
-from nexus_aio.errors import Cancelled, NexusError
+from nexus_aio.errors import Cancelled, Interrupted, NexusError
 from nexus_aio.stores.executions import (
     TERMINAL,
     ExecutionEvent,
@@ -45,6 +54,8 @@ from .client import Guard
 __all__ = ["RedisExecutionStore"]
 
 log = logging.getLogger("nexus_aio.redis")
+
+WATCH_INTERVAL = 0.2  # seconds between checks of this process's runs' cancel requests
 
 # Store an idempotency entry unless one that has not expired by the store's clock holds the key
 # (the same rule as get_idempotency; Redis's own expiry only frees the memory).
@@ -76,6 +87,36 @@ end
 return lastseq
 """
 
+_TERMINAL_LUA = "{" + ", ".join(f"{status} = true" for status in sorted(TERMINAL)) + "}"
+
+# Write a record (and its index entry) unless it would change a finished record's status, or
+# unless a condition fails; then keep the owner's lease and the ``active`` set up to date.
+# KEYS: exec:{id}, execs, active, lease:{id}. ARGV: value, created_at, id, status, lease ms
+# (0: not claimed), owner token, expected current status ('' : any), '1': only with no lease.
+# Returns 1 (written), 0 (refused: finished), -1 (refused: a condition failed).
+_SAVE = (
+    "local terminal = "
+    + _TERMINAL_LUA
+    + """
+local held = nil
+local cur = redis.call('GET', KEYS[1])
+if cur then held = string.match(cur, '^([%a_]+)\\n') end
+if held and terminal[held] and held ~= ARGV[4] then return 0 end
+if ARGV[7] ~= '' and held ~= ARGV[7] then return -1 end
+if ARGV[8] == '1' and redis.call('EXISTS', KEYS[4]) == 1 then return -1 end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+if terminal[ARGV[4]] then
+  redis.call('SREM', KEYS[3], ARGV[3])
+  redis.call('DEL', KEYS[4])
+elseif tonumber(ARGV[5]) > 0 then
+  redis.call('SADD', KEYS[3], ARGV[3])
+  redis.call('SET', KEYS[4], ARGV[6], 'PX', ARGV[5])
+end
+return 1
+"""
+)
+
 _FIELDS = (
     "id",
     "workflow",
@@ -96,10 +137,13 @@ _END_EVENTS = frozenset({"complete", "error"})
 
 def _dump_record(record: ExecutionRecord) -> str:
     # json_text, as the SQLite store: a result JSON cannot hold must not fail the write.
-    return json_text([getattr(record, name) for name in _FIELDS])
+    # The status first, on its own line: the save script compares it without parsing JSON.
+    return record.status + "\n" + json_text([getattr(record, name) for name in _FIELDS])
 
 
 def _load_record(raw: bytes) -> ExecutionRecord:
+    if raw[:1] != b"[":  # "{status}\n[...]" (a bare array: written before the status line)
+        raw = raw[raw.index(b"\n") + 1 :]
     return ExecutionRecord(*orjson.loads(raw))
 
 
@@ -123,7 +167,20 @@ def _parse_entries(entries: Sequence[tuple[bytes, dict[bytes, bytes]]]) -> list[
 
 
 class RedisExecutionStore(ExecutionStore):
-    """The executions store shared by every instance (and every arq worker) on one Redis."""
+    """The executions store shared by every instance (and every arq worker) on one Redis.
+
+    *Owned runs.* A queued or running record this process saves (not one it only queues for a
+    worker: ``save(..., claim=False)``) is a run of this process. While it has any, a keeper
+    task polls their ``cancel:{id}`` keys every :data:`WATCH_INTERVAL` and hands each request
+    to :attr:`on_cancel_request` (the execution service's ``cancel``, wired by the plugin), and
+    renews their leases every third of ``lease``. A run whose record someone else ended (a
+    cancel of a queued run, a sweep) is also handed over, so its work stops.
+
+    *Leases.* With :attr:`leases` (serving instances; not arq workers: a lost worker's job is
+    retried by arq instead) an owned run is in ``active`` with ``lease:{id}``. Every open store
+    sweeps ``active`` every ``lease / 2`` seconds: a run whose lease expired (its owner died
+    without ending it) becomes ``interrupted``, with an ``Interrupted`` error event.
+    """
 
     live_events = True
 
@@ -135,6 +192,8 @@ class RedisExecutionStore(ExecutionStore):
         clock: Callable[[], float] = time.time,
         owns_client: bool = True,
         follow_block: float = 0.5,
+        lease: float = 10.0,
+        cancel_wait: float = 5.0,
     ) -> None:
         self._client = client
         self._prefix = prefix
@@ -147,10 +206,32 @@ class RedisExecutionStore(ExecutionStore):
         self._guard = Guard("Redis (executions)")
         self._pending: list[tuple[ExecutionRecord, ExecutionEvent]] = []
         self._writer: asyncio.Task[None] | None = None
+        self._save_script = client.register_script(_SAVE)
+        self._active = prefix + "active"
+        self.lease = lease
+        # Whether this process's runs hold leases (arq workers' do not: arq retries their jobs).
+        self.leases = lease > 0
+        self.cancel_wait = cancel_wait
+        self._token = uuid.uuid4().hex  # this process, as the owner written in its leases
+        self._owned: set[str] = set()
+        self._handed_over: set[str] = set()  # owned runs already handed to on_cancel_request
+        self._keeper: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        # Stops a run of this process (a cancel request, or its record ended elsewhere).
+        self.on_cancel_request: Callable[[str], Awaitable[object]] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
+    async def open(self) -> None:
+        if self.lease > 0:
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
+
     async def close(self) -> None:
         await self.flush_published()
+        tasks = [t for t in (self._keeper, self._sweeper, *self._tasks) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self._owns_client:
             await self._client.aclose()
 
@@ -167,12 +248,61 @@ class RedisExecutionStore(ExecutionStore):
     def _events_key(self, execution_id: str) -> str:
         return self._prefix + "events:" + execution_id
 
-    async def save(self, record: ExecutionRecord, *, durable: bool = False) -> None:
+    def _lease_key(self, execution_id: str) -> str:
+        return self._prefix + "lease:" + execution_id
+
+    def _cancel_key(self, execution_id: str) -> str:
+        return self._prefix + "cancel:" + execution_id
+
+    async def save(
+        self, record: ExecutionRecord, *, durable: bool = False, claim: bool = True
+    ) -> None:
+        """Write ``record`` unless it is finished with another status already (first final
+        status wins). A queued or running record saved with ``claim`` is a run of this process
+        (see the class); ``claim=False`` for a run this process only queues for others."""
+        active = record.status not in TERMINAL
+        lease_ms = int(self.lease * 1000) if active and claim and self.leases else 0
+        written = await self._write(record, lease_ms)
+        if active and claim and written == 1:
+            self._owned.add(record.id)
+            if self._keeper is None or self._keeper.done():
+                self._keeper = asyncio.get_running_loop().create_task(self._keep_owned())
+        elif record.id in self._owned and (not active or written == 0):
+            self._owned.discard(record.id)
+            self._handed_over.discard(record.id)
+            if written == 0 and active:  # ended elsewhere (cancelled while queued, swept)
+                self._hand_over(record.id)
+
+    async def _write(
+        self,
+        record: ExecutionRecord,
+        lease_ms: int = 0,
+        *,
+        expect: str = "",
+        unleased: bool = False,
+    ) -> int:
+        execution_id = record.id
         with self._guard:
-            async with self._client.pipeline(transaction=True) as pipe:
-                pipe.set(self._key(record.id), _dump_record(record))
-                pipe.zadd(self._index, {record.id: record.created_at})
-                await pipe.execute()
+            return int(
+                await self._save_script(
+                    keys=[
+                        self._key(execution_id),
+                        self._index,
+                        self._active,
+                        self._lease_key(execution_id),
+                    ],
+                    args=[
+                        _dump_record(record),
+                        repr(record.created_at),
+                        execution_id,
+                        record.status,
+                        lease_ms,
+                        self._token,
+                        expect,
+                        "1" if unleased else "0",
+                    ],
+                )
+            )
 
     async def get(self, execution_id: str) -> ExecutionRecord | None:
         with self._guard:
@@ -326,37 +456,150 @@ class RedisExecutionStore(ExecutionStore):
 
     # -- cancel requests (runs owned by another instance or a worker) ----------------------
     async def request_cancel(self, execution_id: str) -> bool:
-        """Ask whichever worker runs ``execution_id`` to cancel it, and wait (briefly) for that.
+        """Ask the process that runs ``execution_id`` to cancel it, and wait up to
+        ``cancel_wait`` seconds for its acknowledgement: the run's final save.
 
-        A run still queued is cancelled here; the worker skips it when it picks the job up.
+        True when the run ended (cancelled, or finished or swept meanwhile: the record says
+        which) or the request is placed and still pending (the owner did not answer in time;
+        it acts on the request when it sees it). A run still queued for a worker is cancelled
+        here (the worker skips it); a run whose owner died is marked interrupted here.
         """
+        if execution_id in self._owned:
+            return False  # this process's own run: the service found no way to cancel it
         record = await self.get(execution_id)
         if record is None or record.status in TERMINAL:
             return False
         with self._guard:
-            await self._client.set(self._prefix + "cancel:" + execution_id, b"1", ex=3600)
-        if record.status == "queued":  # its log ends here, as a run's would
-            cancelled = Cancelled()
-            record.status = "cancelled"
-            record.finished_at = self._clock()
-            record.error = cancelled.to_dict()
-            events = await self.events(execution_id)
-            seq = events[-1].seq + 1 if events else 1
-            envelope = error_envelope(cancelled, execution_id, record.finished_at)
-            ended = ExecutionEvent(seq, "error", envelope, record.finished_at)
-            await self.add_events(execution_id, [ended])
-            await self.save(record)
+            await self._client.set(self._cancel_key(execution_id), b"1", ex=3600)
+            leased = await self._client.exists(self._lease_key(execution_id))
+            claimed = await self._client.sismember(self._active, execution_id)  # type: ignore[misc]
+        if record.status == "queued" and not claimed:  # in a worker queue: its log ends here
+            if await self._end(record, Cancelled(), expect="queued"):
+                return True
+        elif claimed and not leased:  # its owner died: what the sweeper would do
+            await self._end(record, Interrupted(), expect=record.status, unleased=True)
             return True
-        for _ in range(50):  # up to ~5 s for the worker to notice and store the outcome
-            await asyncio.sleep(0.1)
-            record = await self.get(execution_id)
-            if record is None or record.status in TERMINAL:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.cancel_wait
+        while loop.time() < deadline:
+            await asyncio.sleep(min(0.05, max(0.0, deadline - loop.time())))
+            current = await self.get(execution_id)
+            if current is None or current.status in TERMINAL:
                 break
         return True
 
     async def cancel_requested(self, execution_id: str) -> bool:
         with self._guard:
-            return bool(await self._client.exists(self._prefix + "cancel:" + execution_id))
+            return bool(await self._client.exists(self._cancel_key(execution_id)))
+
+    async def _end(
+        self,
+        record: ExecutionRecord,
+        error: Cancelled | Interrupted,
+        *,
+        expect: str,
+        unleased: bool = False,
+    ) -> bool:
+        """End a run nobody here executes: its record (if still ``expect`` and, with
+        ``unleased``, still without a lease) and its log's last event. False if it changed."""
+        ended = record.copy()
+        ended.status = "cancelled" if isinstance(error, Cancelled) else "interrupted"
+        ended.finished_at = self._clock()
+        ended.error = error.to_dict()
+        if await self._write(ended, expect=expect, unleased=unleased) != 1:
+            return False
+        events = await self.events(record.id)
+        seq = events[-1].seq + 1 if events else 1
+        envelope = error_envelope(error, record.id, ended.finished_at)
+        last = ExecutionEvent(seq, "error", envelope, ended.finished_at)
+        await self.add_events(record.id, [last])
+        return True
+
+    # -- owned runs: cancel requests and leases; the sweeper of dead owners' runs ----------
+    def _hand_over(self, execution_id: str) -> None:
+        """Stop a run of this process (once): :attr:`on_cancel_request` in a task."""
+        callback = self.on_cancel_request
+        if callback is None or execution_id in self._handed_over:
+            return
+        self._handed_over.add(execution_id)
+
+        async def call() -> None:
+            try:
+                await callback(execution_id)
+            except Exception:
+                log.exception("cancelling %s on request failed", execution_id)
+
+        task = asyncio.get_running_loop().create_task(call())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _keep_owned(self) -> None:
+        """While this process owns runs: watch their cancel keys, renew their leases."""
+        loop = asyncio.get_running_loop()
+        renew_every = self.lease / 3
+        renewed = loop.time()
+        while self._owned:
+            await asyncio.sleep(WATCH_INTERVAL)
+            ids = [i for i in self._owned if i not in self._handed_over]
+            if not ids:
+                continue
+            renew = self.leases and loop.time() - renewed >= renew_every
+            try:
+                with self._guard:
+                    async with self._client.pipeline(transaction=False) as pipe:
+                        for execution_id in ids:
+                            pipe.exists(self._cancel_key(execution_id))
+                        if renew:
+                            for execution_id in ids:
+                                pipe.pexpire(self._lease_key(execution_id), int(self.lease * 1000))
+                        replies = await pipe.execute()
+            except NexusError as exc:  # Redis blip: keep running, try again
+                log.warning("cannot watch this process's runs: %s", exc.message)
+                continue
+            if renew:
+                renewed = loop.time()
+            for i, execution_id in enumerate(ids):
+                if replies[i]:
+                    self._hand_over(execution_id)
+                elif renew and not replies[len(ids) + i] and execution_id in self._owned:
+                    log.warning("the lease of run %s had expired; it was swept", execution_id)
+                    self._hand_over(execution_id)  # its record reads interrupted: stop it
+
+    async def _sweep_forever(self) -> None:
+        interval = max(self.lease / 2, WATCH_INTERVAL)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                swept = await self.sweep()
+            except NexusError as exc:
+                log.warning("cannot sweep runs of dead instances: %s", exc.message)
+                continue
+            if swept:
+                log.warning("%d runs of an instance that stopped are now interrupted", swept)
+
+    async def sweep(self) -> int:
+        """Mark ``interrupted`` the runs in ``active`` whose lease expired; returns how many."""
+        with self._guard:
+            raw: set[bytes] = await self._client.smembers(self._active)  # type: ignore[misc]
+            members = [m.decode() for m in raw]
+            if not members:
+                return 0
+            async with self._client.pipeline(transaction=False) as pipe:
+                for execution_id in members:
+                    pipe.exists(self._lease_key(execution_id))
+                leased = await pipe.execute()
+        swept = 0
+        for execution_id, alive in zip(members, leased, strict=True):
+            if alive:
+                continue
+            record = await self.get(execution_id)
+            if record is None or record.status in TERMINAL:
+                with self._guard:
+                    await self._client.srem(self._active, execution_id)  # type: ignore[misc]
+                continue
+            if await self._end(record, Interrupted(), expect=record.status, unleased=True):
+                swept += 1
+        return swept
 
     # -- idempotency ----------------------------------------------------------------------
     async def get_idempotency(self, key: str) -> IdempotencyEntry | None:
