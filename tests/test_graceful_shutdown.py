@@ -22,6 +22,7 @@ EXIT_BOUND = SHUTDOWN_TIMEOUT + 2.0
 APP = textwrap.dedent(
     """
     import asyncio
+    import time
     from pathlib import Path
 
     from nexus_aio import Context, Nexus
@@ -35,6 +36,13 @@ APP = textwrap.dedent(
             Path(started).touch()
         ctx.emit("napping", {"for": seconds})
         await asyncio.sleep(seconds)
+        return {"slept": seconds}
+
+
+    @app.workflow("block")
+    def block(seconds: float, started: str) -> dict:  # a thread the server cannot stop
+        Path(started).touch()
+        time.sleep(seconds)
         return {"slept": seconds}
     """
 )
@@ -128,6 +136,9 @@ def _dechunk(body: bytes) -> bytes:
 
 
 def test_sigterm_finishes_inflight_requests_interrupts_the_rest_and_exits_in_time(tmp_path):
+    """A sync request that fits in ``shutdown_timeout`` completes; a longer stream ends with an
+    ``Interrupted`` error event, a longer sync request gets that error (even one stuck in a
+    thread), a longer async run reads ``interrupted`` after a restart; exit within the bound."""
     with _server(tmp_path) as server:
         client = httpx.Client(base_url=server.url, timeout=30)
         # An async run far longer than the shutdown window.
@@ -148,6 +159,15 @@ def test_sigterm_finishes_inflight_requests_interrupts_the_rest_and_exits_in_tim
             )
         )
         _wait_for(marker.exists)
+        blocked = tmp_path / "block-started"
+        block_thread, block_out = _in_thread(
+            lambda: httpx.post(
+                f"{server.url}/workflows/block/execute",
+                json={"inputs": {"seconds": 60, "started": str(blocked)}},
+                timeout=30,
+            )
+        )
+        _wait_for(blocked.exists)
         started = time.monotonic()
         server.proc.send_signal(signal.SIGTERM)
         raw = _read_to_end(stream, seen)
@@ -155,6 +175,7 @@ def test_sigterm_finishes_inflight_requests_interrupts_the_rest_and_exits_in_tim
         elapsed = time.monotonic() - started
         stream.close()
         sync_thread.join(10)
+        block_thread.join(10)
         out = server.stop()
 
     assert server.proc.returncode == 0, out
@@ -162,6 +183,11 @@ def test_sigterm_finishes_inflight_requests_interrupts_the_rest_and_exits_in_tim
     sync_resp = sync_out.get("value")
     assert sync_resp is not None, sync_out
     assert sync_resp.status_code == 200 and sync_resp.json()["result"] == {"slept": 1}
+    # A sync request still running at the deadline is answered with the Interrupted error.
+    block_resp = block_out.get("value")
+    assert block_resp is not None, block_out
+    assert block_resp.status_code == 500
+    assert block_resp.json()["error"]["type"] == "Interrupted"
     _, last_event, last_data = _sse_events(raw)[-1]
     assert last_event == "error", raw
     assert last_data["error"]["type"] == "Interrupted", last_data

@@ -37,6 +37,10 @@ class Deadlines:
         self._due.pop(task, None)
         self._expired.discard(task)
 
+    def tasks(self) -> list[asyncio.Task[Any]]:
+        """The executions being watched (every running one, sync mode included)."""
+        return list(self._due)
+
     def expired(self, task: asyncio.Task[Any]) -> bool:
         """Whether ``task`` was cancelled because its deadline passed."""
         return task in self._expired

@@ -44,12 +44,21 @@ if TYPE_CHECKING:
     from nexus_aio.settings import Settings
     from nexus_aio.workflows.workflow import CompiledWorkflow
 
-__all__ = ["Cleanup", "LiveExecution", "Runtime", "Submission", "actor_id", "run_cleanups"]
+__all__ = [
+    "SYNC_THREAD_PREFIX",
+    "Cleanup",
+    "LiveExecution",
+    "Runtime",
+    "Submission",
+    "actor_id",
+    "run_cleanups",
+]
 
 log = logging.getLogger("nexus_aio.runtime")
 
 
 Cleanup = Callable[[], object]
+SYNC_THREAD_PREFIX = "nexus-sync"  # names of the threads that run sync workflows
 
 
 def run_cleanups(cleanups: list[Cleanup]) -> None:
@@ -118,7 +127,7 @@ class Runtime:
         self.session_locks = SessionLocks()
         self.deadlines = Deadlines()
         self.pool = ThreadPoolExecutor(
-            max_workers=settings.sync_workers, thread_name_prefix="nexus-sync"
+            max_workers=settings.sync_workers, thread_name_prefix=SYNC_THREAD_PREFIX
         )
         self.running = 0
         self.max_running = settings.max_concurrent_requests
@@ -156,13 +165,14 @@ class Runtime:
         self.running -= 1
 
     def interrupt(self) -> list[asyncio.Task[Any]]:
-        """The server is stopping: cancel every running run of this process, each to end
-        ``interrupted`` (so do sync runs whose request is cancelled from now on)."""
+        """The server is stopping: cancel every running run of this process (sync ones too:
+        their request gets the ``Interrupted`` error), each to end ``interrupted``."""
         self.interrupting = True
-        tasks = [live.task for live in self.live.values() if live.task and not live.task.done()]
+        tasks = {live.task for live in self.live.values() if live.task and not live.task.done()}
+        tasks.update(self.deadlines.tasks())
         for task in tasks:
             task.cancel()
-        return tasks
+        return list(tasks)
 
     async def close(self) -> None:
         tasks = self.interrupt()
@@ -274,6 +284,9 @@ class Runtime:
                 await self.sessions.save(session)
                 return result
         except asyncio.CancelledError:
+            if self.interrupting and not self.deadlines.expired(task):  # the server stops
+                task.uncancel()
+                raise Interrupted() from None
             if not self.deadlines.expired(task):
                 raise
             task.uncancel()
