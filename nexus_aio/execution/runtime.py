@@ -44,21 +44,12 @@ if TYPE_CHECKING:
     from nexus_aio.settings import Settings
     from nexus_aio.workflows.workflow import CompiledWorkflow
 
-__all__ = [
-    "SYNC_THREAD_PREFIX",
-    "Cleanup",
-    "LiveExecution",
-    "Runtime",
-    "Submission",
-    "actor_id",
-    "run_cleanups",
-]
+__all__ = ["Cleanup", "LiveExecution", "Runtime", "Submission", "actor_id", "run_cleanups"]
 
 log = logging.getLogger("nexus_aio.runtime")
 
 
 Cleanup = Callable[[], object]
-SYNC_THREAD_PREFIX = "nexus-sync"  # names of the threads that run sync workflows
 
 
 def run_cleanups(cleanups: list[Cleanup]) -> None:
@@ -127,7 +118,7 @@ class Runtime:
         self.session_locks = SessionLocks()
         self.deadlines = Deadlines()
         self.pool = ThreadPoolExecutor(
-            max_workers=settings.sync_workers, thread_name_prefix=SYNC_THREAD_PREFIX
+            max_workers=settings.sync_workers, thread_name_prefix="nexus-sync"
         )
         self.running = 0
         self.max_running = settings.max_concurrent_requests

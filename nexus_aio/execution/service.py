@@ -21,7 +21,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from nexus_aio.envelope import error_envelope, new_execution_id
-from nexus_aio.errors import ConfigurationError, NexusError, ValidationError, WorkflowNotFound
+from nexus_aio.errors import (
+    ConfigurationError,
+    Interrupted,
+    NexusError,
+    ValidationError,
+    WorkflowNotFound,
+)
 from nexus_aio.execution.events import closing_event
 from nexus_aio.execution.executor import Executor, LocalExecutor
 from nexus_aio.execution.idempotency import Idempotency
@@ -87,6 +93,8 @@ class ExecutionService:
         self.limits = limits_from(settings)
         self.loop = asyncio.get_running_loop()
         self._interrupter: asyncio.Task[None] | None = None
+        # Tasks waiting on runs of other processes (follow, wait): interrupted at shutdown.
+        self._waiters: set[asyncio.Task[Any]] = set()
 
     # -- lifecycle ------------------------------------------------------------------------
     @classmethod
@@ -130,6 +138,15 @@ class ExecutionService:
         await asyncio.sleep(seconds)
         await self.executor.close()  # first: a freed slot must not start a waiting run
         self.runtime.interrupt()
+        for task in list(self._waiters):
+            task.cancel()
+
+    def _stopped_waiting(self, task: asyncio.Task[Any] | None) -> bool:
+        """Whether a ``CancelledError`` in ``task`` is the shutdown's (then it is consumed)."""
+        if task is None or not self.runtime.interrupting:
+            return False
+        task.uncancel()
+        return True
 
     async def close(self) -> None:
         """Stop the executor (waiting runs become interrupted), interrupt running ones, close
@@ -332,12 +349,22 @@ class ExecutionService:
             return await self.get(execution_id)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
-        while True:  # owned by another process or worker: only the shared store knows
-            record = await self.executions.get(execution_id)
-            remaining = deadline - loop.time()
-            if record is None or record.status in TERMINAL or remaining <= 0:
-                return record
-            await asyncio.sleep(min(self.executions.follow_poll, remaining))
+        task = asyncio.current_task()
+        if task is not None:
+            self._waiters.add(task)
+        try:
+            while True:  # owned by another process or worker: only the shared store knows
+                record = await self.executions.get(execution_id)
+                remaining = deadline - loop.time()
+                if record is None or record.status in TERMINAL or remaining <= 0:
+                    return record
+                await asyncio.sleep(min(self.executions.follow_poll, remaining))
+        except asyncio.CancelledError:
+            if not self._stopped_waiting(task):
+                raise
+            return await self.executions.get(execution_id)  # the server stops: as it is now
+        finally:
+            self._waiters.discard(task)
 
     def live(self, execution_id: str) -> LiveExecution | None:
         """The run of this process with that id (queued or running), if any."""
@@ -352,7 +379,24 @@ class ExecutionService:
                 yield event
             return
         last: ExecutionEvent | None = None
-        async for event in self.executor.follow(execution_id, after_seq):
+        following = aiter(self.executor.follow(execution_id, after_seq))
+        while True:
+            task = asyncio.current_task()  # each step may run in another task
+            if task is not None:
+                self._waiters.add(task)
+            try:
+                event = await anext(following)
+            except StopAsyncIteration:
+                break
+            except asyncio.CancelledError:
+                if not self._stopped_waiting(task):
+                    raise
+                raise Interrupted(
+                    "The server stopped while following this execution, which runs elsewhere: "
+                    "follow it again on another server (Last-Event-ID resumes)"
+                ) from None
+            finally:
+                self._waiters.discard(task)
             last = event
             yield event
         record = await self.executions.get(execution_id)

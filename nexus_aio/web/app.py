@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import sys
-import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -16,7 +13,6 @@ from aiohttp import web
 from nexus_aio import errors
 from nexus_aio.envelope import new_request_id
 from nexus_aio.errors import ConfigurationError, NexusError
-from nexus_aio.execution.runtime import SYNC_THREAD_PREFIX
 from nexus_aio.execution.service import ExecutionService
 from nexus_aio.web.access_log import access_logger
 from nexus_aio.web.keys import (
@@ -230,26 +226,6 @@ def serve(
         print=print_fn,
         handle_signals=True,
     )
-    _exit_past_busy_threads()
-
-
-def _exit_past_busy_threads() -> None:
-    """Leave now if sync workflows still run in threads: everything is saved by now (their runs
-    read ``interrupted``), and the interpreter would wait for those threads to return before
-    exiting, past the ``shutdown_timeout`` bound."""
-    deadline = time.monotonic() + 0.2  # idle pool threads end at once
-    busy = []
-    for thread in threading.enumerate():
-        if thread.name.startswith(SYNC_THREAD_PREFIX):
-            thread.join(max(0.0, deadline - time.monotonic()))
-            if thread.is_alive():
-                busy.append(thread)
-    if busy:
-        log.warning("exiting with %d sync workflows still running in threads", len(busy))
-        logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
 
 
 def _new_event_loop() -> asyncio.AbstractEventLoop:

@@ -199,3 +199,34 @@ async def test_a_late_running_write_never_replaces_a_finished_record(redis_serve
         assert got is not None and got.status == "succeeded"
     finally:
         await store.close()
+
+
+def test_sigterm_ends_streams_of_runs_elsewhere_with_interrupted_within_the_bound(
+    instances: Any,
+) -> None:
+    """A server stopping ends the streams it relays of runs it does not own (they go on) within
+    ``shutdown_timeout`` + 2 s, with an ``Interrupted`` error event."""
+    a = instances.start()
+    b = instances.start(NEXUS_SHUTDOWN_TIMEOUT="1")
+    execution_id = _submit(a, 60)
+    _wait_status(b, execution_id, "running")
+    with (
+        httpx.Client(timeout=30) as client,
+        client.stream("GET", f"{b.url}/executions/{execution_id}/events") as stream,
+    ):
+        lines = stream.iter_lines()
+        seen: list[str] = []
+        for line in lines:  # the run's first events: the stream is open
+            seen.append(line)
+            if not line and "event: napping" in seen:
+                break
+        started = time.monotonic()
+        b.proc.send_signal(signal.SIGTERM)
+        seen.extend(lines)
+        b.proc.wait(timeout=30)
+        elapsed = time.monotonic() - started
+    assert b.proc.returncode == 0
+    assert elapsed < 1 + 2, f"exited after {elapsed:.1f} s"
+    _, kind, data = parse_sse("\n".join(seen))[-1]
+    assert kind == "error" and data["error"]["type"] == "Interrupted", seen[-6:]
+    assert _record(a, execution_id)["status"] == "running"  # its owner goes on
