@@ -22,6 +22,7 @@ EXIT_BOUND = SHUTDOWN_TIMEOUT + 2.0
 APP = textwrap.dedent(
     """
     import asyncio
+    import os
     import time
     from pathlib import Path
 
@@ -37,6 +38,11 @@ APP = textwrap.dedent(
         ctx.emit("napping", {"for": seconds})
         await asyncio.sleep(seconds)
         return {"slept": seconds}
+
+
+    @app.workflow("pid")
+    async def pid() -> int:
+        return os.getpid()
 
 
     @app.workflow("block")
@@ -202,6 +208,16 @@ def test_sigterm_finishes_inflight_requests_interrupts_the_rest_and_exits_in_tim
 def test_sigterm_with_two_workers_forwards_and_every_process_exits_in_time(tmp_path):
     with _server(tmp_path, "--workers", "2") as server:
         client = httpx.Client(base_url=server.url, timeout=30)
+        pids: set[int] = set()
+
+        def both_serve() -> bool:  # the port answers once the first worker listens
+            resp = client.post(
+                "/workflows/pid/execute", json={"inputs": {}}, headers={"Connection": "close"}
+            )
+            pids.add(resp.json()["result"])
+            return len(pids) == 2
+
+        _wait_for(both_serve, 30)
         ids = []
         for _ in range(4):  # new connections: both workers get some, most likely
             resp = client.post(

@@ -102,10 +102,11 @@ def serve_workers(app: Nexus, args: Namespace, host: str, port: int) -> int:
     print(f"started {workers} workers: {', '.join(str(p.pid) for p in procs)}", flush=True)
 
     stopping = False
+    forwarded = signal.SIGTERM
 
     def forward(signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
+        nonlocal stopping, forwarded
+        stopping, forwarded = True, signal.Signals(signum)
         for proc in procs:
             if proc.poll() is None:
                 proc.send_signal(signum)
@@ -114,7 +115,8 @@ def serve_workers(app: Nexus, args: Namespace, host: str, port: int) -> int:
     signal.signal(signal.SIGINT, forward)
     while not stopping and all(p.poll() is None for p in procs):
         time.sleep(0.2)
-    if not stopping:  # a worker died on its own: stop the others, report failure
+    died_alone = not stopping
+    if died_alone:  # a worker died on its own: stop the others, report failure
         forward(signal.SIGTERM, None)
     # Each worker is done by shutdown_timeout + ~0.5 s (its runs are interrupted then); one
     # still there at + 2 s is stuck and is killed, so the whole group exits in that bound.
@@ -126,4 +128,6 @@ def serve_workers(app: Nexus, args: Namespace, host: str, port: int) -> int:
         except subprocess.TimeoutExpired:
             proc.kill()
             codes.append(proc.wait())
-    return 0 if stopping and all(code == 0 for code in codes) else 1
+    # A worker still starting when the signal came ends by it (nothing was in flight there).
+    clean = {0, -forwarded, 130 if forwarded == signal.SIGINT else 0}
+    return 0 if not died_alone and all(code in clean for code in codes) else 1

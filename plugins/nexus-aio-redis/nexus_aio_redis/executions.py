@@ -268,10 +268,10 @@ class RedisExecutionStore(ExecutionStore):
             if self._keeper is None or self._keeper.done():
                 self._keeper = asyncio.get_running_loop().create_task(self._keep_owned())
         elif record.id in self._owned and (not active or written == 0):
-            self._owned.discard(record.id)
-            self._handed_over.discard(record.id)
             if written == 0 and active:  # ended elsewhere (cancelled while queued, swept)
                 self._hand_over(record.id)
+            self._owned.discard(record.id)
+            self._handed_over.discard(record.id)
 
     async def _write(
         self,
