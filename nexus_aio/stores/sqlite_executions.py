@@ -25,6 +25,8 @@ import orjson
 from nexus_aio.errors import StoreUnavailable
 from nexus_aio.stores import sqlite_execution_sql as sql
 from nexus_aio.stores.executions import (
+    EVERYONE,
+    Everyone,
     ExecutionEvent,
     ExecutionRecord,
     ExecutionStore,
@@ -35,6 +37,7 @@ from nexus_aio.stores.executions import (
     matches,
     newer_events,
     newest_first,
+    summarise,
 )
 from nexus_aio.stores.sqlite_worker import SQLiteHandle
 
@@ -275,20 +278,26 @@ class SQLiteExecutionStore(ExecutionStore):
         status: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        visible_to: str | Everyone | None = EVERYONE,
+        max_value_bytes: int | None = None,
     ) -> tuple[builtins.list[ExecutionRecord], str | None]:
         check_list_args(status, limit)
         after = None if cursor is None else decode_cursor(cursor)
         buffered = {**self._inflight_records, **self._pending_records}
-        where, params = sql.list_filter(workflow, status, after)
+        where, params = sql.list_filter(workflow, status, after, visible_to)
+        columns, column_params = sql.summary_columns(max_value_bytes)
         # Buffered records may replace (and so disqualify) some fetched rows: over-fetch by as many.
         select = (
-            f"SELECT {sql.RECORD_COLUMNS} FROM executions{where}"
-            " ORDER BY created_at DESC, id DESC LIMIT ?"
+            f"SELECT {columns} FROM executions{where} ORDER BY created_at DESC, id DESC LIMIT ?"
         )
-        rows = await self._db.read(sql.query, select, [*params, limit + 1 + len(buffered)])
-        candidates = [r for r in map(sql.row_record, rows) if r.id not in buffered]
+        rows = await self._db.read(
+            sql.query, select, [*column_params, *params, limit + 1 + len(buffered)]
+        )
+        candidates = [r for r in map(sql.summary_record, rows) if r.id not in buffered]
         candidates.extend(
-            r.copy() for r in buffered.values() if matches(r, workflow, status, after)
+            summarise(r.copy(), max_value_bytes)
+            for r in buffered.values()
+            if matches(r, workflow, status, after, visible_to)
         )
         return newest_first(candidates, limit)
 

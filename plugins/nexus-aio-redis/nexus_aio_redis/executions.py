@@ -29,7 +29,9 @@ import redis.asyncio as aioredis
 from nexus_aio.envelope import error_envelope
 from nexus_aio.errors import Cancelled, NexusError
 from nexus_aio.stores.executions import (
+    EVERYONE,
     TERMINAL,
+    Everyone,
     ExecutionEvent,
     ExecutionRecord,
     ExecutionStore,
@@ -38,6 +40,8 @@ from nexus_aio.stores.executions import (
     decode_cursor,
     encode_cursor,
     json_text,
+    matches,
+    summarise,
 )
 
 from .client import Guard
@@ -186,6 +190,8 @@ class RedisExecutionStore(ExecutionStore):
         status: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        visible_to: str | Everyone | None = EVERYONE,
+        max_value_bytes: int | None = None,
     ) -> tuple[builtins.list[ExecutionRecord], str | None]:
         check_list_args(status, limit)
         after = None if cursor is None else decode_cursor(cursor)
@@ -208,10 +214,8 @@ class RedisExecutionStore(ExecutionStore):
                     r = _load_record(raw)
                     if after is not None and (r.created_at, r.id) >= after:
                         continue
-                    if (workflow is None or r.workflow == workflow) and (
-                        status is None or r.status == status
-                    ):
-                        found.append(r)
+                    if matches(r, workflow, status, None, visible_to):
+                        found.append(summarise(r, max_value_bytes))
         page = found[:limit]
         if len(found) <= limit:
             return page, None
