@@ -104,3 +104,39 @@ def test_execution_list_pages_stay_small_while_huge_records_stay_whole(
         assert first["id"] == small
         assert first["inputs"] == {"text": "hi"} and first["result"] == {"text": "hi"}
         assert "truncated" not in first
+
+
+@pytest.mark.parametrize("store", ["sqlite", "memory"])
+def test_a_new_session_beyond_max_sessions_is_503_with_retry_after(
+    tmp_path: Path, store: str
+) -> None:
+    """``NEXUS_MAX_SESSIONS=3``: a fourth session is refused before the workflow runs, with the
+    error envelope and ``Retry-After``; existing sessions keep working, and ending one makes
+    room at once."""
+    database = str(tmp_path / "nexus.db") if store == "sqlite" else ":memory:"
+    with (
+        serve(tmp_path, database, NEXUS_MAX_SESSIONS="3") as server,
+        httpx.Client(base_url=server.url, timeout=10) as c,
+    ):
+
+        def step(session_id: str) -> httpx.Response:
+            return c.post("/workflows/count/execute", json={}, headers={"X-Session-ID": session_id})
+
+        for session_id in ("s1", "s2", "s3"):
+            resp = step(session_id)
+            assert resp.status_code == 200 and resp.json()["result"] == 1, resp.text
+        refused = step("s4")
+        assert refused.status_code == 503, refused.text
+        assert int(refused.headers["Retry-After"]) > 0
+        body = refused.json()
+        assert body["success"] is False
+        assert body["error"]["type"] == "ServiceUnavailable"
+        assert body["error"]["details"] == {"max_sessions": 3}
+        assert c.get("/sessions/s4").status_code == 404  # nothing was created
+
+        again = step("s1")
+        assert again.status_code == 200 and again.json()["result"] == 2
+        assert c.delete("/sessions/s2").status_code == 204
+        now = step("s4")
+        assert now.status_code == 200 and now.json()["result"] == 1
+        assert step("s5").status_code == 503

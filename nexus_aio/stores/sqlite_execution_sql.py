@@ -265,14 +265,14 @@ def summary_columns(max_value_bytes: int | None) -> tuple[str, list[Any]]:
     database (``inputs`` reads NULL, ``result`` and ``error`` read '', which no stored JSON is)."""
     if max_value_bytes is None:
         return RECORD_COLUMNS, []
-    columns = (
-        "id, workflow, mode, status,"
-        " CASE WHEN length(CAST(inputs AS BLOB)) > ? THEN NULL ELSE inputs END, created_at,"
-        " CASE WHEN length(CAST(result AS BLOB)) > ? THEN '' ELSE result END,"
-        " CASE WHEN length(CAST(error AS BLOB)) > ? THEN '' ELSE error END,"
-        " started_at, finished_at, session_id, request_id, actor"
-    )
-    return columns, [max_value_bytes] * 3
+    left_out = {"inputs": "NULL", "result": "''", "error": "''"}
+    columns = [
+        f"CASE WHEN length(CAST({name} AS BLOB)) > ? THEN {left_out[name]} ELSE {name} END"
+        if name in left_out
+        else name
+        for name in (column.strip() for column in RECORD_COLUMNS.split(","))
+    ]
+    return ", ".join(columns), [max_value_bytes] * len(left_out)
 
 
 def summary_record(row: tuple[Any, ...]) -> ExecutionRecord:

@@ -39,7 +39,7 @@ from nexus_aio.stores.executions import (
     newest_first,
     summarise,
 )
-from nexus_aio.stores.sqlite_worker import SQLiteHandle
+from nexus_aio.stores.sqlite_worker import SQLiteHandle, reclaim_free_pages
 
 __all__ = ["SQLiteExecutionStore"]
 
@@ -333,7 +333,9 @@ class SQLiteExecutionStore(ExecutionStore):
         await self.flush()
         now = self._clock()
         cutoff = None if max_age is None else now - max_age
-        return await self._db.write(sql.purge, cutoff, max_count, now)
+        purged = await self._db.write(sql.purge, cutoff, max_count, now)
+        await self._db.write(reclaim_free_pages)  # idempotency keys expire too: always look
+        return purged
 
     # -- idempotency ---------------------------------------------------------------------------
     async def get_idempotency(self, key: str) -> IdempotencyEntry | None:
