@@ -140,3 +140,29 @@ def test_a_new_session_beyond_max_sessions_is_503_with_retry_after(
         now = step("s4")
         assert now.status_code == 200 and now.json()["result"] == 1
         assert step("s5").status_code == 503
+
+
+def test_memory_store_keeps_only_what_fits_its_byte_bound(tmp_path: Path) -> None:
+    """``database=":memory:"`` with ``memory_executions_max_bytes`` of 5 MB: runs with ~1 MB
+    inputs and results keep only the newest records, and the server's memory stops growing."""
+    env = {"NEXUS_MEMORY_EXECUTIONS_MAX_BYTES": str(5 * MB)}
+    with (
+        serve(tmp_path, ":memory:", **env) as server,
+        httpx.Client(base_url=server.url, timeout=30) as c,
+    ):
+
+        def run(n: int) -> str:
+            resp = c.post(
+                "/workflows/echo/execute", json={"inputs": {"text": f"{n:03d}" + "x" * MB}}
+            )
+            assert resp.status_code == 200, resp.text
+            return str(resp.json()["workflow_id"])
+
+        ids = [run(n) for n in range(20)]
+        first = settled_rss(server.proc.pid)
+        ids += [run(n) for n in range(20, 60)]
+        grown = settled_rss(server.proc.pid) - first
+        assert grown < 20 * MB, f"RSS grew by {grown / MB:.1f} MB for 40 more 2 MB records"
+        held = [i["id"] for i in c.get("/executions", params={"limit": 500}).json()["executions"]]
+        assert held == ids[::-1][: len(held)] and 1 <= len(held) <= 2
+        assert c.get(f"/executions/{ids[0]}").status_code == 404
