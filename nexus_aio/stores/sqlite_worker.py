@@ -155,13 +155,26 @@ def _use_incremental_vacuum(conn: sqlite3.Connection, path: str) -> None:
 def reclaim_free_pages(conn: sqlite3.Connection) -> int:
     """After a purge: give the file's free pages back to the filesystem and checkpoint, so the
     file shrinks now rather than at some later checkpoint. Returns the pages freed (0 when there
-    were none, or the file is not in incremental auto-vacuum mode)."""
-    free: int = conn.execute("PRAGMA freelist_count").fetchone()[0]
-    if not free or conn.execute("PRAGMA auto_vacuum").fetchone()[0] != _INCREMENTAL:
+    were none, or the file is not in incremental auto-vacuum mode).
+
+    Best effort: the purge it follows has committed, so a failure here is logged, not raised.
+    The checkpoint does not wait for other processes (busy timeout 0): when one is reading or
+    writing, the file shrinks at a later checkpoint instead of stalling this worker."""
+    try:
+        free: int = conn.execute("PRAGMA freelist_count").fetchone()[0]
+        if not free or conn.execute("PRAGMA auto_vacuum").fetchone()[0] != _INCREMENTAL:
+            return 0
+        # Through executescript, which steps the statement to its end (execute frees one page).
+        conn.executescript("PRAGMA incremental_vacuum;")
+        busy = conn.execute("PRAGMA busy_timeout").fetchone()[0]
+        conn.execute("PRAGMA busy_timeout = 0")
+        try:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {int(busy)}")
+    except sqlite3.Error as exc:
+        logger.warning("cannot give free pages back to the filesystem: %s", exc)
         return 0
-    # Through executescript, which steps the statement to its end (execute frees one page).
-    conn.executescript("PRAGMA incremental_vacuum;")
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
     return free
 
 
