@@ -295,11 +295,11 @@ class SQLiteExecutionStore(ExecutionStore):
         )
         candidates = [r for r in map(sql.summary_record, rows) if r.id not in buffered]
         candidates.extend(
-            summarise(r.copy(), max_value_bytes)
-            for r in buffered.values()
-            if matches(r, workflow, status, after, visible_to)
+            r for r in buffered.values() if matches(r, workflow, status, after, visible_to)
         )
-        return newest_first(candidates, limit)
+        page, next_cursor = newest_first(candidates, limit)
+        # Only the page's buffered records are measured (and copied: the buffer keeps its own).
+        return [summarise(r.copy(), max_value_bytes) for r in page], next_cursor
 
     def _buffered_events(self, execution_id: str) -> builtins.list[ExecutionEvent]:
         inflight = self._inflight_events.get(execution_id)
