@@ -142,6 +142,9 @@ class Settings:
     max_items: int = 100_000
     session_ttl: float = 3600.0
     session_purge_interval: float | None = None  # None: half of session_ttl, within 0.5-60 s
+    max_sessions: int = 100_000  # live sessions; a new one beyond it is a 503
+    memory_sessions_max_bytes: int = 128 * 1024 * 1024  # memory session store: oldest evicted
+    memory_executions_max_bytes: int = 256 * 1024 * 1024  # memory executions store: oldest finished
     sse_keepalive: float = 15.0
     cancel_on_disconnect: bool = True
     idempotency_ttl: float = 86400.0
@@ -268,6 +271,9 @@ class Settings:
             "max_depth",
             "max_key_length",
             "session_ttl",
+            "max_sessions",
+            "memory_sessions_max_bytes",
+            "memory_executions_max_bytes",
             "sse_keepalive",
             "header_timeout",
         ):

@@ -15,7 +15,7 @@ def storage_backend(nexus: Any, kind: str) -> Any:
         if memory:
             from nexus_aio.stores.executions import MemoryExecutionStore
 
-            return MemoryExecutionStore()
+            return MemoryExecutionStore(max_bytes=settings.memory_executions_max_bytes)
         from nexus_aio.stores.sqlite_executions import SQLiteExecutionStore
 
         return SQLiteExecutionStore(settings.database)
@@ -23,10 +23,16 @@ def storage_backend(nexus: Any, kind: str) -> Any:
         if memory:
             from nexus_aio.stores.sessions import MemorySessionStore
 
-            return MemorySessionStore(ttl=settings.session_ttl)
+            return MemorySessionStore(
+                ttl=settings.session_ttl,
+                max_sessions=settings.max_sessions,
+                max_bytes=settings.memory_sessions_max_bytes,
+            )
         from nexus_aio.stores.sqlite_sessions import SQLiteSessionStore
 
-        return SQLiteSessionStore(settings.database, ttl=settings.session_ttl)
+        return SQLiteSessionStore(
+            settings.database, ttl=settings.session_ttl, max_sessions=settings.max_sessions
+        )
     if kind == "ratelimit":
         from nexus_aio.stores.ratelimit import MemoryRateLimiter
 

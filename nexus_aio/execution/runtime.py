@@ -295,6 +295,7 @@ class Runtime:
         session = await self.sessions.get(sub.session_id)
         owner = actor_id(sub.actor)
         if session is None:
+            await self.sessions.check_capacity()  # max_sessions: 503 before anything runs
             now = time.time()
             return Session(sub.session_id, {}, now, now, now + self.sessions.ttl, owner)
         if session.actor is not None and session.actor != owner:

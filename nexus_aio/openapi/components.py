@@ -125,6 +125,12 @@ COMPONENT_SCHEMAS: dict[str, dict[str, Any]] = {
             "finished_at": NULLABLE_STRING,
             "session_id": NULLABLE_STRING,
             "request_id": NULLABLE_STRING,
+            "truncated": {
+                "type": "array",
+                "items": {"type": "string", "enum": ["inputs", "result", "error"]},
+                "description": "In GET /executions only: the fields above 4 KB of JSON, left"
+                " out (null) of this list item; GET /executions/{id} has them",
+            },
         },
         "required": ["id", "name", "status"],
     },

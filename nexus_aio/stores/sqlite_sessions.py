@@ -15,8 +15,15 @@ from typing import Any, TypeVar
 
 import orjson
 
-from nexus_aio.stores.sessions import Session, SessionStore, check_ttl, encode_state
-from nexus_aio.stores.sqlite_worker import SQLiteHandle
+from nexus_aio.stores.sessions import (
+    Session,
+    SessionStore,
+    check_max_sessions,
+    check_ttl,
+    encode_state,
+    too_many_sessions,
+)
+from nexus_aio.stores.sqlite_worker import SQLiteHandle, reclaim_free_pages
 
 __all__ = ["SQLiteSessionStore"]
 
@@ -86,9 +93,12 @@ class SQLiteSessionStore(SessionStore):
         ttl: float = 3600,
         clock: Callable[[], float] = time.time,
         busy_timeout: float = 2.0,
+        max_sessions: int | None = None,
     ) -> None:
         self.path = path
         self.ttl = check_ttl(ttl)
+        self.max_sessions = check_max_sessions(max_sessions)
+        self._capacity: tuple[int, float] | None = None  # (sessions counted or admitted, when)
         self._clock = clock
         self._db = SQLiteHandle(path, "SQLite session store", busy_timeout)
         self._count_cache: tuple[int, float] | None = None
@@ -148,6 +158,7 @@ class SQLiteSessionStore(SessionStore):
         )
 
     async def delete(self, session_id: str) -> bool:
+        self._capacity = None  # room for a new session shows at once
         deleted = await self._write(_execute, "DELETE FROM sessions WHERE id = ?", (session_id,))
         return deleted > 0
 
@@ -165,10 +176,33 @@ class SQLiteSessionStore(SessionStore):
         self._count_cache = (count, now)
         return count
 
+    async def check_capacity(self) -> None:
+        """Counts live sessions at most once a second and adds the sessions admitted since, so a
+        flood of new sessions costs one COUNT a second, not one each (other processes' new
+        sessions show at the next count)."""
+        limit = self.max_sessions
+        if limit is None:
+            return
+        now = self._clock()
+        known = self._capacity
+        if known is None or not 0 <= now - known[1] < 1.0:
+            count: int = await self._db.read(
+                _scalar, "SELECT COUNT(*) FROM sessions WHERE expires_at > ?", (now,)
+            )
+            known = (count, now)
+        if known[0] >= limit:
+            self._capacity = known
+            raise too_many_sessions(limit)
+        self._capacity = (known[0] + 1, known[1])
+
     async def purge_expired(self) -> int:
-        return await self._write(
+        purged = await self._write(
             _execute, "DELETE FROM sessions WHERE expires_at <= ?", (self._clock(),)
         )
+        if purged:
+            self._capacity = None
+            await self._db.write(reclaim_free_pages)
+        return purged
 
     async def ping(self) -> None:
         await self._db.read(_scalar, "SELECT 1", ())

@@ -26,7 +26,12 @@ from nexus_aio.errors import (
     ValidationError,
 )
 from nexus_aio.execution.runtime import Runtime, actor_id
-from nexus_aio.stores.executions import TERMINAL, ExecutionRecord
+from nexus_aio.stores.executions import (
+    LIST_VALUE_LIMIT,
+    TERMINAL,
+    ExecutionRecord,
+    summarise,
+)
 from nexus_aio.web.keys import ACTOR, EXECUTION_ID, service_of
 from nexus_aio.web.permissions import check_permission
 from nexus_aio.web.responses import json_response
@@ -133,8 +138,10 @@ async def get_execution(request: web.Request) -> web.Response:
 async def list_executions(request: web.Request) -> web.Response:
     """History, newest first: ``?workflow=&status=&limit=&cursor=``.
 
-    A page holds only executions the caller may see, so with auth on it may be shorter than
-    ``limit`` while ``next_cursor`` still leads on.
+    A page holds only executions the caller may see (the store filters by owner in its query).
+    Items are bounded in size: ``inputs``, ``result`` or ``error`` above
+    :data:`~nexus_aio.stores.executions.LIST_VALUE_LIMIT` bytes of JSON are null and named in
+    ``"truncated"``; ``GET /executions/{id}`` has them in full.
     """
     await check_permission(request, "read", "executions")
     query = request.query
@@ -145,12 +152,15 @@ async def list_executions(request: web.Request) -> web.Response:
         status=query.get("status") or None,
         limit=limit,
         cursor=query.get("cursor") or None,
+        visible_to=actor_id(request.get(ACTOR)),
+        max_value_bytes=LIST_VALUE_LIMIT,
     )
     items = []
     for stored in records:
-        if visible_to(request, stored):
-            live = service.live(stored.id)
-            items.append((live.record if live is not None else stored).to_dict())
+        live = service.live(stored.id)
+        if live is not None:
+            stored = summarise(live.record, LIST_VALUE_LIMIT)
+        items.append(stored.to_dict())
     return json_response({"executions": items, "next_cursor": next_cursor})
 
 

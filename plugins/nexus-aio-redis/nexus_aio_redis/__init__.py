@@ -113,6 +113,7 @@ def storage_backend(nexus: Nexus, kind: str) -> Any:
             ttl=settings.session_ttl,
             prefix=_prefix(nexus),
             lock_lease=settings.redis_lock_lease,
+            max_sessions=settings.max_sessions,
         )
     if kind == "executions":
         return RedisExecutionStore(connect(url, timeout=timeout), prefix=_prefix(nexus))

@@ -29,7 +29,9 @@ import redis.asyncio as aioredis
 from nexus_aio.envelope import error_envelope
 from nexus_aio.errors import Cancelled, NexusError
 from nexus_aio.stores.executions import (
+    EVERYONE,
     TERMINAL,
+    Everyone,
     ExecutionEvent,
     ExecutionRecord,
     ExecutionStore,
@@ -38,6 +40,8 @@ from nexus_aio.stores.executions import (
     decode_cursor,
     encode_cursor,
     json_text,
+    matches,
+    summarise,
 )
 
 from .client import Guard
@@ -92,6 +96,7 @@ _FIELDS = (
     "actor",
 )
 _END_EVENTS = frozenset({"complete", "error"})
+_FETCH_BYTES = 4 * 1024 * 1024  # records read at once by a bounded list()
 
 
 def _dump_record(record: ExecutionRecord) -> str:
@@ -186,6 +191,8 @@ class RedisExecutionStore(ExecutionStore):
         status: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        visible_to: str | Everyone | None = EVERYONE,
+        max_value_bytes: int | None = None,
     ) -> tuple[builtins.list[ExecutionRecord], str | None]:
         check_list_args(status, limit)
         after = None if cursor is None else decode_cursor(cursor)
@@ -201,21 +208,41 @@ class RedisExecutionStore(ExecutionStore):
                 if not ids:
                     break
                 offset += len(ids)
-                raws = await self._client.mget([self._key(i.decode()) for i in ids])
-                for raw in raws:
-                    if raw is None:
-                        continue
-                    r = _load_record(raw)
-                    if after is not None and (r.created_at, r.id) >= after:
-                        continue
-                    if (workflow is None or r.workflow == workflow) and (
-                        status is None or r.status == status
-                    ):
-                        found.append(r)
+                keys = [self._key(i.decode()) for i in ids]
+                for group in await self._fetch_groups(keys, max_value_bytes):
+                    for raw in await self._client.mget(group):
+                        if raw is None:
+                            continue
+                        r = _load_record(raw)
+                        if after is not None and (r.created_at, r.id) >= after:
+                            continue
+                        if matches(r, workflow, status, None, visible_to):
+                            found.append(summarise(r, max_value_bytes))
         page = found[:limit]
         if len(found) <= limit:
             return page, None
         return page, encode_cursor(page[-1].created_at, page[-1].id)
+
+    async def _fetch_groups(
+        self, keys: builtins.list[str], max_value_bytes: int | None
+    ) -> builtins.list[builtins.list[str]]:
+        """``keys`` in groups of at most :data:`_FETCH_BYTES` (by STRLEN), so that a page of
+        huge records is read a few at a time and summarised, never held all at once."""
+        if max_value_bytes is None:
+            return [keys]
+        async with self._client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.strlen(key)
+            sizes = await pipe.execute()
+        groups: builtins.list[builtins.list[str]] = [[]]
+        total = 0
+        for key, size in zip(keys, sizes, strict=True):
+            if groups[-1] and total + size > _FETCH_BYTES:
+                groups.append([])
+                total = 0
+            groups[-1].append(key)
+            total += size
+        return groups
 
     async def purge(self, *, max_age: float | None = None, max_count: int | None = None) -> int:
         cutoff = None if max_age is None else self._clock() - max_age
