@@ -343,6 +343,16 @@ class ExecutionStore(ABC):
         """Store ``entry`` unless an unexpired one holds the key (atomic); False in that case."""
 
     @abstractmethod
+    async def settle_idempotency(self, entry: IdempotencyEntry) -> bool:
+        """Replace the entry of ``entry.key`` with ``entry`` if it still names
+        ``entry.execution_id`` (an in-flight claim becoming the remembered outcome, atomic);
+        False when another entry holds the key, or none."""
+
+    @abstractmethod
+    async def release_idempotency(self, key: str, execution_id: str) -> bool:
+        """Delete the entry of ``key`` if it names ``execution_id`` (atomic); True if deleted."""
+
+    @abstractmethod
     async def ping(self) -> None:
         """Raise StoreUnavailable when the store cannot be read or written."""
 
@@ -473,6 +483,20 @@ class MemoryExecutionStore(ExecutionStore):
             if len(self._idempotency) >= self._max_records:
                 del self._idempotency[next(iter(self._idempotency))]
         self._idempotency[entry.key] = entry
+        return True
+
+    async def settle_idempotency(self, entry: IdempotencyEntry) -> bool:
+        held = self._idempotency.get(entry.key)
+        if held is None or held.execution_id != entry.execution_id:
+            return False
+        self._idempotency[entry.key] = entry  # keeps its place in the eviction order
+        return True
+
+    async def release_idempotency(self, key: str, execution_id: str) -> bool:
+        held = self._idempotency.get(key)
+        if held is None or held.execution_id != execution_id:
+            return False
+        del self._idempotency[key]
         return True
 
     async def ping(self) -> None:
