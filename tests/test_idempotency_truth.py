@@ -104,7 +104,7 @@ async def test_a_sync_repeat_in_flight_waits_for_the_original_envelope(nexus_ser
 async def test_a_stream_repeat_in_flight_follows_the_same_execution_from_its_first_event(
     nexus_server, http
 ):
-    app, runs, gate, holding = gated_app()
+    app, runs, gate, _ = gated_app()
     url = await nexus_server(app)
     body = json.dumps({"inputs": {"n": 3}, "mode": "stream"}).encode()
     headers = {"Content-Type": "application/json", KEY: "s-1"}
@@ -145,7 +145,7 @@ async def test_an_async_repeat_in_flight_gets_the_original_202(nexus_server, htt
 async def test_a_stream_cancelled_because_its_client_left_does_not_poison_its_key(
     nexus_server, http
 ):
-    app, runs, gate, holding = gated_app()
+    app, runs, gate, _ = gated_app()
     url = await nexus_server(app)
     body = json.dumps({"inputs": {"n": 5}, "mode": "stream"}).encode()
     headers = {"Content-Type": "application/json", KEY: "s-2"}
