@@ -171,3 +171,40 @@ async def test_a_stream_cancelled_because_its_client_left_does_not_poison_its_ke
         assert again.headers["Idempotent-Replayed"] == "true"
         assert await read_sse(again) == events
     assert runs == [5, 5]
+
+
+async def test_in_memory_keys_are_bounded_by_count_and_bytes_oldest_first(nexus_server, http):
+    app, runs, *_ = gated_app(database=":memory:", idempotency_max_keys=2)
+
+    @app.workflow("big")
+    async def big(n: int) -> str:
+        runs.append(n)
+        return "x" * n
+
+    url = await nexus_server(app)
+    for key in ("k1", "k2", "k3"):  # a third key pushes out the oldest
+        await post(http, url, "count", {"inputs": {"n": 1}}, key=key)
+    _, headers, _ = await post(http, url, "count", {"inputs": {"n": 1}}, key="k3")
+    assert headers["Idempotent-Replayed"] == "true"
+    _, headers, _ = await post(http, url, "count", {"inputs": {"n": 1}}, key="k1")
+    assert "Idempotent-Replayed" not in headers  # forgotten: it ran again
+    assert runs == [1, 1, 1, 1]
+
+    app, runs, *_ = gated_app(database=":memory:", idempotency_max_bytes=3000)
+
+    @app.workflow("big")
+    async def big2(n: int) -> str:
+        runs.append(n)
+        return "x" * n
+
+    url = await nexus_server(app)
+    await post(http, url, "big", {"inputs": {"n": 1200}}, key="b1")
+    await post(http, url, "big", {"inputs": {"n": 1200}}, key="b2")  # 2 x ~1.6 KB > 3000
+    _, headers, _ = await post(http, url, "big", {"inputs": {"n": 1200}}, key="b2")
+    assert headers["Idempotent-Replayed"] == "true"
+    _, headers, _ = await post(http, url, "big", {"inputs": {"n": 1200}}, key="b1")
+    assert "Idempotent-Replayed" not in headers  # the oldest went to make room
+    for _ in range(2):  # larger than the whole budget: never remembered
+        _, headers, _ = await post(http, url, "big", {"inputs": {"n": 5000}}, key="huge")
+        assert "Idempotent-Replayed" not in headers
+    assert runs == [1200, 1200, 1200, 5000, 5000]

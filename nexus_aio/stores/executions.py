@@ -393,17 +393,33 @@ class MemoryExecutionStore(ExecutionStore):
     """Everything in dicts, for tests and servers that need no history across restarts.
 
     Bounded by ``max_records``: saving a new record beyond it drops the oldest one (insertion
-    order) with its events, so a long-running server cannot grow without limit.
+    order) with its events, so a long-running server cannot grow without limit. Idempotency
+    entries are bounded by count (``max_idempotency_keys``) and by bytes
+    (``max_idempotency_bytes``, counting keys, fingerprints and remembered bodies): beyond
+    either, the oldest entries are dropped first; an answer larger than the whole budget is
+    not remembered.
     """
 
-    def __init__(self, *, max_records: int = 10_000, clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        *,
+        max_records: int = 10_000,
+        clock: Callable[[], float] = time.time,
+        max_idempotency_keys: int = 10_000,
+        max_idempotency_bytes: int = 64 * 1024 * 1024,
+    ):
         if max_records < 1:
             raise ValueError("max_records must be at least 1")
+        if max_idempotency_keys < 1 or max_idempotency_bytes < 1:
+            raise ValueError("idempotency bounds must be at least 1")
         self._max_records = max_records
         self._clock = clock
         self._records: dict[str, ExecutionRecord] = {}
         self._events: dict[str, builtins.list[ExecutionEvent]] = {}
         self._idempotency: dict[str, IdempotencyEntry] = {}
+        self._max_idempotency_keys = max_idempotency_keys
+        self._max_idempotency_bytes = max_idempotency_bytes
+        self._idempotency_bytes = 0
 
     async def save(self, record: ExecutionRecord, *, durable: bool = False) -> None:
         records = self._records
@@ -472,32 +488,52 @@ class MemoryExecutionStore(ExecutionStore):
         entry = self._idempotency.get(key)
         if entry is None or entry.expires_at > self._clock():
             return entry
-        del self._idempotency[key]
+        self._forget_idempotency(key)
         return None
 
     async def put_idempotency(self, entry: IdempotencyEntry) -> bool:
         if await self.get_idempotency(entry.key) is not None:
             return False
-        if len(self._idempotency) >= self._max_records:
-            self._drop_expired_idempotency()
-            if len(self._idempotency) >= self._max_records:
-                del self._idempotency[next(iter(self._idempotency))]
-        self._idempotency[entry.key] = entry
-        return True
+        return self._remember_idempotency(entry)
 
     async def settle_idempotency(self, entry: IdempotencyEntry) -> bool:
         held = self._idempotency.get(entry.key)
         if held is None or held.execution_id != entry.execution_id:
             return False
-        self._idempotency[entry.key] = entry  # keeps its place in the eviction order
-        return True
+        self._forget_idempotency(entry.key)
+        return self._remember_idempotency(entry)
 
     async def release_idempotency(self, key: str, execution_id: str) -> bool:
         held = self._idempotency.get(key)
         if held is None or held.execution_id != execution_id:
             return False
-        del self._idempotency[key]
+        self._forget_idempotency(key)
         return True
+
+    def _remember_idempotency(self, entry: IdempotencyEntry) -> bool:
+        """Store ``entry`` (its key is free), dropping the oldest entries beyond the bounds."""
+        size = _idempotency_size(entry)
+        if size > self._max_idempotency_bytes:
+            return False  # larger than the whole budget: not remembered
+        entries = self._idempotency
+        if (
+            len(entries) >= self._max_idempotency_keys
+            or self._idempotency_bytes + size > self._max_idempotency_bytes
+        ):
+            self._drop_expired_idempotency()
+            while entries and (
+                len(entries) >= self._max_idempotency_keys
+                or self._idempotency_bytes + size > self._max_idempotency_bytes
+            ):
+                self._forget_idempotency(next(iter(entries)))
+        entries[entry.key] = entry
+        self._idempotency_bytes += size
+        return True
+
+    def _forget_idempotency(self, key: str) -> None:
+        entry = self._idempotency.pop(key, None)
+        if entry is not None:
+            self._idempotency_bytes -= _idempotency_size(entry)
 
     async def ping(self) -> None:
         return None
@@ -505,4 +541,18 @@ class MemoryExecutionStore(ExecutionStore):
     def _drop_expired_idempotency(self) -> None:
         now = self._clock()
         for key in [k for k, e in self._idempotency.items() if e.expires_at <= now]:
-            del self._idempotency[key]
+            self._forget_idempotency(key)
+
+
+_ENTRY_OVERHEAD = 200  # bytes of an entry besides its strings and body (objects, dict slot)
+
+
+def _idempotency_size(entry: IdempotencyEntry) -> int:
+    """What an entry is counted as against ``max_idempotency_bytes``."""
+    return (
+        len(entry.key)
+        + len(entry.request_hash)
+        + len(entry.execution_id)
+        + len(entry.body)
+        + _ENTRY_OVERHEAD
+    )
