@@ -310,7 +310,7 @@ class _Lease(AbstractAsyncContextManager[None]):
             if taken:
                 break
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.05)
+            delay = min(delay * 2, 0.025)
         store._held += 1
         store._renew_soon()
 
