@@ -148,6 +148,8 @@ class Settings:
     sse_keepalive: float = 15.0
     cancel_on_disconnect: bool = True
     idempotency_ttl: float = 86400.0
+    idempotency_max_keys: int = 10_000  # memory store: keys remembered (oldest dropped first)
+    idempotency_max_bytes: int = 64 * 1024 * 1024  # memory store: bytes of remembered answers
     database: str = ".nexus/nexus.db"
     execution_retention_age: float = 7 * 86400.0
     execution_retention_count: int = 100_000
@@ -276,6 +278,8 @@ class Settings:
             "memory_executions_max_bytes",
             "sse_keepalive",
             "header_timeout",
+            "idempotency_max_keys",
+            "idempotency_max_bytes",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigurationError(f"{name} must be positive, got {getattr(self, name)!r}")

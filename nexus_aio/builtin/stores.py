@@ -15,7 +15,11 @@ def storage_backend(nexus: Any, kind: str) -> Any:
         if memory:
             from nexus_aio.stores.executions import MemoryExecutionStore
 
-            return MemoryExecutionStore(max_bytes=settings.memory_executions_max_bytes)
+            return MemoryExecutionStore(
+                max_bytes=settings.memory_executions_max_bytes,
+                max_idempotency_keys=settings.idempotency_max_keys,
+                max_idempotency_bytes=settings.idempotency_max_bytes,
+            )
         from nexus_aio.stores.sqlite_executions import SQLiteExecutionStore
 
         return SQLiteExecutionStore(settings.database)

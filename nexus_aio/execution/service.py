@@ -125,6 +125,7 @@ class ExecutionService:
         try:
             await self.executor.close()
             await self.runtime.close()
+            await self.idempotency.close()
         finally:
             try:
                 await self.sessions.close()

@@ -412,6 +412,16 @@ class ExecutionStore(ABC):
         """Store ``entry`` unless an unexpired one holds the key (atomic); False in that case."""
 
     @abstractmethod
+    async def settle_idempotency(self, entry: IdempotencyEntry) -> bool:
+        """Replace the entry of ``entry.key`` with ``entry`` if it still names
+        ``entry.execution_id`` (an in-flight claim becoming the remembered outcome, atomic);
+        False when another entry holds the key, or none."""
+
+    @abstractmethod
+    async def release_idempotency(self, key: str, execution_id: str) -> bool:
+        """Delete the entry of ``key`` if it names ``execution_id`` (atomic); True if deleted."""
+
+    @abstractmethod
     async def ping(self) -> None:
         """Raise StoreUnavailable when the store cannot be read or written."""
 
@@ -515,7 +525,10 @@ class MemoryExecutionStore(ExecutionStore):
     records (insertion order) with their events, so a long-running server cannot grow without
     limit. Queued and running records are never dropped: a client is waiting for them (their
     number is bounded by ``max_concurrent_requests`` and ``max_queued_runs``). Values are kept
-    as JSON, as the SQLite store keeps them.
+    as JSON, as the SQLite store keeps them. Idempotency entries are bounded by count
+    (``max_idempotency_keys``) and by bytes (``max_idempotency_bytes``, counting keys,
+    fingerprints and remembered bodies): beyond either, the oldest entries are dropped first;
+    an answer larger than the whole budget is not remembered.
     """
 
     def __init__(
@@ -524,11 +537,15 @@ class MemoryExecutionStore(ExecutionStore):
         max_records: int = 10_000,
         max_bytes: int | None = 256 * 1024 * 1024,
         clock: Callable[[], float] = time.time,
+        max_idempotency_keys: int = 10_000,
+        max_idempotency_bytes: int = 64 * 1024 * 1024,
     ):
         if max_records < 1:
             raise ValueError("max_records must be at least 1")
         if max_bytes is not None and max_bytes < 1:
             raise ValueError("max_bytes must be at least 1")
+        if max_idempotency_keys < 1 or max_idempotency_bytes < 1:
+            raise ValueError("idempotency bounds must be at least 1")
         self._max_records = max_records
         self._max_bytes = max_bytes
         self._clock = clock
@@ -537,6 +554,9 @@ class MemoryExecutionStore(ExecutionStore):
         self._event_bytes: dict[str, int] = {}
         self._bytes = 0  # records and events held
         self._idempotency: dict[str, IdempotencyEntry] = {}
+        self._max_idempotency_keys = max_idempotency_keys
+        self._max_idempotency_bytes = max_idempotency_bytes
+        self._idempotency_bytes = 0
 
     @property
     def size_bytes(self) -> int:
@@ -646,18 +666,52 @@ class MemoryExecutionStore(ExecutionStore):
         entry = self._idempotency.get(key)
         if entry is None or entry.expires_at > self._clock():
             return entry
-        del self._idempotency[key]
+        self._forget_idempotency(key)
         return None
 
     async def put_idempotency(self, entry: IdempotencyEntry) -> bool:
         if await self.get_idempotency(entry.key) is not None:
             return False
-        if len(self._idempotency) >= self._max_records:
-            self._drop_expired_idempotency()
-            if len(self._idempotency) >= self._max_records:
-                del self._idempotency[next(iter(self._idempotency))]
-        self._idempotency[entry.key] = entry
+        return self._remember_idempotency(entry)
+
+    async def settle_idempotency(self, entry: IdempotencyEntry) -> bool:
+        held = self._idempotency.get(entry.key)
+        if held is None or held.execution_id != entry.execution_id:
+            return False
+        self._forget_idempotency(entry.key)
+        return self._remember_idempotency(entry)
+
+    async def release_idempotency(self, key: str, execution_id: str) -> bool:
+        held = self._idempotency.get(key)
+        if held is None or held.execution_id != execution_id:
+            return False
+        self._forget_idempotency(key)
         return True
+
+    def _remember_idempotency(self, entry: IdempotencyEntry) -> bool:
+        """Store ``entry`` (its key is free), dropping the oldest entries beyond the bounds."""
+        size = _idempotency_size(entry)
+        if size > self._max_idempotency_bytes:
+            return False  # larger than the whole budget: not remembered
+        entries = self._idempotency
+        if (
+            len(entries) >= self._max_idempotency_keys
+            or self._idempotency_bytes + size > self._max_idempotency_bytes
+        ):
+            self._drop_expired_idempotency()
+            while entries and (
+                len(entries) >= self._max_idempotency_keys
+                or self._idempotency_bytes + size > self._max_idempotency_bytes
+            ):
+                self._forget_idempotency(next(iter(entries)))
+        entries[entry.key] = entry
+        self._idempotency_bytes += size
+        return True
+
+    def _forget_idempotency(self, key: str) -> None:
+        entry = self._idempotency.pop(key, None)
+        if entry is not None:
+            self._idempotency_bytes -= _idempotency_size(entry)
 
     async def ping(self) -> None:
         return None
@@ -665,7 +719,21 @@ class MemoryExecutionStore(ExecutionStore):
     def _drop_expired_idempotency(self) -> None:
         now = self._clock()
         for key in [k for k, e in self._idempotency.items() if e.expires_at <= now]:
-            del self._idempotency[key]
+            self._forget_idempotency(key)
+
+
+_ENTRY_OVERHEAD = 200  # bytes of an entry besides its strings and body (objects, dict slot)
+
+
+def _idempotency_size(entry: IdempotencyEntry) -> int:
+    """What an entry is counted as against ``max_idempotency_bytes``."""
+    return (
+        len(entry.key)
+        + len(entry.request_hash)
+        + len(entry.execution_id)
+        + len(entry.body)
+        + _ENTRY_OVERHEAD
+    )
 
 
 def _stored_key(stored: _StoredRecord) -> SortKey:

@@ -138,7 +138,7 @@ class SessionStore(ABC):
     never existed, so callers never see state past its lifetime even before a purge runs.
 
     ``cross_process_lock`` declares what :meth:`lock` does: True when it excludes holders in
-    every process sharing the store (Redis), False (the default) when it holds nothing.
+    every process sharing the store (SQLite, Redis), False (the default) when it holds nothing.
 
     ``max_sessions`` (None: no limit) bounds how many live sessions the store holds: the runtime
     calls :meth:`check_capacity` before it creates one.
@@ -200,7 +200,8 @@ class SessionStore(ABC):
         """Hold ``session_id`` against runs in *other* processes sharing this store.
 
         Runs in this process already take turns (the runtime's :class:`SessionLocks`); a store
-        shared across processes (Redis) returns a cross-process lock. The default holds nothing.
+        shared across processes (SQLite, Redis) returns a cross-process lock held for the whole
+        step. The default holds nothing.
         """
         return contextlib.nullcontext()
 

@@ -343,6 +343,29 @@ def put_idempotency(conn: sqlite3.Connection, entry: IdempotencyEntry, now: floa
     return transaction(conn, lambda conn: conn.execute(_PUT_IDEMPOTENCY, params).rowcount > 0)
 
 
+def settle_idempotency(conn: sqlite3.Connection, entry: IdempotencyEntry) -> bool:
+    cursor = conn.execute(
+        "UPDATE idempotency_keys SET request_hash = ?, status = ?, body = ?, expires_at = ?"
+        " WHERE key = ? AND execution_id = ?",
+        (
+            entry.request_hash,
+            entry.status,
+            entry.body,
+            entry.expires_at,
+            entry.key,
+            entry.execution_id,
+        ),
+    )
+    return cursor.rowcount > 0
+
+
+def release_idempotency(conn: sqlite3.Connection, key: str, execution_id: str) -> bool:
+    cursor = conn.execute(
+        "DELETE FROM idempotency_keys WHERE key = ? AND execution_id = ?", (key, execution_id)
+    )
+    return cursor.rowcount > 0
+
+
 def probe_write(conn: sqlite3.Connection) -> None:
     """Take the write lock, write a row and roll back: proves writability, changes nothing."""
     conn.execute("BEGIN IMMEDIATE")

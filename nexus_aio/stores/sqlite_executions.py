@@ -344,6 +344,12 @@ class SQLiteExecutionStore(ExecutionStore):
     async def put_idempotency(self, entry: IdempotencyEntry) -> bool:
         return await self._db.write(sql.put_idempotency, entry, self._clock())
 
+    async def settle_idempotency(self, entry: IdempotencyEntry) -> bool:
+        return await self._db.write(sql.settle_idempotency, entry)
+
+    async def release_idempotency(self, key: str, execution_id: str) -> bool:
+        return await self._db.write(sql.release_idempotency, key, execution_id)
+
     # -- health --------------------------------------------------------------------------------
     async def ping(self) -> None:
         await self._db.write(sql.probe_write)

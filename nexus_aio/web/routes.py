@@ -55,7 +55,7 @@ def make_execute_handler(nexus: Nexus) -> Any:
         request[WORKFLOW_NAME] = name
         if needs_permission:
             await check_permission(request, "execute", name)
-        execution_id = request[EXECUTION_ID] = new_execution_id()
+        execution_id = request[EXECUTION_ID] = request.get(IDEMPOTENT_PASS) or new_execution_id()
         service = service_of(request)
         actor = request.get(ACTOR)
         try:

@@ -396,6 +396,38 @@ class ExecutionStoreContract(StoreContract):
         assert sum(won) == 1
         assert await store.get_idempotency("k") == entries[won.index(True)]
 
+    async def test_idempotency_settle_replaces_only_its_own_claim(
+        self, store: ExecutionStore
+    ) -> None:
+        claim = IdempotencyEntry("k", "hash-1", "ex-1", 0, b"", T0 + 60)
+        assert await store.put_idempotency(claim) is True
+        stranger = IdempotencyEntry("k", "hash-1", "ex-2", 200, b"{}", T0 + 600)
+        assert await store.settle_idempotency(stranger) is False
+        assert await store.get_idempotency("k") == claim
+        settled = IdempotencyEntry("k", "hash-1", "ex-1", 200, b"\x00body", T0 + 600)
+        assert await store.settle_idempotency(settled) is True
+        assert await store.get_idempotency("k") == settled
+        assert (
+            await store.settle_idempotency(
+                IdempotencyEntry("absent", "h", "ex-1", 200, b"", T0 + 60)
+            )
+            is False
+        )
+        assert await store.get_idempotency("absent") is None
+
+    async def test_idempotency_release_frees_only_its_own_claim(
+        self, store: ExecutionStore
+    ) -> None:
+        claim = IdempotencyEntry("k", "hash-1", "ex-1", 0, b"", T0 + 60)
+        assert await store.put_idempotency(claim) is True
+        assert await store.release_idempotency("k", "ex-2") is False
+        assert await store.get_idempotency("k") == claim
+        assert await store.release_idempotency("k", "ex-1") is True
+        assert await store.get_idempotency("k") is None
+        assert await store.release_idempotency("k", "ex-1") is False
+        again = IdempotencyEntry("k", "hash-1", "ex-3", 0, b"", T0 + 60)
+        assert await store.put_idempotency(again) is True
+
     # -- health --------------------------------------------------------------------------------
     async def test_ping_succeeds_on_a_healthy_store(self, store: ExecutionStore) -> None:
         await store.ping()

@@ -64,6 +64,19 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 """
 
+# Replace (ARGV[1] value, ARGV[2] ttl ms) or delete (no ARGV[1]) the entry of KEYS[1] if it
+# names the execution ARGV[3]: an in-flight claim settling or released by its owner.
+_SETTLE_IDEMPOTENCY = """
+local held = redis.call('GET', KEYS[1])
+if not held then return 0 end
+local newline = string.find(held, '\\n', 1, true)
+local head = cjson.decode(string.sub(held, 1, (newline or 0) - 1))
+if head[2] ~= ARGV[3] then return 0 end
+if ARGV[1] == '' then return redis.call('DEL', KEYS[1]) end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
 # Append events numbered after the stream's last one (a whole log passed again is harmless).
 # ARGV: seq, type, data, ts, seq, type, ...
 _ADD_EVENTS = """
@@ -149,6 +162,7 @@ class RedisExecutionStore(ExecutionStore):
         self._block_ms = max(1, int(follow_block * 1000))
         self._add_events = client.register_script(_ADD_EVENTS)
         self._put_idempotency = client.register_script(_PUT_IDEMPOTENCY)
+        self._settle_idempotency = client.register_script(_SETTLE_IDEMPOTENCY)
         self._guard = Guard("Redis (executions)")
         self._pending: list[tuple[ExecutionRecord, ExecutionEvent]] = []
         self._writer: asyncio.Task[None] | None = None
@@ -411,6 +425,29 @@ class RedisExecutionStore(ExecutionStore):
                 args=[head + b"\n" + entry.body, ttl_ms, repr(now)],
             )
         return bool(stored)
+
+    async def settle_idempotency(self, entry: IdempotencyEntry) -> bool:
+        now = self._clock()
+        ttl_ms = int((entry.expires_at - now) * 1000)
+        value = b""
+        if ttl_ms > 0:  # else: nothing to remember, the claim just goes
+            head = orjson.dumps(
+                [entry.request_hash, entry.execution_id, entry.status, entry.expires_at]
+            )
+            value = head + b"\n" + entry.body
+        with self._guard:
+            done = await self._settle_idempotency(
+                keys=[self._prefix + "idem:" + entry.key],
+                args=[value, max(ttl_ms, 1), entry.execution_id],
+            )
+        return bool(done)
+
+    async def release_idempotency(self, key: str, execution_id: str) -> bool:
+        with self._guard:
+            done = await self._settle_idempotency(
+                keys=[self._prefix + "idem:" + key], args=[b"", 1, execution_id]
+            )
+        return bool(done)
 
     async def ping(self) -> None:
         with self._guard:
