@@ -16,7 +16,7 @@ hook name fails at startup (``check_pending``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -143,12 +143,15 @@ def execution_started(nexus: Nexus, execution: Any) -> None:
 
 
 @hookspec
-def execution_finished(nexus: Nexus, execution: Any) -> None:
+def execution_finished(nexus: Nexus, execution: Any, events: Sequence[Any]) -> None:
     """Observer called when an execution reaches a final status; returns None.
 
-    ``execution.status`` is succeeded, failed, timed_out or cancelled; ``started_at``,
-    ``finished_at`` and ``error`` (a failure's envelope error) are set. Called on the event loop:
-    keep it fast and never raise.
+    ``execution.status`` is succeeded, failed, timed_out, cancelled or interrupted;
+    ``started_at``, ``finished_at``, ``trace_id`` and ``error`` (a failure's envelope error) are
+    set. ``events`` is its event log so far (``ExecutionEvent``s: start, node, retry, progress,
+    chunk... without the final ``complete``/``error``; empty for a run that never started).
+    Implementations may omit the ``events`` parameter. Called on the event loop: keep it fast
+    and never raise.
     """
 
 

@@ -10,6 +10,8 @@ from typing import Any
 
 import orjson
 
+from nexus_aio.tracing import TraceLogFilter
+
 
 class JSONFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
@@ -20,6 +22,9 @@ class JSONFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        trace_id = getattr(record, "trace_id", "-")
+        if trace_id != "-":
+            data["trace_id"] = trace_id
         fields = getattr(record, "fields", None)
         if fields:
             data.update(fields)
@@ -28,13 +33,26 @@ class JSONFormatter(logging.Formatter):
         return orjson.dumps(data, default=str).decode()
 
 
+class TextFormatter(logging.Formatter):
+    """The text line, with `` trace=<id>`` when written under a trace (not the access line,
+    which names its trace itself)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        trace_id = getattr(record, "trace_id", "-")
+        if trace_id != "-" and record.name != "nexus_aio.access":
+            line += f" trace={trace_id}"
+        return line
+
+
 def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
     """Configure the root logger once for the CLI (libraries embedding us keep their own)."""
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(TraceLogFilter())
     if fmt == "json":
         handler.setFormatter(JSONFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -19,7 +19,7 @@ import importlib
 import importlib.metadata
 import inspect
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -282,8 +282,8 @@ class Hooks:
     def execution_started(self, execution: Any) -> None:
         self.pm.hook.execution_started(nexus=self.nexus, execution=execution)
 
-    def execution_finished(self, execution: Any) -> None:
-        self.pm.hook.execution_finished(nexus=self.nexus, execution=execution)
+    def execution_finished(self, execution: Any, events: Sequence[Any] = ()) -> None:
+        self.pm.hook.execution_finished(nexus=self.nexus, execution=execution, events=events)
 
     async def storage_backend(self, kind: str) -> Any:
         return await self._first_result("storage_backend", nexus=self.nexus, kind=kind)

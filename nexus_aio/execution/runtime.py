@@ -177,7 +177,11 @@ class Runtime:
         )
 
     def _finish(
-        self, record: ExecutionRecord, result: Any = None, error: NexusError | None = None
+        self,
+        record: ExecutionRecord,
+        events: EventLog | None,
+        result: Any = None,
+        error: NexusError | None = None,
     ) -> None:
         record.finished_at = time.time()
         if error is None:
@@ -194,7 +198,7 @@ class Runtime:
             else:
                 record.status = "failed"
         if self._observe_finished:
-            self.hooks.execution_finished(record)
+            self.hooks.execution_finished(record, events.events if events is not None else ())
 
     async def _save(self, record: ExecutionRecord, events: EventLog, durable: bool = False) -> None:
         if events.events:  # first, so that a durable save commits the events too
@@ -219,7 +223,7 @@ class Runtime:
         except asyncio.CancelledError:
             self._fail(record, events, Cancelled())
             raise
-        self._finish(record, result)
+        self._finish(record, events, result)
         envelope = success_envelope(
             result, record.id, time.perf_counter() - started, record.finished_at
         )
@@ -229,7 +233,7 @@ class Runtime:
         return envelope
 
     def _fail(self, record: ExecutionRecord, events: EventLog, error: NexusError) -> None:
-        self._finish(record, error=error)
+        self._finish(record, events, error=error)
         error.at = record.finished_at  # the response and the stored event show one timestamp
         events.push("error", error_envelope(error, record.id))
 

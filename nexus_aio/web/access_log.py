@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from nexus_aio.web.keys import REQUEST_ID, WORKFLOW_NAME
+from nexus_aio.web.keys import REQUEST_ID, TRACE, WORKFLOW_NAME
 
 if TYPE_CHECKING:
     from nexus_aio.settings import Settings
@@ -30,14 +30,17 @@ def access_logger(
     def write(request: web.Request, response: web.StreamResponse, duration: float) -> None:
         workflow = request.get(WORKFLOW_NAME, "-")
         rid = request.get(REQUEST_ID, "-")
+        trace = request.get(TRACE)
+        trace_id = trace.trace_id if trace is not None else "-"
         ms = duration * 1000
         log(
             info,
-            "%s %s %s %s %d %.2fms",
-            (rid, request.method, request.path, workflow, response.status, ms),
+            "%s %s %s %s %d %.2fms trace=%s",
+            (rid, request.method, request.path, workflow, response.status, ms, trace_id),
             extra={
                 "fields": {
                     "request_id": rid,
+                    "trace_id": trace_id,
                     "method": request.method,
                     "path": request.path,
                     "workflow": workflow,

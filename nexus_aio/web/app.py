@@ -14,6 +14,7 @@ from nexus_aio import errors
 from nexus_aio.envelope import new_request_id
 from nexus_aio.errors import ConfigurationError, NexusError
 from nexus_aio.execution.service import ExecutionService
+from nexus_aio.tracing import current_trace, trace_from_headers
 from nexus_aio.web.access_log import access_logger
 from nexus_aio.web.keys import (
     ACTOR,
@@ -22,6 +23,7 @@ from nexus_aio.web.keys import (
     REQUEST_ID,
     REQUEST_STARTED,
     STREAM_RESPONSE,
+    TRACE,
 )
 from nexus_aio.web.responses import error_response
 from nexus_aio.web.workers import is_worker_child
@@ -74,6 +76,11 @@ def make_core_middleware(nexus: Nexus) -> Any:
         if not rid or len(rid) > 200 or not rid.isprintable():
             rid = new_request_id()
         request[REQUEST_ID] = rid
+        headers = request.headers
+        trace = request[TRACE] = trace_from_headers(
+            headers.get("traceparent"), headers.get("tracestate")
+        )
+        token = current_trace.set(trace)
         try:
             if resolve_actor:
                 request[ACTOR] = await hooks.actor_from_request(request)
@@ -111,12 +118,14 @@ def make_core_middleware(nexus: Nexus) -> Any:
                 )
         if not response.prepared:
             response.headers["X-Request-ID"] = rid
+            response.headers["traceparent"] = trace.traceparent
             if compress and isinstance(response, web.Response):
                 body = response.body
                 if isinstance(body, bytes | bytearray) and len(body) > COMPRESS_MIN_BYTES:
                     response.enable_compression()
         if access is not None:
             access(request, response, time.perf_counter() - started)
+        current_trace.reset(token)
         return response
 
     async def render_error(
