@@ -27,6 +27,14 @@ def storage_backend(nexus: Any, kind: str) -> Any:
         from nexus_aio.stores.sqlite_sessions import SQLiteSessionStore
 
         return SQLiteSessionStore(settings.database, ttl=settings.session_ttl)
+    if kind == "webhooks":
+        if memory:
+            from nexus_aio.stores.webhooks import MemoryWebhookOutbox
+
+            return MemoryWebhookOutbox()
+        from nexus_aio.stores.sqlite_webhooks import SQLiteWebhookOutbox
+
+        return SQLiteWebhookOutbox(settings.database)
     if kind == "ratelimit":
         from nexus_aio.stores.ratelimit import MemoryRateLimiter
 

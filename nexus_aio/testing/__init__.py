@@ -53,6 +53,7 @@ from nexus_aio.testing.contracts import (  # noqa: E402 - after the rewrite hook
     RateLimitBackendContract,
     SessionExpiryContract,
     SessionStoreContract,
+    WebhookOutboxContract,
     opened,
 )
 from nexus_aio.testing.sse import SSEEvent, parse_sse, read_sse  # noqa: E402
@@ -70,6 +71,7 @@ __all__ = [
     "SessionExpiryContract",
     "SessionStoreContract",
     "ThreadedServer",
+    "WebhookOutboxContract",
     "free_port",
     "make_app",
     "nexus_server",

@@ -25,6 +25,7 @@ from nexus_aio.testing.contracts.base import T0, ManualClock, StoreContract, ope
 from nexus_aio.testing.contracts.executions import ExecutionStoreContract
 from nexus_aio.testing.contracts.ratelimit import RateLimitBackendContract
 from nexus_aio.testing.contracts.sessions import SessionExpiryContract, SessionStoreContract
+from nexus_aio.testing.contracts.webhooks import WebhookOutboxContract
 
 __all__ = [
     "T0",
@@ -34,5 +35,6 @@ __all__ = [
     "SessionExpiryContract",
     "SessionStoreContract",
     "StoreContract",
+    "WebhookOutboxContract",
     "opened",
 ]
