@@ -47,6 +47,7 @@ DEFAULT_PLUGINS = (
     "nexus_aio.builtin.openapi",
     "nexus_aio.builtin.playground",
     "nexus_aio.builtin.webhooks",
+    "nexus_aio.builtin.schedules",
 )
 ENTRY_POINT_GROUP = "nexus_aio"
 

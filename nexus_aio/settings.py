@@ -164,6 +164,9 @@ class Settings:
     webhook_max_delay: float = 300.0
     webhook_max_attempts: int = 8
     webhook_timeout: float = 10.0
+    # Schedules (docs/schedules.md)
+    max_schedules: int = 10_000
+    schedule_misfire_grace: float = 10.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_declared", {})
@@ -281,6 +284,8 @@ class Settings:
             "webhook_max_delay",
             "webhook_max_attempts",
             "webhook_timeout",
+            "max_schedules",
+            "schedule_misfire_grace",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigurationError(f"{name} must be positive, got {getattr(self, name)!r}")

@@ -35,6 +35,14 @@ def storage_backend(nexus: Any, kind: str) -> Any:
         from nexus_aio.stores.sqlite_webhooks import SQLiteWebhookOutbox
 
         return SQLiteWebhookOutbox(settings.database)
+    if kind == "schedules":
+        if memory:
+            from nexus_aio.stores.schedules import MemoryScheduleStore
+
+            return MemoryScheduleStore()
+        from nexus_aio.stores.sqlite_schedules import SQLiteScheduleStore
+
+        return SQLiteScheduleStore(settings.database)
     if kind == "ratelimit":
         from nexus_aio.stores.ratelimit import MemoryRateLimiter
 

@@ -74,6 +74,9 @@ class RunRequest:
     cleanups: list[Cleanup] = field(default_factory=list)
     # POST the final record there when the run ends (async and stream runs; signed).
     webhook: str | None = None
+    # What started the run when not a client's request ("schedule"), and which schedule.
+    trigger: str | None = None
+    schedule_id: str | None = None
 
 
 class ExecutionService:

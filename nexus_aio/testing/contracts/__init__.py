@@ -24,6 +24,7 @@ behaviour the contract expects, and each contract lists its other declarations.
 from nexus_aio.testing.contracts.base import T0, ManualClock, StoreContract, opened
 from nexus_aio.testing.contracts.executions import ExecutionStoreContract
 from nexus_aio.testing.contracts.ratelimit import RateLimitBackendContract
+from nexus_aio.testing.contracts.schedules import ScheduleStoreContract
 from nexus_aio.testing.contracts.sessions import SessionExpiryContract, SessionStoreContract
 from nexus_aio.testing.contracts.webhooks import WebhookOutboxContract
 
@@ -32,6 +33,7 @@ __all__ = [
     "ExecutionStoreContract",
     "ManualClock",
     "RateLimitBackendContract",
+    "ScheduleStoreContract",
     "SessionExpiryContract",
     "SessionStoreContract",
     "StoreContract",

@@ -122,6 +122,10 @@ def storage_backend(nexus: Nexus, kind: str) -> Any:
         from nexus_aio_redis.webhooks import RedisWebhookOutbox
 
         return RedisWebhookOutbox(connect(url, timeout=timeout), prefix=_prefix(nexus))
+    if kind == "schedules":
+        from nexus_aio_redis.schedules import RedisScheduleStore
+
+        return RedisScheduleStore(connect(url, timeout=timeout), prefix=_prefix(nexus))
     return None
 
 
