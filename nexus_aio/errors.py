@@ -82,6 +82,10 @@ class SessionNotFound(NotFound):
     type = "SessionNotFound"
 
 
+class ScheduleNotFound(NotFound):
+    type = "ScheduleNotFound"
+
+
 class MethodNotAllowed(NexusError):
     status = 405
     type = "MethodNotAllowed"

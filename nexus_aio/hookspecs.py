@@ -157,11 +157,12 @@ def execution_finished(nexus: Nexus, execution: Any, events: Sequence[Any]) -> N
 
 @hookspec(firstresult=True)
 def storage_backend(nexus: Nexus, kind: str) -> Any:
-    """A store for ``kind`` ("executions", "sessions" or "ratelimit"), asked once at startup.
+    """A store for ``kind`` ("executions", "sessions", "ratelimit", "webhooks": the
+    completion-webhook outbox, or "schedules"), asked once at startup.
 
-    Return an (unopened) ``ExecutionStore``, ``SessionStore`` or ``RateLimitBackend``, or None to
-    pass. The core awaits each result and keeps the first non-None; the built-in SQLite/memory
-    stores answer last.
+    Return an (unopened) ``ExecutionStore``, ``SessionStore``, ``RateLimitBackend``,
+    ``WebhookOutbox`` or ``ScheduleStore``, or None to pass. The core awaits each result and
+    keeps the first non-None; the built-in SQLite/memory stores answer last.
     """
 
 

@@ -46,6 +46,8 @@ DEFAULT_PLUGINS = (
     "nexus_aio.builtin.endpoints",
     "nexus_aio.builtin.openapi",
     "nexus_aio.builtin.playground",
+    "nexus_aio.builtin.webhooks",
+    "nexus_aio.builtin.schedules",
 )
 ENTRY_POINT_GROUP = "nexus_aio"
 

@@ -162,6 +162,16 @@ class Settings:
     log_level: str = "INFO"
     access_log: bool = True
     disable_plugins: list[str] = field(default_factory=list)
+    # Completion webhooks (docs/webhooks.md): Standard Webhooks signing key, whsec_<base64>.
+    webhook_secret: str | None = None
+    webhook_allowed_hosts: list[str] = field(default_factory=list)
+    webhook_initial_delay: float = 1.0
+    webhook_max_delay: float = 300.0
+    webhook_max_attempts: int = 8
+    webhook_timeout: float = 10.0
+    # Schedules (docs/schedules.md)
+    max_schedules: int = 10_000
+    schedule_misfire_grace: float = 10.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_declared", {})
@@ -280,6 +290,12 @@ class Settings:
             "header_timeout",
             "idempotency_max_keys",
             "idempotency_max_bytes",
+            "webhook_initial_delay",
+            "webhook_max_delay",
+            "webhook_max_attempts",
+            "webhook_timeout",
+            "max_schedules",
+            "schedule_misfire_grace",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigurationError(f"{name} must be positive, got {getattr(self, name)!r}")
@@ -287,6 +303,10 @@ class Settings:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ConfigurationError(f"{name} must be positive, got {value!r}")
+        if self.webhook_secret is not None:
+            from nexus_aio.webhooks import WebhookSecret
+
+            WebhookSecret.parse(self.webhook_secret)  # a malformed secret stops startup
         if self.log_format not in ("text", "json"):
             raise ConfigurationError(
                 f"log_format must be 'text' or 'json', got {self.log_format!r}"

@@ -37,6 +37,22 @@ def storage_backend(nexus: Any, kind: str) -> Any:
         return SQLiteSessionStore(
             settings.database, ttl=settings.session_ttl, max_sessions=settings.max_sessions
         )
+    if kind == "webhooks":
+        if memory:
+            from nexus_aio.stores.webhooks import MemoryWebhookOutbox
+
+            return MemoryWebhookOutbox()
+        from nexus_aio.stores.sqlite_webhooks import SQLiteWebhookOutbox
+
+        return SQLiteWebhookOutbox(settings.database)
+    if kind == "schedules":
+        if memory:
+            from nexus_aio.stores.schedules import MemoryScheduleStore
+
+            return MemoryScheduleStore()
+        from nexus_aio.stores.sqlite_schedules import SQLiteScheduleStore
+
+        return SQLiteScheduleStore(settings.database)
     if kind == "ratelimit":
         from nexus_aio.stores.ratelimit import MemoryRateLimiter
 

@@ -33,6 +33,7 @@ from nexus_aio.execution.runtime import (
     actor_id,
     run_cleanups,
 )
+from nexus_aio.execution.webhooks import Webhooks
 from nexus_aio.security import check_payload, limits_from
 from nexus_aio.stores.executions import (
     TERMINAL,
@@ -41,6 +42,7 @@ from nexus_aio.stores.executions import (
     ExecutionStore,
 )
 from nexus_aio.stores.sessions import SessionStore, validate_session_id
+from nexus_aio.stores.webhooks import MemoryWebhookOutbox, WebhookOutbox
 from nexus_aio.workflows.files import has_files, recorded_inputs
 
 if TYPE_CHECKING:
@@ -70,12 +72,23 @@ class RunRequest:
     # Handed to the service with the request: run when the run ends (or when it is refused),
     # e.g. deleting uploaded files, which must outlive the HTTP request of an async run.
     cleanups: list[Cleanup] = field(default_factory=list)
+    # POST the final record there when the run ends (async and stream runs; signed).
+    webhook: str | None = None
+    # What started the run when not a client's request ("schedule"), and which schedule.
+    trigger: str | None = None
+    schedule_id: str | None = None
 
 
 class ExecutionService:
     """Runs workflows for every channel; one per serving app (or per ``run``/embedded use)."""
 
-    def __init__(self, nexus: Nexus, executions: ExecutionStore, sessions: SessionStore) -> None:
+    def __init__(
+        self,
+        nexus: Nexus,
+        executions: ExecutionStore,
+        sessions: SessionStore,
+        outbox: WebhookOutbox | None = None,
+    ) -> None:
         settings = nexus.settings
         self.nexus = nexus
         self.settings = settings
@@ -84,6 +97,7 @@ class ExecutionService:
         self.runtime = Runtime(settings, nexus.hooks, executions, sessions)
         self.executor: Executor = LocalExecutor(self.runtime, settings.max_queued_runs)
         self.idempotency = Idempotency(executions, settings.idempotency_ttl)
+        self.webhooks = Webhooks(settings, outbox or MemoryWebhookOutbox())
         self.limits = limits_from(settings)
         self.loop = asyncio.get_running_loop()
 
@@ -100,15 +114,21 @@ class ExecutionService:
             raise ConfigurationError(
                 "no storage_backend plugin supplied the executions/sessions stores"
             )
+        outbox = await hooks.storage_backend("webhooks") or MemoryWebhookOutbox()
         await executions.open()
         try:
             await sessions.open()
+            try:
+                await outbox.open()
+            except BaseException:
+                await sessions.close()
+                raise
         except BaseException:
             await executions.close()
             raise
         if recover:
             await _recover(executions)
-        service = cls(nexus, executions, sessions)
+        service = cls(nexus, executions, sessions, outbox)
         try:
             executor = await hooks.executor(service)
         except BaseException:
@@ -129,6 +149,7 @@ class ExecutionService:
         finally:
             try:
                 await self.sessions.close()
+                await self.webhooks.outbox.close()
             finally:
                 await self.executions.close()
 
@@ -154,6 +175,8 @@ class ExecutionService:
         if req.context is not None:
             check_payload(req.context, self.limits, path="context")
         session_id = None if req.session_id is None else validate_session_id(req.session_id)
+        if req.webhook is not None:
+            self.webhooks.check(req.webhook, req.mode)
         kwargs = wf.schema.validate(inputs)
         if req.mode == "async" and not isinstance(self.executor, LocalExecutor):
             if wf.schema.file_inputs and has_files(kwargs):  # files live on this machine only
@@ -187,7 +210,10 @@ class ExecutionService:
         """:meth:`prepare`, keeping a record of a refused request under the id its client sees
         (a workflow that does not exist has no record); a refused request's cleanups run."""
         try:
-            return self.prepare(req)
+            sub = self.prepare(req)
+            if req.webhook is not None:
+                await self.webhooks.check_resolved(req.webhook)
+            return sub
         except WorkflowNotFound:
             run_cleanups(req.cleanups)
             raise
@@ -247,15 +273,27 @@ class ExecutionService:
 
     async def stream(self, req: RunRequest) -> LiveExecution:
         """Stream mode: start now in the background (or 503); follow its ``log``."""
-        return await self.runtime.start(await self.admit(req))
+        sub = await self.admit(req)
+        if req.webhook is None:
+            return await self.runtime.start(sub)
+        await self.webhooks.register(sub.execution_id, req.webhook)
+        try:
+            return await self.runtime.start(sub)
+        except BaseException:
+            await self.webhooks.abandon(sub.execution_id)
+            raise
 
     async def submit(self, req: RunRequest) -> ExecutionRecord:
         """Async mode: hand the run to the executor's queue; its ``queued`` record."""
         sub = await self.admit(req)
         try:
+            if req.webhook is not None:
+                await self.webhooks.register(sub.execution_id, req.webhook)
             return await self.executor.submit(sub)
         except BaseException:  # not accepted: nothing will run it
             run_cleanups(sub.cleanups)
+            if req.webhook is not None:
+                await self.webhooks.abandon(sub.execution_id)
             raise
 
     async def run_queued(

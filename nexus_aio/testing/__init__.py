@@ -51,8 +51,10 @@ from nexus_aio.testing.contracts import (  # noqa: E402 - after the rewrite hook
     ExecutionStoreContract,
     ManualClock,
     RateLimitBackendContract,
+    ScheduleStoreContract,
     SessionExpiryContract,
     SessionStoreContract,
+    WebhookOutboxContract,
     opened,
 )
 from nexus_aio.testing.sse import SSEEvent, parse_sse, read_sse  # noqa: E402
@@ -66,10 +68,12 @@ __all__ = [
     "RateLimitBackendContract",
     "RunningServer",
     "SSEEvent",
+    "ScheduleStoreContract",
     "ServerProcess",
     "SessionExpiryContract",
     "SessionStoreContract",
     "ThreadedServer",
+    "WebhookOutboxContract",
     "free_port",
     "make_app",
     "nexus_server",

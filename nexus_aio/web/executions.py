@@ -131,7 +131,11 @@ async def get_execution(request: web.Request) -> web.Response:
     record = await load_record(request)
     if seconds > 0 and record.status not in TERMINAL:
         record = await service_of(request).wait(record.id, seconds) or record
-    return json_response(record.to_dict())
+    data = record.to_dict()
+    delivery = await service_of(request).webhooks.outbox.get(record.id)
+    if delivery is not None:
+        data["webhook"] = delivery.to_dict()
+    return json_response(data)
 
 
 # -- GET /executions -------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from nexus_aio.workflows.problems import Problem, validation_error
 if TYPE_CHECKING:
     from nexus_aio.workflows.workflow import CompiledWorkflow
 
-EXECUTE_FIELDS = frozenset({"inputs", "session_id", "context", "mode"})
+EXECUTE_FIELDS = frozenset({"inputs", "session_id", "context", "mode", "webhook"})
 MULTIPART = "multipart/form-data"
 # At most this many parts in one multipart request (files and fields together): beyond it 413.
 MAX_UPLOAD_PARTS: Final = 64
@@ -70,6 +70,7 @@ class ExecuteRequest:
     context: dict[str, Any] | None
     # For the execution service to run when the run ends (delete the uploaded files).
     cleanups: list[Cleanup] = field(default_factory=list)
+    webhook: str | None = None
 
 
 def _field_error(field: str, expected: str, value: Any) -> ValidationError:
@@ -139,7 +140,7 @@ def _execute_request(request: web.Request, body: Any) -> ExecuteRequest:
     if unknown:
         field = sorted(unknown)[0]
         raise ValidationError(
-            f"Unknown request field: {field} (allowed: inputs, session_id, context, mode)",
+            f"Unknown request field: {field} (allowed: inputs, session_id, context, mode, webhook)",
             details={
                 "field": field,
                 "expected": "nothing",
@@ -171,7 +172,10 @@ def _execute_request(request: web.Request, body: Any) -> ExecuteRequest:
                 details={"field": "session_id", "header": header_sid, "body": session_id},
             )
         session_id = header_sid
-    return ExecuteRequest(inputs, mode, session_id, context)
+    webhook = body.get("webhook")
+    if webhook is not None and not isinstance(webhook, str):
+        raise _field_error("webhook", "string", webhook)
+    return ExecuteRequest(inputs, mode, session_id, context, webhook=webhook)
 
 
 # -- multipart/form-data ---------------------------------------------------------------------------

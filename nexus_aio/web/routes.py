@@ -75,6 +75,7 @@ def make_execute_handler(nexus: Nexus) -> Any:
             request[REQUEST_ID],
             execution_id,
             parsed.cleanups,
+            parsed.webhook,
         )
         headers = {"X-Session-ID": run.session_id} if run.session_id else None
         if run.mode == "sync":

@@ -119,6 +119,14 @@ def storage_backend(nexus: Nexus, kind: str) -> Any:
         return RedisExecutionStore(connect(url, timeout=timeout), prefix=_prefix(nexus))
     if kind == "ratelimit":
         return RedisRateLimiter(connect(url, timeout=timeout), prefix=_prefix(nexus))
+    if kind == "webhooks":
+        from nexus_aio_redis.webhooks import RedisWebhookOutbox
+
+        return RedisWebhookOutbox(connect(url, timeout=timeout), prefix=_prefix(nexus))
+    if kind == "schedules":
+        from nexus_aio_redis.schedules import RedisScheduleStore
+
+        return RedisScheduleStore(connect(url, timeout=timeout), prefix=_prefix(nexus))
     return None
 
 
