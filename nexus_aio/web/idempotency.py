@@ -48,7 +48,7 @@ def request_hash(request: web.Request, body: bytes) -> str:
     (key order and whitespace do not matter; a non-JSON body counts byte for byte)."""
     try:
         canonical = orjson.dumps(orjson.loads(body), option=orjson.OPT_SORT_KEYS) if body else b""
-    except orjson.JSONDecodeError:
+    except (orjson.JSONDecodeError, orjson.JSONEncodeError):  # not JSON, or too deep to re-encode
         canonical = body
     query = "&".join(f"{k}={v}" for k, v in sorted(request.query.items()))
     digest = hashlib.sha256(f"{request.method}\0{request.path}\0{query}\0".encode())
