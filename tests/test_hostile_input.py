@@ -23,7 +23,7 @@ from aiohttp import web
 
 from nexus_aio import Nexus
 from nexus_aio.settings import Settings
-from nexus_aio.testing import make_app, plugin_installed
+from nexus_aio.testing import make_app, plugin_installed, read_sse
 
 INT64_MAX = 2**63 - 1
 
@@ -210,6 +210,11 @@ async def test_a_result_that_cannot_be_encoded_is_a_500_and_the_record_reads_fai
     assert record["status"] == "failed"
     assert record["error"]["type"] == "WorkflowExecutionError"
 
+    async with http.get(f"{url}/workflows/produce/execute?mode=stream&kind={kind}") as resp:
+        events = await read_sse(resp)
+    assert [event for _, event, _ in events] == ["start", "error"]
+    assert events[-1][2]["error"]["type"] == "WorkflowExecutionError"
+
 
 async def test_a_result_beyond_int64_that_json_still_carries_succeeds(
     url: str, http: aiohttp.ClientSession
@@ -300,7 +305,9 @@ async def test_an_idempotency_key_never_turns_a_400_into_a_500(
 # -- 3. malformed chunked bodies; clients leaving mid-upload -------------------------------------
 
 
-async def test_a_malformed_chunked_body_is_answered_400_at_once(url: str) -> None:
+async def test_a_malformed_chunked_body_is_answered_400_at_once(
+    url: str, caplog: pytest.LogCaptureFixture
+) -> None:
     head = b"POST /workflows/sum/execute HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
     for pieces in (
         [head + b"zz\r\n{}\r\n"],  # broken with the head
@@ -316,6 +323,8 @@ async def test_a_malformed_chunked_body_is_answered_400_at_once(url: str) -> Non
         assert answer.startswith(b"HTTP/1.") and b" 400 " in answer.split(b"\r\n")[0], answer
         assert closed
         assert answer.count(b"HTTP/1.") == 1
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [], [r.getMessage() for r in errors]  # the client's error, not the server's
 
 
 @pytest.fixture

@@ -16,7 +16,13 @@ from nexus_aio.errors import ConfigurationError, NexusError
 from nexus_aio.execution.service import ExecutionService
 from nexus_aio.logs import escape_controls
 from nexus_aio.web.access_log import access_logger
-from nexus_aio.web.body import BODY_FAILED, answer_and_close, body_error, watch_body
+from nexus_aio.web.body import (
+    BODY_FAILED,
+    answer_and_close,
+    body_error,
+    quiet_client_errors,
+    watch_body,
+)
 from nexus_aio.web.keys import (
     ACTOR,
     EXECUTION_ID,
@@ -173,6 +179,7 @@ def build_app(nexus: Nexus) -> web.Application:
     settings = nexus.settings = nexus.settings.freeze()
     hooks = nexus.hooks
     hooks.resolve_request_hooks()
+    quiet_client_errors()
     middlewares = [make_core_middleware(nexus), *hooks.register_middlewares()]
     # aiohttp has no header-read timeout: its keep-alive timer (armed when a connection opens and
     # after each response, fired only while no complete request head has arrived) is the one

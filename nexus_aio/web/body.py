@@ -18,6 +18,7 @@ connection then closes (:func:`answer_and_close`): the rest of a broken body is 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -28,7 +29,15 @@ from aiohttp.web_protocol import RequestPayloadError
 from nexus_aio.errors import BadRequest, ClientClosedRequest, NexusError, RequestTimeout
 from nexus_aio.web.keys import nexus_of
 
-__all__ = ["BODY_FAILED", "BodyTimedOut", "answer_and_close", "body_error", "watch_body"]
+__all__ = [
+    "BODY_FAILED",
+    "BodyTimedOut",
+    "QuietClientErrors",
+    "answer_and_close",
+    "body_error",
+    "quiet_client_errors",
+    "watch_body",
+]
 
 # Set on a request whose body failed (timed out, malformed, client gone): answer, then close.
 BODY_FAILED = web.RequestKey("nexus_aio.body_failed", bool)
@@ -96,6 +105,31 @@ def _watch_chunks(request: web.Request) -> Callable[[], None] | None:
             setattr(protocol, "_parser", parser)  # noqa: B010
 
     return unwatch
+
+
+class QuietClientErrors(logging.Filter):
+    """On ``aiohttp.server``: a request aiohttp's parser refuses (malformed head or chunks, bad
+    characters) is the client's error, answered 400; log it as one INFO line, not an ERROR with a
+    traceback (a stream of broken clients must not flood the log)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError) and (exc.code or 400) < 500:
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg = f"{record.getMessage()}: {_reason(exc)}"
+            record.args = None
+            record.exc_info = record.exc_text = None
+        return True
+
+
+QUIET_CLIENT_ERRORS = QuietClientErrors()
+
+
+def quiet_client_errors() -> None:
+    """Install :class:`QuietClientErrors` on ``aiohttp.server`` (once per process)."""
+    logger = logging.getLogger("aiohttp.server")
+    if QUIET_CLIENT_ERRORS not in logger.filters:
+        logger.addFilter(QUIET_CLIENT_ERRORS)
 
 
 def body_error(request: web.Request, exc: BaseException) -> NexusError | None:
