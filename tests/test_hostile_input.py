@@ -133,7 +133,9 @@ class Raw:
                 if not chunk:
                     return data, True
                 data += chunk
-        except (TimeoutError, ConnectionError):
+        except ConnectionError:  # closed while our trickle was still being sent: a reset
+            return data, True
+        except TimeoutError:
             pass
         return data, False
 

@@ -1,14 +1,14 @@
 """Integers a client sends must fit a signed 64-bit integer (what JSON parsers, databases and
 every SDK agree on). orjson reads integers up to 2**64 - 1 exactly and bigger ones as floats, so
-a JSON body is screened on its text: only a body with a run of 19 or more digits is looked at
-again (with the standard library's parser, which keeps every integer exact) to find the
-offending value. Query and path text is checked where it is coerced (``coerce_text``).
+a JSON body is screened on its text: only a body with a run of 19 or more digits (found with one
+``bytes.translate`` and a substring search) is parsed again, with the standard library's parser
+(which keeps every integer exact), to find the offending value. Query and path text is checked
+where it is coerced (``coerce_text``).
 """
 
 from __future__ import annotations
 
 import json
-import re
 from typing import Any, Final
 
 from nexus_aio.errors import ValidationError
@@ -26,7 +26,10 @@ __all__ = [
 INT64_MIN: Final = -(2**63)
 INT64_MAX: Final = 2**63 - 1
 RANGE_TEXT: Final = "integer in the signed 64-bit range"
-_LONG_DIGITS: Final = re.compile(rb"[0-9]{19}")
+# Every digit byte as "0", every other byte as " ": a run of 19 digits is then a plain substring
+# search (C speed; a regular expression is ~100 times slower on this).
+_DIGIT_MASK: Final = bytes(0x30 if 0x30 <= i <= 0x39 else 0x20 for i in range(256))
+_LONG_RUN: Final = b"0" * 19
 
 
 def int_out_of_range(value: int) -> bool:
@@ -73,7 +76,7 @@ def check_json_ints(raw: bytes | str, field: str = "") -> None:
     """Raise ``ValidationError`` (400) when the JSON text ``raw`` holds an integer outside the
     signed 64-bit range; costs one regular-expression scan when it does not."""
     data = raw.encode() if isinstance(raw, str) else raw
-    if _LONG_DIGITS.search(data) is None:
+    if len(data) < 19 or data.translate(_DIGIT_MASK).find(_LONG_RUN) < 0:
         return
     try:
         exact = json.loads(data)
