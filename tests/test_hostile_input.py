@@ -374,6 +374,12 @@ async def test_a_client_that_disconnects_mid_upload_is_not_counted_as_a_500(
     assert all(s < 500 for s in statuses), statuses
     errors = [r for r in server_log.records if r.levelno >= logging.ERROR]
     assert errors == [], [r.getMessage() for r in errors]
+    if plugin_installed("metrics"):  # nor metered as one
+        async with aiohttp.ClientSession() as http, http.get(f"{url}/metrics") as resp:
+            text = await resp.text()
+        served = [x for x in text.splitlines() if x.startswith("nexus_requests_total{")]
+        assert any('status="499"' in x for x in served), served
+        assert not any('status="5' in x for x in served), served
 
 
 # -- 4. body_timeout -------------------------------------------------------------------------
