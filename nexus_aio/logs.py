@@ -6,11 +6,38 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
 from nexus_aio.tracing import TraceLogFilter
+
+_NAMED_ESCAPES: Final = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def _escape_char(char: str) -> str:
+    if char.isprintable():
+        return char
+    named = _NAMED_ESCAPES.get(char)
+    if named is not None:
+        return named
+    code = ord(char)
+    return (
+        f"\\x{code:02x}"
+        if code < 0x100
+        else f"\\u{code:04x}"
+        if code < 0x10000
+        else f"\\U{code:08x}"
+    )
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with every non-printable character escaped (``\\r``, ``\\n``, ``\\x1b``,
+    ``\\u2028``, lone surrogates): a client's text (a path with ``%0d%0a``, a header) never starts
+    a forged line in a text log. Printable text is returned as it is (one C-level check)."""
+    if text.isprintable():
+        return text
+    return "".join(map(_escape_char, text))
 
 
 class JSONFormatter(logging.Formatter):

@@ -158,6 +158,7 @@ class Settings:
     sync_workers: int = 32
     shutdown_timeout: float = 10.0
     header_timeout: float = 10.0
+    body_timeout: float = 60.0
     log_format: str = "text"
     log_level: str = "INFO"
     access_log: bool = True
@@ -296,6 +297,7 @@ class Settings:
             "webhook_timeout",
             "max_schedules",
             "schedule_misfire_grace",
+            "body_timeout",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigurationError(f"{name} must be positive, got {getattr(self, name)!r}")

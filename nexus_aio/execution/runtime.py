@@ -38,6 +38,7 @@ from nexus_aio.execution.events import EventLog, start_data
 from nexus_aio.execution.locks import SessionLocks
 from nexus_aio.stores.executions import ExecutionRecord, ExecutionStore
 from nexus_aio.stores.sessions import Session, SessionStore
+from nexus_aio.workflows.results import check_result
 
 if TYPE_CHECKING:
     from nexus_aio.plugins import Hooks
@@ -217,6 +218,7 @@ class Runtime:
         started = time.perf_counter()
         try:
             result = await self._execute(sub, record, events)
+            check_result(result)  # a result no response could carry fails the run
         except NexusError as exc:
             self._fail(record, events, exc)
             raise

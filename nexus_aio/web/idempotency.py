@@ -56,7 +56,7 @@ def request_hash(request: web.Request, body: bytes) -> str:
     holds the inputs and the mode (or the query does)."""
     try:
         canonical = orjson.dumps(orjson.loads(body), option=orjson.OPT_SORT_KEYS) if body else b""
-    except orjson.JSONDecodeError:
+    except (orjson.JSONDecodeError, orjson.JSONEncodeError):  # not JSON, or too deep to re-encode
         canonical = body
     query = "&".join(f"{k}={v}" for k, v in sorted(request.query.items()))
     session = request.headers.get("X-Session-ID", "")
