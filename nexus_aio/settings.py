@@ -144,6 +144,8 @@ class Settings:
     session_purge_interval: float | None = None  # None: half of session_ttl, within 0.5-60 s
     sse_keepalive: float = 15.0
     cancel_on_disconnect: bool = True
+    sse_send_timeout: float = 30.0  # a stream client that reads nothing for this long is dropped
+    stream_resume_grace: float = 5.0  # a dropped stream's run waits this long for its client
     idempotency_ttl: float = 86400.0
     database: str = ".nexus/nexus.db"
     execution_retention_age: float = 7 * 86400.0
@@ -269,10 +271,15 @@ class Settings:
             "max_key_length",
             "session_ttl",
             "sse_keepalive",
+            "sse_send_timeout",
             "header_timeout",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigurationError(f"{name} must be positive, got {getattr(self, name)!r}")
+        if self.stream_resume_grace < 0:
+            raise ConfigurationError(
+                f"stream_resume_grace must be >= 0, got {self.stream_resume_grace!r}"
+            )
         for name in ("rate_limit", "rate_limit_burst", "session_purge_interval"):
             value = getattr(self, name)
             if value is not None and value <= 0:

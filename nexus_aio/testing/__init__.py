@@ -55,7 +55,7 @@ from nexus_aio.testing.contracts import (  # noqa: E402 - after the rewrite hook
     SessionStoreContract,
     opened,
 )
-from nexus_aio.testing.sse import SSEEvent, parse_sse, read_sse  # noqa: E402
+from nexus_aio.testing.sse import SSEEvent, event_ids, parse_sse, read_sse  # noqa: E402
 
 if TYPE_CHECKING:
     from nexus_aio.nexus import Nexus
@@ -70,6 +70,7 @@ __all__ = [
     "SessionExpiryContract",
     "SessionStoreContract",
     "ThreadedServer",
+    "event_ids",
     "free_port",
     "make_app",
     "nexus_server",
