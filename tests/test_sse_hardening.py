@@ -163,6 +163,11 @@ async def test_stream_is_an_event_source_response_that_sends_retry_once_at_its_s
     assert raw.count("retry: ") == 1 and blocks[0].endswith("\nretry: 750")  # half the grace
     workflow_id = json.loads(blocks[0].splitlines()[2][6:])["workflow_id"]
     assert event_ids(raw) == [f"{workflow_id}:{n}" for n in range(1, 6)]
+    kinds = ["start", "chunk", "chunk", "chunk", "complete"]
+    for n, (block, kind) in enumerate(zip(blocks[:-1], kinds, strict=True), start=1):
+        lines = block.split("\n")
+        assert lines[:2] == [f"id: {workflow_id}:{n}", f"event: {kind}"], block
+        assert lines[2].startswith("data: ") and len(lines) == (4 if n == 1 else 3), block
 
 
 # -- clients that stop reading -------------------------------------------------------------------

@@ -129,32 +129,78 @@ def _closed(request: web.Request) -> bool:
 
 class EventWriter:
     """Writes events to an open SSE response and remembers the last id sent; ``prefix`` (the
-    execution of an execute stream) goes before each id, ``retry`` (ms) with the first event."""
+    execution of an execute stream) goes before each id, ``retry`` (ms) with the first event.
 
-    __slots__ = ("last_seq", "prefix", "resp", "retry")
+    One event goes through ``EventSourceResponse.send``; a burst (a workflow that pushed many
+    events since the last write) is formatted alike and written at once, under the same send
+    timeout and with the same abort, since a write per event would cost a system call each.
+    """
+
+    __slots__ = ("last_seq", "prefix", "request", "resp", "retry", "send_timeout")
 
     def __init__(
         self,
+        request: web.Request,
         resp: EventSourceResponse,
         after_seq: int = 0,
         prefix: str | None = None,
         retry: int | None = None,
     ) -> None:
+        self.request = request
         self.resp = resp
         self.last_seq = after_seq
         self.prefix = prefix
         self.retry = retry
+        self.send_timeout = nexus_of(request).settings.sse_send_timeout
+
+    def _id(self, seq: int) -> str:
+        return str(seq) if self.prefix is None else f"{self.prefix}:{seq}"
 
     async def send(self, seq: int, event: str, data: Any) -> None:
         text = dumps(data).decode()  # before the id: data that cannot be sent fails here
-        event_id = str(seq) if self.prefix is None else f"{self.prefix}:{seq}"
         retry, self.retry = self.retry, None
-        await self.resp.send(text, id=event_id, event=event, retry=retry)
+        await self.resp.send(text, id=self._id(seq), event=event, retry=retry)
+
+    def _format(self, seq: int, event: str, data: Any) -> bytes:
+        """What :meth:`send` writes (JSON holds no line break; event names are checked)."""
+        head = b"id: %s\nevent: %s\ndata: %s\n" % (
+            self._id(seq).encode(),
+            event.encode(),
+            dumps(data),
+        )
+        if self.retry is None:
+            return head + b"\n"
+        retry, self.retry = self.retry, None
+        return head + b"retry: %d\n\n" % retry
+
+    async def _write(self, data: bytes) -> None:
+        try:
+            async with asyncio.timeout(self.send_timeout):
+                await self.resp.write(data)
+        except TimeoutError:  # a client that does not read: dropped, as send() does
+            self.resp.stop_streaming()
+            transport = self.request.transport
+            if transport is not None:
+                transport.abort()
+            raise
 
     async def events(self, events: list[ExecutionEvent]) -> None:
-        for event in events:
+        if len(events) == 1:
+            event = events[0]
             await self.send(event.seq, event.type, event.data)
             self.last_seq = event.seq
+            return
+        parts = []
+        try:
+            for event in events:
+                parts.append(self._format(event.seq, event.type, event.data))
+        except NexusError:  # one event cannot be sent: send those before it, then fail there
+            if parts:
+                await self._write(b"".join(parts))
+                self.last_seq += len(parts)
+            raise
+        await self._write(b"".join(parts))
+        self.last_seq = events[-1].seq
 
     async def keepalive(self) -> None:
         await self.send(self.last_seq, "keepalive", {"timestamp": iso_timestamp()})
@@ -275,7 +321,7 @@ async def stream_execution(
     ``resumable``: the ids and ``retry:`` of an execute stream (see :func:`resume_stream`)."""
     prefix = execution_id if resumable else None
     retry = retry_ms(service) if resumable else None
-    out = EventWriter(await open_stream(request, headers), after_seq, prefix, retry)
+    out = EventWriter(request, await open_stream(request, headers), after_seq, prefix, retry)
     finished = False
     try:
         live = service.live(execution_id)
@@ -337,7 +383,7 @@ async def stream_run(
         await asyncio.shield(service.cancel(execution_id))
         raise
     service.attach(execution_id)
-    out = EventWriter(resp, 0, execution_id, retry_ms(service))
+    out = EventWriter(request, resp, 0, execution_id, retry_ms(service))
     return await _follow_stream(request, service, execution_id, out, live.log)
 
 
@@ -361,7 +407,7 @@ async def resume_stream(
         except BaseException:
             service.detach(execution_id, cancel=service.settings.cancel_on_disconnect)
             raise
-        out = EventWriter(resp, after_seq, execution_id, retry_ms(service))
+        out = EventWriter(request, resp, after_seq, execution_id, retry_ms(service))
         return await _follow_stream(request, service, execution_id, out, live.log)
     record = await service.get(execution_id)
     if record is not None and record.status in TERMINAL:
@@ -374,7 +420,7 @@ async def resume_stream(
     else:  # running in another process: follow it through the store
         events = service.follow(execution_id, after_seq)
     resp = await open_stream(request, headers)
-    out = EventWriter(resp, after_seq, execution_id, retry_ms(service))
+    out = EventWriter(request, resp, after_seq, execution_id, retry_ms(service))
     finished = False
     try:
         finished = await relay(request, out, events)
