@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Coroutine, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -92,8 +92,8 @@ def retry_ms(service: ExecutionService) -> int:
 async def open_stream(
     request: web.Request, headers: Mapping[str, str] | None = None
 ) -> EventSourceResponse:
-    if request.transport is None:  # gone before the stream opened
-        raise ConnectionResetError("client disconnected")
+    if request.transport is None:  # gone before the stream opened: end quietly, as aiohttp-sse
+        raise asyncio.CancelledError  # does (an error would be logged and answered to nobody)
     resp = EventSourceResponse(
         headers={
             "X-Request-ID": request.get(REQUEST_ID, ""),
@@ -110,16 +110,33 @@ async def open_stream(
     return resp
 
 
-async def close_stream(resp: EventSourceResponse, finished: bool) -> None:
-    """End the response: its last chunk when the stream ``finished``, then its ping task."""
+async def end_stream(resp: EventSourceResponse) -> None:
+    """The last chunk of a stream that told its execution to the end."""
     try:
-        if finished:
-            await resp.write_eof()
+        await resp.write_eof()
     except DISCONNECTED:
         pass
+
+
+async def _serve(
+    out: EventWriter, execution_id: str, pumping: Coroutine[Any, Any, bool]
+) -> web.StreamResponse:
+    """Await ``pumping`` (True: the execution ended; False: the client left) and end the
+    stream as it went: its last chunk, an ``event: error``, or nothing for a gone client. The
+    response's ping task stops whatever happens."""
+    try:
+        try:
+            finished = await pumping
+        except DISCONNECTED:
+            finished = False
+        except Exception as exc:
+            await out.fail(exc, execution_id)
+            return out.resp
+        if finished:
+            await end_stream(out.resp)
+        return out.resp
     finally:
-        if resp.prepared:
-            resp.stop_streaming()
+        out.resp.stop_streaming()
 
 
 def _closed(request: web.Request) -> bool:
@@ -215,9 +232,8 @@ class EventWriter:
         try:
             await self.send(self.last_seq + 1, "error", data)
         except DISCONNECTED:
-            await close_stream(self.resp, finished=False)
             return
-        await close_stream(self.resp, finished=True)
+        await end_stream(self.resp)
 
 
 async def pump(request: web.Request, out: EventWriter, events: EventLog) -> bool:
@@ -322,20 +338,12 @@ async def stream_execution(
     prefix = execution_id if resumable else None
     retry = retry_ms(service) if resumable else None
     out = EventWriter(request, await open_stream(request, headers), after_seq, prefix, retry)
-    finished = False
-    try:
-        live = service.live(execution_id)
-        if live is not None:
-            finished = await pump(request, out, live.log)
-        else:
-            finished = await relay(request, out, service.follow(execution_id, after_seq))
-    except DISCONNECTED:
-        pass
-    except Exception as exc:
-        await out.fail(exc, execution_id)
-        return out.resp
-    await close_stream(out.resp, finished)
-    return out.resp
+    live = service.live(execution_id)
+    if live is not None:
+        return await _serve(out, execution_id, pump(request, out, live.log))
+    return await _serve(
+        out, execution_id, relay(request, out, service.follow(execution_id, after_seq))
+    )
 
 
 async def _follow_stream(
@@ -349,25 +357,27 @@ async def _follow_stream(
     (or stops reading) detaches, which cancels the run after the resume grace when
     ``cancel_on_disconnect`` is on."""
     cancel_on_disconnect = service.settings.cancel_on_disconnect
-    finished = False
     try:
-        finished = await pump(request, out, events)
-    except DISCONNECTED:
-        pass
-    except asyncio.CancelledError:
-        service.detach(execution_id, cancel=cancel_on_disconnect)
-        await close_stream(out.resp, False)
-        raise
-    except Exception as exc:
-        service.detach(execution_id, cancel=False)
-        await service.cancel(execution_id)
-        await out.fail(exc, execution_id)
+        try:
+            finished = await pump(request, out, events)
+        except DISCONNECTED:
+            finished = False
+        except asyncio.CancelledError:
+            service.detach(execution_id, cancel=cancel_on_disconnect)
+            raise
+        except Exception as exc:
+            service.detach(execution_id, cancel=False)
+            await service.cancel(execution_id)
+            await out.fail(exc, execution_id)
+            return out.resp
+        service.detach(execution_id, cancel=cancel_on_disconnect and not finished)
+        if finished:
+            await end_stream(out.resp)
+        else:
+            log.debug("client left the stream of %s", execution_id)
         return out.resp
-    service.detach(execution_id, cancel=cancel_on_disconnect and not finished)
-    if not finished:
-        log.debug("client left the stream of %s", execution_id)
-    await close_stream(out.resp, finished)
-    return out.resp
+    finally:
+        out.resp.stop_streaming()
 
 
 async def stream_run(
@@ -421,13 +431,4 @@ async def resume_stream(
         events = service.follow(execution_id, after_seq)
     resp = await open_stream(request, headers)
     out = EventWriter(request, resp, after_seq, execution_id, retry_ms(service))
-    finished = False
-    try:
-        finished = await relay(request, out, events)
-    except DISCONNECTED:
-        pass
-    except Exception as exc:
-        await out.fail(exc, execution_id)
-        return out.resp
-    await close_stream(out.resp, finished)
-    return out.resp
+    return await _serve(out, execution_id, relay(request, out, events))
