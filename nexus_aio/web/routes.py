@@ -78,7 +78,7 @@ def make_execute_handler(nexus: Nexus) -> Any:
             raise
         if resume is not None and resume[0] is not None and parsed.mode == "stream":
             run_cleanups(parsed.cleanups)
-            return await resume_execution(request, service, name, resume[0], resume[1])
+            return await resume_execution(request, service, workflow.name, resume[0], resume[1])
         run = RunRequest(
             name,
             parsed.inputs,
@@ -112,6 +112,7 @@ async def resume_execution(
     execution (of this workflow, started by the same actor) after event ``n``."""
     from nexus_aio.web.sse import resume_stream
 
+    request[EXECUTION_ID] = execution_id  # its errors name the execution asked for
     record = await service.get(execution_id)
     if record is None or record.workflow != workflow:
         raise ExecutionNotFound(
@@ -126,7 +127,6 @@ async def resume_execution(
             "Only the actor that started this execution may resume it",
             details={"execution_id": execution_id},
         )
-    request[EXECUTION_ID] = execution_id
     headers = {"X-Session-ID": record.session_id} if record.session_id else None
     return await resume_stream(request, service, execution_id, after_seq, headers)
 
