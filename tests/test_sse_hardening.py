@@ -417,3 +417,13 @@ def test_sse_send_timeout_and_stream_resume_grace_defaults_env_and_checks():
         Settings.build({"sse_send_timeout": 0}, {}).validate()
     with pytest.raises(ConfigurationError, match="stream_resume_grace"):
         Settings.build({"stream_resume_grace": -1}, {}).validate()
+
+
+def test_python_client_reads_the_number_of_an_execute_stream_id(nexus_thread_server):
+    from nexus_aio.client import NexusClient
+
+    url = nexus_thread_server(make_app(load_entry_points=False))
+    with NexusClient(url) as client:
+        events = list(client.stream("countdown", {"start": 3}))
+    assert events[0].event == "start" and events[-1].event == "complete"
+    assert [e.id for e in events] == list(range(1, len(events) + 1))
