@@ -147,6 +147,8 @@ class Settings:
     memory_executions_max_bytes: int = 256 * 1024 * 1024  # memory executions store: oldest finished
     sse_keepalive: float = 15.0
     cancel_on_disconnect: bool = True
+    sse_send_timeout: float = 30.0  # a stream client that reads nothing for this long is dropped
+    stream_resume_grace: float = 5.0  # a dropped stream's run waits this long for its client
     idempotency_ttl: float = 86400.0
     idempotency_max_keys: int = 10_000  # memory store: keys remembered (oldest dropped first)
     idempotency_max_bytes: int = 64 * 1024 * 1024  # memory store: bytes of remembered answers
@@ -288,6 +290,7 @@ class Settings:
             "memory_sessions_max_bytes",
             "memory_executions_max_bytes",
             "sse_keepalive",
+            "sse_send_timeout",
             "header_timeout",
             "idempotency_max_keys",
             "idempotency_max_bytes",
@@ -301,6 +304,10 @@ class Settings:
         ):
             if getattr(self, name) <= 0:
                 raise ConfigurationError(f"{name} must be positive, got {getattr(self, name)!r}")
+        if self.stream_resume_grace < 0:
+            raise ConfigurationError(
+                f"stream_resume_grace must be >= 0, got {self.stream_resume_grace!r}"
+            )
         for name in ("rate_limit", "rate_limit_burst", "session_purge_interval"):
             value = getattr(self, name)
             if value is not None and value <= 0:

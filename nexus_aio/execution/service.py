@@ -100,6 +100,11 @@ class ExecutionService:
         self.webhooks = Webhooks(settings, outbox or MemoryWebhookOutbox())
         self.limits = limits_from(settings)
         self.loop = asyncio.get_running_loop()
+        # Stream clients following each run of this process, and the pending cancellations of
+        # runs whose last stream client left (see :meth:`detach`).
+        self.followers: dict[str, int] = {}
+        self.orphaned: dict[str, asyncio.TimerHandle] = {}
+        self._cancelling: set[asyncio.Task[bool]] = set()
 
     # -- lifecycle ------------------------------------------------------------------------
     @classmethod
@@ -142,6 +147,9 @@ class ExecutionService:
     async def close(self) -> None:
         """Stop the executor (waiting runs become interrupted), cancel running ones, close the
         stores (writing what is pending)."""
+        for handle in self.orphaned.values():
+            handle.cancel()
+        self.orphaned.clear()
         try:
             await self.executor.close()
             await self.runtime.close()
@@ -387,6 +395,37 @@ class ExecutionService:
         closing = closing_event(record, last)
         if closing is not None and closing.seq > after_seq:
             yield closing
+
+    # -- stream clients -------------------------------------------------------------------
+    def attach(self, execution_id: str) -> None:
+        """A stream client follows this run (again): a pending cancellation for a client that
+        left is called off."""
+        self.followers[execution_id] = self.followers.get(execution_id, 0) + 1
+        handle = self.orphaned.pop(execution_id, None)
+        if handle is not None:
+            handle.cancel()
+
+    def detach(self, execution_id: str, *, cancel: bool) -> None:
+        """A stream client stopped following this run. When it was the last one and ``cancel``
+        (it went away and ``cancel_on_disconnect`` is on), the run is cancelled after
+        ``stream_resume_grace`` seconds unless a client resumes it (:meth:`attach`) first."""
+        left = self.followers.get(execution_id, 0) - 1
+        if left > 0:
+            self.followers[execution_id] = left
+            return
+        self.followers.pop(execution_id, None)
+        if not cancel or execution_id not in self.runtime.live or execution_id in self.orphaned:
+            return
+        grace = self.settings.stream_resume_grace
+        self.orphaned[execution_id] = self.loop.call_later(grace, self._cancel_orphan, execution_id)
+
+    def _cancel_orphan(self, execution_id: str) -> None:
+        self.orphaned.pop(execution_id, None)
+        if self.followers.get(execution_id):
+            return
+        task = self.loop.create_task(self.cancel(execution_id))
+        self._cancelling.add(task)
+        task.add_done_callback(self._cancelling.discard)
 
     async def cancel(self, execution_id: str) -> bool:
         """Cancel a queued or running run wherever the executor has it; False if it cannot."""

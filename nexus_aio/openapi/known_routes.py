@@ -105,7 +105,11 @@ def _execution_events_op(nexus: Nexus) -> dict[str, Any]:
     params = [
         EXECUTION_ID,
         header("Last-Event-ID", "Resume after this event id"),
-        query_param("last_event_id", {"type": "integer", "minimum": 0}, "Resume after this event"),
+        query_param(
+            "last_event_id",
+            {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
+            "Resume after this event",
+        ),
     ]
     ok = {
         "description": "Server-sent events: stored ones, then live ones until the end",

@@ -57,7 +57,7 @@ from nexus_aio.testing.contracts import (  # noqa: E402 - after the rewrite hook
     WebhookOutboxContract,
     opened,
 )
-from nexus_aio.testing.sse import SSEEvent, parse_sse, read_sse  # noqa: E402
+from nexus_aio.testing.sse import SSEEvent, event_ids, parse_sse, read_sse  # noqa: E402
 
 if TYPE_CHECKING:
     from nexus_aio.nexus import Nexus
@@ -74,6 +74,7 @@ __all__ = [
     "SessionStoreContract",
     "ThreadedServer",
     "WebhookOutboxContract",
+    "event_ids",
     "free_port",
     "make_app",
     "nexus_server",

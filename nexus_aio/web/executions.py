@@ -35,7 +35,7 @@ from nexus_aio.stores.executions import (
 from nexus_aio.web.keys import ACTOR, EXECUTION_ID, service_of
 from nexus_aio.web.permissions import check_permission
 from nexus_aio.web.responses import json_response
-from nexus_aio.web.sse import stream_execution
+from nexus_aio.web.sse import LAST_EVENT_ID, parse_event_id, stream_execution
 
 if TYPE_CHECKING:
     from nexus_aio.nexus import Nexus
@@ -93,20 +93,23 @@ def parse_limit(text: str | None) -> int:
     return limit
 
 
-def parse_last_event_id(request: web.Request) -> int:
+def parse_last_event_id(request: web.Request, execution_id: str | None = None) -> int:
     """The ``Last-Event-ID`` header (what a reconnecting ``EventSource`` sends), else the
-    ``?last_event_id=`` parameter; 0 (from the start) when neither is given."""
-    text = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
+    ``?last_event_id=`` parameter; 0 (from the start) when neither is given. An id is a
+    non-negative ASCII integer below 2^63 (anything else is a 400 before the stream opens),
+    or, as an execute stream numbers them, ``<workflow_id>:<n>`` of this execution."""
+    text = request.headers.get(LAST_EVENT_ID) or request.query.get("last_event_id")
     if not text:
         return 0
-    try:
-        seq = int(text)
-    except ValueError:
-        seq = -1
-    if seq < 0:
+    owner, seq = parse_event_id(text)
+    if owner is not None and owner != execution_id:
         raise ValidationError(
-            f"Invalid Last-Event-ID: {text!r} (an event id from this stream)",
-            details={"field": "Last-Event-ID", "expected": "integer >= 0", "received": text},
+            f"Invalid Last-Event-ID: {text[:80]!r} is an event id of another execution",
+            details={
+                "field": LAST_EVENT_ID,
+                "expected": "an event id of this execution",
+                "received": text[:80],
+            },
         )
     return seq
 
@@ -172,7 +175,7 @@ async def list_executions(request: web.Request) -> web.Response:
 async def execution_events(request: web.Request) -> web.StreamResponse:
     """Replay then follow; ``Last-Event-ID`` resumes after that event, exactly once each."""
     await check_permission(request, "read", "executions")
-    after_seq = parse_last_event_id(request)
+    after_seq = parse_last_event_id(request, request.match_info["execution_id"])
     record = await load_record(request)
     return await stream_execution(request, service_of(request), record.id, after_seq)
 

@@ -201,7 +201,9 @@ async def _replay(request: web.Request, entry: IdempotencyEntry) -> web.StreamRe
     request[EXECUTION_ID] = entry.execution_id
     headers = {REPLAYED_HEADER: "true"}
     if not entry.body:  # a stream: its events from the first, stored or live
-        return await stream_execution(request, service_of(request), entry.execution_id, 0, headers)
+        return await stream_execution(
+            request, service_of(request), entry.execution_id, 0, headers, resumable=True
+        )
     if entry.status == 202:
         headers["Location"] = (
             f"{nexus_of(request).settings.api_prefix}/executions/{entry.execution_id}"
