@@ -15,6 +15,7 @@ from nexus_aio.envelope import new_request_id
 from nexus_aio.errors import ConfigurationError, NexusError
 from nexus_aio.execution.service import ExecutionService
 from nexus_aio.web.access_log import access_logger
+from nexus_aio.web.crossorigin import make_cross_origin_middleware
 from nexus_aio.web.keys import (
     ACTOR,
     EXECUTION_ID,
@@ -139,7 +140,11 @@ def build_app(nexus: Nexus) -> web.Application:
     settings = nexus.settings = nexus.settings.freeze()
     hooks = nexus.hooks
     hooks.resolve_request_hooks()
-    middlewares = [make_core_middleware(nexus), *hooks.register_middlewares()]
+    middlewares = [
+        make_core_middleware(nexus),
+        make_cross_origin_middleware(nexus),  # before plugins: refused requests cost no budget
+        *hooks.register_middlewares(),
+    ]
     # aiohttp has no header-read timeout: its keep-alive timer (armed when a connection opens and
     # after each response, fired only while no complete request head has arrived) is the one
     # that cuts off slow-header (slowloris) clients, so ``header_timeout`` sets it.
@@ -174,8 +179,14 @@ def build_app(nexus: Nexus) -> web.Application:
     return app
 
 
+NO_AUTH_WARNING = "no authentication: every caller can run every workflow and read every execution"
+
+
 async def _mark_started(app: web.Application) -> None:
-    app[NEXUS].started_at = time.time()
+    nexus = app[NEXUS]
+    nexus.started_at = time.time()
+    if not nexus.settings.enable_auth:
+        log.warning(NO_AUTH_WARNING)
 
 
 async def _service_ctx(app: web.Application) -> AsyncIterator[None]:
