@@ -49,7 +49,7 @@ SAFE_METHODS = frozenset({hdrs.METH_GET, hdrs.METH_HEAD, hdrs.METH_OPTIONS})
 # Core GET routes that change state (paths below ``api_prefix``).
 STATE_CHANGING_GETS = ("/workflows/{name}/execute",)
 ALLOWED_FETCH_SITES = frozenset({"same-origin", "none"})
-SEC_FETCH_SITE = "Sec-Fetch-Site"
+SEC_FETCH_SITE = hdrs.istr("Sec-Fetch-Site")  # istr: no case folding per lookup
 DEFAULT_PORTS = {"http": "80", "https": "443"}
 
 
