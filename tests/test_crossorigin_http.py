@@ -212,7 +212,9 @@ async def test_requests_without_browser_headers_keep_working_like_the_spec_curl_
     assert runs == [7]
 
 
-async def test_a_plugins_trusted_origins_may_send_state_changing_requests(nexus_server, http):
+async def test_hook_trusted_origins(nexus_server, http):
+    """A plugin's trusted origins may send state-changing requests cross-site; others may not."""
+
     class PartnerOrigins:
         __name__ = "partner_origins"
 

@@ -183,10 +183,7 @@ NO_AUTH_WARNING = "no authentication: every caller can run every workflow and re
 
 
 async def _mark_started(app: web.Application) -> None:
-    nexus = app[NEXUS]
-    nexus.started_at = time.time()
-    if not nexus.settings.enable_auth:
-        log.warning(NO_AUTH_WARNING)
+    app[NEXUS].started_at = time.time()
 
 
 async def _service_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -212,6 +209,8 @@ def serve(
     """Serve until SIGINT/SIGTERM; in-flight requests get ``shutdown_timeout`` seconds."""
     app = nexus.create_app()
     settings = nexus.settings
+    if not settings.enable_auth:
+        log.warning(NO_AUTH_WARNING)
     web.run_app(
         app,
         loop=_new_event_loop(),
