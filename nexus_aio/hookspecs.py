@@ -63,6 +63,17 @@ def register_middlewares(nexus: Nexus) -> Iterable[Any] | None:
 
 
 @hookspec
+def trusted_origins(nexus: Nexus) -> Iterable[str] | None:
+    """Origins whose web pages may send state-changing requests, asked once at app build.
+
+    Return ``scheme://host[:port]`` strings (``"*"``: every origin) or None. The core's
+    cross-origin protection refuses (403) a state-changing request that a browser marks
+    cross-origin unless its ``Origin`` is one of these; the CORS plugin answers its
+    ``cors_origins``. A value that is not an origin fails startup.
+    """
+
+
+@hookspec
 def register_cleanup_ctx(nexus: Nexus) -> Iterable[Any] | None:
     """Startup/shutdown pairs, asked once at app build: ``async def ctx(app): ...; yield; ...``.
 

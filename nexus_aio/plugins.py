@@ -231,6 +231,9 @@ class Hooks:
     def register_middlewares(self) -> list[Any]:
         return self._collect("register_middlewares")
 
+    def trusted_origins(self) -> list[str]:
+        return self._collect("trusted_origins")
+
     def register_cleanup_ctx(self) -> list[Any]:
         return self._collect("register_cleanup_ctx")
 

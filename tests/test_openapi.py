@@ -224,7 +224,7 @@ def test_auth_plugin_adds_bearer_scheme_and_401_403_when_enabled():
         validate(doc)
         assert "securitySchemes" not in doc.get("components", {})
         return
-    doc = build_openapi(make_app(enable_auth=True, auth_api_keys=["k1"]))
+    doc = build_openapi(make_app(enable_auth=True, auth_api_keys=["k1-0123456789abcdef"]))
     validate(doc)
     assert doc["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
     assert doc["security"] == [{"bearerAuth": []}]

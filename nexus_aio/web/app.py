@@ -24,6 +24,7 @@ from nexus_aio.web.body import (
     quiet_client_errors,
     watch_body,
 )
+from nexus_aio.web.crossorigin import make_cross_origin_middleware
 from nexus_aio.web.keys import (
     ACTOR,
     EXECUTION_ID,
@@ -189,7 +190,11 @@ def build_app(nexus: Nexus) -> web.Application:
     hooks = nexus.hooks
     hooks.resolve_request_hooks()
     quiet_client_errors()
-    middlewares = [make_core_middleware(nexus), *hooks.register_middlewares()]
+    middlewares = [
+        make_core_middleware(nexus),
+        make_cross_origin_middleware(nexus),  # before plugins: refused requests cost no budget
+        *hooks.register_middlewares(),
+    ]
     # aiohttp has no header-read timeout: its keep-alive timer (armed when a connection opens and
     # after each response, fired only while no complete request head has arrived) is the one
     # that cuts off slow-header (slowloris) clients, so ``header_timeout`` sets it.
@@ -224,6 +229,9 @@ def build_app(nexus: Nexus) -> web.Application:
     return app
 
 
+NO_AUTH_WARNING = "no authentication: every caller can run every workflow and read every execution"
+
+
 async def _mark_started(app: web.Application) -> None:
     app[NEXUS].started_at = time.time()
 
@@ -251,6 +259,8 @@ def serve(
     """Serve until SIGINT/SIGTERM; in-flight requests get ``shutdown_timeout`` seconds."""
     app = nexus.create_app()
     settings = nexus.settings
+    if not settings.enable_auth:
+        log.warning(NO_AUTH_WARNING)
     web.run_app(
         app,
         loop=_new_event_loop(),

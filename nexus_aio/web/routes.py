@@ -227,11 +227,26 @@ def overall_status(components: dict[str, dict[str, Any]]) -> str:
     return next(k for k, v in STATUS_RANK.items() if v == worst)
 
 
+def visible_components(
+    request: web.Request, components: dict[str, dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """The full reports for a caller with credentials (or with auth off); with auth on, an
+    anonymous caller (``/health`` is public) sees each component's status only: no paths,
+    sizes or memory figures."""
+    if request.get(ACTOR) is not None or not nexus_of(request).settings.enable_auth:
+        return components
+    return {name: {"status": report["status"]} for name, report in components.items()}
+
+
 async def health_detailed(request: web.Request) -> web.Response:
     nexus = nexus_of(request)
     components = await run_health_components(nexus)
     return json_response(
-        {"status": overall_status(components), "version": __version__, "components": components}
+        {
+            "status": overall_status(components),
+            "version": __version__,
+            "components": visible_components(request, components),
+        }
     )
 
 
