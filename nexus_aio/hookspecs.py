@@ -166,6 +166,19 @@ def execution_finished(nexus: Nexus, execution: Any, events: Sequence[Any]) -> N
     """
 
 
+@hookspec
+def webhook_attempted(
+    nexus: Nexus, delivery: Any, execution: Any, started_at: float, finished_at: float
+) -> None:
+    """Observer called after each completion-webhook delivery attempt; returns None.
+
+    ``delivery`` (a ``nexus_aio.stores.webhooks.Delivery``) holds the outcome so far: ``url``,
+    ``state`` (pending, delivered or failed), ``attempts``, ``last_status``, ``last_error``;
+    ``execution`` is the record that was sent (None when it no longer exists); the times are
+    epoch seconds. Called on the event loop: keep it fast and never raise.
+    """
+
+
 @hookspec(firstresult=True)
 def storage_backend(nexus: Nexus, kind: str) -> Any:
     """A store for ``kind`` ("executions", "sessions", "ratelimit", "webhooks": the

@@ -290,6 +290,17 @@ class Hooks:
     def execution_finished(self, execution: Any, events: Sequence[Any] = ()) -> None:
         self.pm.hook.execution_finished(nexus=self.nexus, execution=execution, events=events)
 
+    def webhook_attempted(
+        self, delivery: Any, execution: Any, started_at: float, finished_at: float
+    ) -> None:
+        self.pm.hook.webhook_attempted(
+            nexus=self.nexus,
+            delivery=delivery,
+            execution=execution,
+            started_at=started_at,
+            finished_at=finished_at,
+        )
+
     async def storage_backend(self, kind: str) -> Any:
         return await self._first_result("storage_backend", nexus=self.nexus, kind=kind)
 

@@ -336,3 +336,36 @@ def test_each_run_is_delivered_once_across_workers(tmp_path, thread_receiver):
     webhook_ids = [headers["webhook-id"] for headers, _ in calls]
     assert sorted(webhook_ids) == sorted(f"msg_{i}" for i in ids)
     assert json.loads(calls[0][1])["status"] == "succeeded"  # delivered rows are never re-sent
+
+
+async def test_hook_webhook_attempted(nexus_server, http, receiver):
+    from nexus_aio import hookimpl
+
+    seen: list[tuple[str, str, int, int | None, str]] = []
+
+    class Plugin:
+        @hookimpl
+        def webhook_attempted(self, nexus, delivery, execution, started_at, finished_at):
+            assert started_at <= finished_at
+            seen.append(
+                (
+                    delivery.execution_id,
+                    delivery.state,
+                    delivery.attempts,
+                    delivery.last_status,
+                    execution.status,
+                )
+            )
+
+    receiver.statuses = [500]
+    app = make_app(**LOCAL, webhook_initial_delay=0.05)
+    app.pm.register(Plugin())
+    url = await nexus_server(app)
+    _, data = await execute(
+        http, url, {"inputs": {"a": 1, "b": 1}, "mode": "async", "webhook": receiver.url}
+    )
+    await wait_webhook_state(http, url, data["workflow_id"], "delivered")
+    assert seen == [
+        (data["workflow_id"], "pending", 1, 500, "succeeded"),
+        (data["workflow_id"], "delivered", 2, 200, "succeeded"),
+    ]

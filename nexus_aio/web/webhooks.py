@@ -90,6 +90,8 @@ class Deliverer:
         self.retention = settings.execution_retention_age
         self.inflight: set[asyncio.Task[None]] = set()
         self.http: aiohttp.ClientSession | None = None
+        self.hooks = service.nexus.hooks
+        self.observed = self.hooks.implemented("webhook_attempted")
 
     async def run(self) -> None:
         connector = aiohttp.TCPConnector(
@@ -140,6 +142,7 @@ class Deliverer:
     async def deliver(self, delivery: Delivery) -> None:
         """One attempt; its outcome is stored whatever happens (short of cancellation)."""
         record = await self.service.get(delivery.execution_id)
+        started = time.time()
         delivery.attempts += 1
         status, error, final = None, None, False
         if record is None:
@@ -162,6 +165,8 @@ class Deliverer:
         else:
             delivery.next_at = now + self.backoff(delivery.attempts)
         await self.outbox.attempted(delivery)
+        if self.observed:
+            self.hooks.webhook_attempted(delivery, record, started, now)
 
     async def _post(self, delivery: Delivery, body: bytes) -> tuple[int | None, str | None, bool]:
         """``(status, error, final)`` of one POST; ``final``: never worth retrying."""

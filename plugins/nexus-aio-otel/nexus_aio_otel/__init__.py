@@ -120,6 +120,15 @@ def execution_finished(nexus: Nexus, execution: Any, events: Any) -> None:
 
 
 @hookimpl
+def webhook_attempted(
+    nexus: Nexus, delivery: Any, execution: Any, started_at: float, finished_at: float
+) -> None:
+    telemetry = _TELEMETRY.get(nexus)
+    if telemetry is not None:
+        telemetry.record_delivery(delivery, execution, started_at, finished_at)
+
+
+@hookimpl
 def register_cleanup_ctx(nexus: Nexus) -> list[Any] | None:
     telemetry = telemetry_for(nexus)
     if telemetry is None:

@@ -177,5 +177,28 @@ class Telemetry:
             span.set_status(Status(StatusCode.ERROR, "the node did not complete"))
         span.end(end_time=_nanos(end))
 
+    def record_delivery(
+        self, delivery: Any, record: Any, started_at: float, finished_at: float
+    ) -> None:
+        """The CLIENT span of one webhook delivery attempt, in its execution's trace."""
+        trace_id = getattr(record, "trace_id", None)
+        context = _remote_parent(trace_id, "0" * 15 + "1") if trace_id else None
+        span = self.tracer.start_span(
+            "webhook delivery",
+            context=context,
+            kind=SpanKind.CLIENT,
+            attributes={
+                "nexus.execution_id": delivery.execution_id,
+                "url.full": delivery.url,
+                "nexus.webhook.attempt": delivery.attempts,
+                "nexus.webhook.state": delivery.state,
+                "http.response.status_code": delivery.last_status or 0,
+            },
+            start_time=_nanos(started_at),
+        )
+        if delivery.state != "delivered":
+            span.set_status(Status(StatusCode.ERROR, str(delivery.last_error or "not delivered")))
+        span.end(end_time=_nanos(finished_at))
+
     def shutdown(self) -> None:
         self.provider.shutdown()
