@@ -44,14 +44,16 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def request_hash(request: web.Request, body: bytes) -> str:
-    """What makes two requests "the same": method, path, query and the body as canonical JSON
-    (key order and whitespace do not matter; a non-JSON body counts byte for byte)."""
+    """What makes two requests "the same": method, path, query, ``X-Session-ID`` and the body as
+    canonical JSON (key order and whitespace do not matter; a non-JSON body counts byte for
+    byte)."""
     try:
         canonical = orjson.dumps(orjson.loads(body), option=orjson.OPT_SORT_KEYS) if body else b""
     except orjson.JSONDecodeError:
         canonical = body
     query = "&".join(f"{k}={v}" for k, v in sorted(request.query.items()))
-    digest = hashlib.sha256(f"{request.method}\0{request.path}\0{query}\0".encode())
+    session = request.headers.get("X-Session-ID")  # the session changes the outcome too
+    digest = hashlib.sha256(f"{request.method}\0{request.path}\0{query}\0{session}\0".encode())
     digest.update(canonical)
     return digest.hexdigest()
 
