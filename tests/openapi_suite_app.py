@@ -87,6 +87,11 @@ def lower_a(small: int = 2) -> int:
     return small
 
 
+@workflow("batch")  # execute_Batch: the batch plugin's operation is execute_batch
+def batch_named(count: int = 0) -> int:
+    return count
+
+
 @workflow("hello world")
 def hello_world(who: str = "world") -> str:
     return f"hello {who}"

@@ -220,6 +220,18 @@ async def test_every_status_a_real_server_answers_is_in_the_document(nexus_serve
         assert str(status) in doc["paths"][template][method]["responses"], (template, status)
 
 
+async def test_an_idempotency_key_reused_with_another_session_header_is_a_422(nexus_server, http):
+    url = await nexus_server(make_suite_app())
+    path = f"{url}/workflows/a/execute"
+    statuses = []
+    for session in ("s-1", "s-1", "s-2"):
+        headers = {"Idempotency-Key": "same", "X-Session-ID": session}
+        async with http.post(path, json={"inputs": {"small": 1}}, headers=headers) as resp:
+            statuses.append(resp.status)
+            replayed = resp.headers.get("Idempotent-Replayed")
+    assert statuses == [200, 200, 422] and replayed is None
+
+
 # -- constraints -----------------------------------------------------------------------------------
 PATTERN_BREAKERS = ("", " ", "!", "a b", "é", "{x}", "x" * 300)
 
