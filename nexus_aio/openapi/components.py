@@ -38,12 +38,15 @@ _METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch"
 ERROR_DESCRIPTIONS = {
     400: "Invalid request: malformed JSON, unknown, missing or wrong-typed fields",
     401: "Authentication required",
-    403: "Not allowed for this actor",
+    403: "Forbidden: a cross-site browser request to a state-changing route, or not allowed "
+    "for this actor",
     404: "Not found",
     405: "Method not allowed",
-    409: "Conflict with the resource's state",
+    408: "The request body did not arrive within body_timeout",
+    409: "Conflict: the execution was cancelled or already finished, or a request with the "
+    "same Idempotency-Key is still running",
     413: "Request body too large",
-    415: "Unsupported media type",
+    415: "Unsupported media type for the request body",
     422: "Idempotency-Key reused with a different request",
     429: "Rate limit exceeded (see Retry-After)",
     500: "The workflow raised, or an internal error",

@@ -88,7 +88,7 @@ def _executions_list_op(nexus: Nexus) -> dict[str, Any]:
         query_param("cursor", {"type": "string"}, "next_cursor of the previous page"),
     ]
     ok = json_content(ref("ExecutionList"), "Executions, newest first")
-    return _op("list_executions", "executions", "Execution history", ok, (400,), params)
+    return _op("list_executions", "executions", "Execution history", ok, (400, 503), params)
 
 
 def _execution_get_op(nexus: Nexus) -> dict[str, Any]:
@@ -98,7 +98,8 @@ def _execution_get_op(nexus: Nexus) -> dict[str, Any]:
         "Hold the request up to this many seconds until the execution finishes",
     )
     ok = json_content(ref("Execution"), "The execution record")
-    return _op("get_execution", "executions", "An execution", ok, (400, 404), [EXECUTION_ID, wait])
+    params = [EXECUTION_ID, wait]
+    return _op("get_execution", "executions", "An execution", ok, (400, 404, 503), params)
 
 
 def _execution_events_op(nexus: Nexus) -> dict[str, Any]:
@@ -115,7 +116,9 @@ def _execution_events_op(nexus: Nexus) -> dict[str, Any]:
         "description": "Server-sent events: stored ones, then live ones until the end",
         "content": {"text/event-stream": {"schema": SSE_EVENT}},
     }
-    return _op("execution_events", "executions", "An execution's events", ok, (400, 404), params)
+    return _op(
+        "execution_events", "executions", "An execution's events", ok, (400, 404, 503), params
+    )
 
 
 def _execution_cancel_op(nexus: Nexus) -> dict[str, Any]:
@@ -125,20 +128,26 @@ def _execution_cancel_op(nexus: Nexus) -> dict[str, Any]:
         "executions",
         "Cancel a queued or running execution",
         ok,
-        (404, 409),
+        (404, 409, 503),
         [EXECUTION_ID],
     )
 
 
 def _session_get_op(nexus: Nexus) -> dict[str, Any]:
     ok = json_content(ref("Session"), "The session's state and times")
-    return _op("get_session", "sessions", "A session", ok, (400, 404), [SESSION_ID])
+    return _op("get_session", "sessions", "A session", ok, (400, 404, 503), [SESSION_ID])
 
 
 def _session_delete_op(nexus: Nexus) -> dict[str, Any]:
     ok = {"description": "Deleted"}
     return _op(
-        "delete_session", "sessions", "End a session", ok, (400, 404), [SESSION_ID], status="204"
+        "delete_session",
+        "sessions",
+        "End a session",
+        ok,
+        (400, 404, 503),
+        [SESSION_ID],
+        status="204",
     )
 
 

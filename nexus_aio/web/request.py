@@ -226,7 +226,8 @@ def _execute_request(request: web.Request, body: Any) -> ExecuteRequest:
             },
         )
     inputs = body.get("inputs", {})
-    mode = (request.query_string and request.query.get("mode")) or body.get("mode") or "sync"
+    query_mode = request.query.get("mode") if request.query_string else None
+    mode = query_mode if query_mode is not None else body.get("mode", "sync")  # "" is a 400
     context = body.get("context")
     if context is not None and not isinstance(context, dict):
         raise _field_error("context", "object", context)
