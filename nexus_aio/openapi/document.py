@@ -109,6 +109,13 @@ class _Builder:
                 "session_id": {**SESSION_ID_SCHEMA, "description": "Continue a session"},
                 "context": {"type": "object", "description": "Passed to the workflow's Context"},
                 "mode": {"type": "string", "enum": ["sync", "stream", "async"], "default": "sync"},
+                "webhook": {
+                    "type": "string",
+                    "format": "uri",
+                    "maxLength": 2048,
+                    "description": "Async and stream runs: POST the final execution record"
+                    " here, signed (Standard Webhooks); needs the server's webhook_secret",
+                },
             },
             "additionalProperties": False,
         }
