@@ -110,7 +110,7 @@ class _Builder:
                 "context": {"type": "object", "description": "Passed to the workflow's Context"},
                 "mode": {"type": "string", "enum": ["sync", "stream", "async"], "default": "sync"},
                 "webhook": {
-                    "type": "string",
+                    "type": ["string", "null"],
                     "format": "uri",
                     "maxLength": 2048,
                     "description": "Async and stream runs: POST the final execution record"
