@@ -12,7 +12,7 @@ install: $(STAMP)
 $(STAMP): setup.cfg pyproject.toml $(wildcard plugins/*/setup.cfg)
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[pydantic,test,dev]' $(foreach p,$(PLUGINS),-e ./$(p))
+	$(BIN)/pip install -q -e '.[pydantic,schedules,test,dev]' $(foreach p,$(PLUGINS),-e ./$(p))
 	touch $(STAMP)
 
 run: install

@@ -82,6 +82,10 @@ class SessionNotFound(NotFound):
     type = "SessionNotFound"
 
 
+class ScheduleNotFound(NotFound):
+    type = "ScheduleNotFound"
+
+
 class MethodNotAllowed(NexusError):
     status = 405
     type = "MethodNotAllowed"
@@ -90,6 +94,13 @@ class MethodNotAllowed(NexusError):
 class Conflict(NexusError):
     status = 409
     type = "Conflict"
+
+
+class RequestTimeout(NexusError):
+    """The request body did not fully arrive within ``body_timeout``; the connection closes."""
+
+    status = 408
+    type = "RequestTimeout"
 
 
 class PayloadTooLarge(NexusError):
@@ -105,6 +116,14 @@ class UnsupportedMediaType(NexusError):
 class IdempotencyConflict(NexusError):
     status = 422
     type = "IdempotencyConflict"
+
+
+class ClientClosedRequest(NexusError):
+    """The client went away before its request body arrived (nginx's 499): not a server error;
+    nobody receives the answer, the status is for logs and metrics."""
+
+    status = 499
+    type = "ClientClosedRequest"
 
 
 class RateLimitExceeded(NexusError):
@@ -172,6 +191,7 @@ ERRORS_BY_STATUS: dict[int, type[NexusError]] = {
     403: Forbidden,
     404: NotFound,
     405: MethodNotAllowed,
+    408: RequestTimeout,
     409: Conflict,
     413: PayloadTooLarge,
     415: UnsupportedMediaType,

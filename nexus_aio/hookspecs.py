@@ -16,7 +16,7 @@ hook name fails at startup (``check_pending``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -59,6 +59,17 @@ def register_middlewares(nexus: Nexus) -> Iterable[Any] | None:
 
     They run inside the core middleware (request id, actor and error rendering already done), in
     plugin order (``tryfirst`` to be outermost); errors they raise become the envelope.
+    """
+
+
+@hookspec
+def trusted_origins(nexus: Nexus) -> Iterable[str] | None:
+    """Origins whose web pages may send state-changing requests, asked once at app build.
+
+    Return ``scheme://host[:port]`` strings (``"*"``: every origin) or None. The core's
+    cross-origin protection refuses (403) a state-changing request that a browser marks
+    cross-origin unless its ``Origin`` is one of these; the CORS plugin answers its
+    ``cors_origins``. A value that is not an origin fails startup.
     """
 
 
@@ -143,22 +154,39 @@ def execution_started(nexus: Nexus, execution: Any) -> None:
 
 
 @hookspec
-def execution_finished(nexus: Nexus, execution: Any) -> None:
+def execution_finished(nexus: Nexus, execution: Any, events: Sequence[Any]) -> None:
     """Observer called when an execution reaches a final status; returns None.
 
-    ``execution.status`` is succeeded, failed, timed_out or cancelled; ``started_at``,
-    ``finished_at`` and ``error`` (a failure's envelope error) are set. Called on the event loop:
-    keep it fast and never raise.
+    ``execution.status`` is succeeded, failed, timed_out, cancelled or interrupted;
+    ``started_at``, ``finished_at``, ``trace_id`` and ``error`` (a failure's envelope error) are
+    set. ``events`` is its event log so far (``ExecutionEvent``s: start, node, retry, progress,
+    chunk... without the final ``complete``/``error``; empty for a run that never started).
+    Implementations may omit the ``events`` parameter. Called on the event loop: keep it fast
+    and never raise.
+    """
+
+
+@hookspec
+def webhook_attempted(
+    nexus: Nexus, delivery: Any, execution: Any, started_at: float, finished_at: float
+) -> None:
+    """Observer called after each completion-webhook delivery attempt; returns None.
+
+    ``delivery`` (a ``nexus_aio.stores.webhooks.Delivery``) holds the outcome so far: ``url``,
+    ``state`` (pending, delivered or failed), ``attempts``, ``last_status``, ``last_error``;
+    ``execution`` is the record that was sent (None when it no longer exists); the times are
+    epoch seconds. Called on the event loop: keep it fast and never raise.
     """
 
 
 @hookspec(firstresult=True)
 def storage_backend(nexus: Nexus, kind: str) -> Any:
-    """A store for ``kind`` ("executions", "sessions" or "ratelimit"), asked once at startup.
+    """A store for ``kind`` ("executions", "sessions", "ratelimit", "webhooks": the
+    completion-webhook outbox, or "schedules"), asked once at startup.
 
-    Return an (unopened) ``ExecutionStore``, ``SessionStore`` or ``RateLimitBackend``, or None to
-    pass. The core awaits each result and keeps the first non-None; the built-in SQLite/memory
-    stores answer last.
+    Return an (unopened) ``ExecutionStore``, ``SessionStore``, ``RateLimitBackend``,
+    ``WebhookOutbox`` or ``ScheduleStore``, or None to pass. The core awaits each result and
+    keeps the first non-None; the built-in SQLite/memory stores answer last.
     """
 
 

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from nexus_aio.errors import RegistrationError, WorkflowNotFound
+from nexus_aio.errors import NexusError, RegistrationError, WorkflowNotFound
 from nexus_aio.execution.service import ExecutionService, RunRequest
 from nexus_aio.plugins import Hooks, build_plugin_manager
 from nexus_aio.settings import Settings, initial_value
@@ -83,6 +83,8 @@ class Nexus:
         self.settings = Settings.build(kwargs, declared=self.hooks.register_settings())
         self.workflows: dict[str, CompiledWorkflow] = {}
         self.endpoints: list[EndpointSpec] = []
+        # workflow name -> cron expression, from @app.workflow(schedule=...)
+        self.declared_schedules: dict[str, str] = {}
         self.service: ExecutionService | None = None  # while serving (or ``async with app``)
         self._owns_service = False
         self.app: web.Application | None = None
@@ -106,8 +108,12 @@ class Nexus:
         timeout: float | None = None,
         rate_limit: int | None = None,
         rate_limit_burst: int | None = None,
+        schedule: str | None = None,
     ) -> CompiledWorkflow:
-        """Register a function (sync, async, async generator) or a ``Workflow`` DAG."""
+        """Register a function (sync, async, async generator) or a ``Workflow`` DAG.
+
+        ``schedule`` (a cron expression) also runs it on that schedule, with no inputs, as the
+        schedule ``sch-decl-<name>`` (see docs/schedules.md)."""
         if self.app is not None and self.app.frozen:
             raise RegistrationError("register() must be called before the app starts")
         if name in self.workflows:
@@ -120,8 +126,24 @@ class Nexus:
             rate_limit=rate_limit,
             rate_limit_burst=rate_limit_burst,
         )
+        if schedule is not None:
+            self._declare_schedule(compiled, schedule)
         self.workflows[name] = compiled
         return compiled
+
+    def _declare_schedule(self, compiled: CompiledWorkflow, cron: str) -> None:
+        from nexus_aio.execution.schedules import Timing
+
+        try:
+            timing = Timing.parse(cron, None)
+            compiled.schema.validate({})
+        except NexusError as exc:
+            raise RegistrationError(
+                f"workflow {compiled.name!r}: schedule {cron!r}: {exc.message} (a declared "
+                "schedule runs the workflow without inputs)"
+            ) from None
+        assert timing.cron is not None
+        self.declared_schedules[compiled.name] = timing.cron
 
     def workflow(
         self,

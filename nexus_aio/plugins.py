@@ -19,7 +19,7 @@ import importlib
 import importlib.metadata
 import inspect
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -46,6 +46,8 @@ DEFAULT_PLUGINS = (
     "nexus_aio.builtin.endpoints",
     "nexus_aio.builtin.openapi",
     "nexus_aio.builtin.playground",
+    "nexus_aio.builtin.webhooks",
+    "nexus_aio.builtin.schedules",
 )
 ENTRY_POINT_GROUP = "nexus_aio"
 
@@ -229,6 +231,9 @@ class Hooks:
     def register_middlewares(self) -> list[Any]:
         return self._collect("register_middlewares")
 
+    def trusted_origins(self) -> list[str]:
+        return self._collect("trusted_origins")
+
     def register_cleanup_ctx(self) -> list[Any]:
         return self._collect("register_cleanup_ctx")
 
@@ -282,8 +287,19 @@ class Hooks:
     def execution_started(self, execution: Any) -> None:
         self.pm.hook.execution_started(nexus=self.nexus, execution=execution)
 
-    def execution_finished(self, execution: Any) -> None:
-        self.pm.hook.execution_finished(nexus=self.nexus, execution=execution)
+    def execution_finished(self, execution: Any, events: Sequence[Any] = ()) -> None:
+        self.pm.hook.execution_finished(nexus=self.nexus, execution=execution, events=events)
+
+    def webhook_attempted(
+        self, delivery: Any, execution: Any, started_at: float, finished_at: float
+    ) -> None:
+        self.pm.hook.webhook_attempted(
+            nexus=self.nexus,
+            delivery=delivery,
+            execution=execution,
+            started_at=started_at,
+            finished_at=finished_at,
+        )
 
     async def storage_backend(self, kind: str) -> Any:
         return await self._first_result("storage_backend", nexus=self.nexus, kind=kind)

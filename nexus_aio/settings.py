@@ -142,9 +142,16 @@ class Settings:
     max_items: int = 100_000
     session_ttl: float = 3600.0
     session_purge_interval: float | None = None  # None: half of session_ttl, within 0.5-60 s
+    max_sessions: int = 100_000  # live sessions; a new one beyond it is a 503
+    memory_sessions_max_bytes: int = 128 * 1024 * 1024  # memory session store: oldest evicted
+    memory_executions_max_bytes: int = 256 * 1024 * 1024  # memory executions store: oldest finished
     sse_keepalive: float = 15.0
     cancel_on_disconnect: bool = True
+    sse_send_timeout: float = 30.0  # a stream client that reads nothing for this long is dropped
+    stream_resume_grace: float = 5.0  # a dropped stream's run waits this long for its client
     idempotency_ttl: float = 86400.0
+    idempotency_max_keys: int = 10_000  # memory store: keys remembered (oldest dropped first)
+    idempotency_max_bytes: int = 64 * 1024 * 1024  # memory store: bytes of remembered answers
     database: str = ".nexus/nexus.db"
     execution_retention_age: float = 7 * 86400.0
     execution_retention_count: int = 100_000
@@ -153,10 +160,21 @@ class Settings:
     sync_workers: int = 32
     shutdown_timeout: float = 10.0
     header_timeout: float = 10.0
+    body_timeout: float = 60.0
     log_format: str = "text"
     log_level: str = "INFO"
     access_log: bool = True
     disable_plugins: list[str] = field(default_factory=list)
+    # Completion webhooks (docs/webhooks.md): Standard Webhooks signing key, whsec_<base64>.
+    webhook_secret: str | None = None
+    webhook_allowed_hosts: list[str] = field(default_factory=list)
+    webhook_initial_delay: float = 1.0
+    webhook_max_delay: float = 300.0
+    webhook_max_attempts: int = 8
+    webhook_timeout: float = 10.0
+    # Schedules (docs/schedules.md)
+    max_schedules: int = 10_000
+    schedule_misfire_grace: float = 10.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_declared", {})
@@ -268,15 +286,36 @@ class Settings:
             "max_depth",
             "max_key_length",
             "session_ttl",
+            "max_sessions",
+            "memory_sessions_max_bytes",
+            "memory_executions_max_bytes",
             "sse_keepalive",
+            "sse_send_timeout",
             "header_timeout",
+            "idempotency_max_keys",
+            "idempotency_max_bytes",
+            "webhook_initial_delay",
+            "webhook_max_delay",
+            "webhook_max_attempts",
+            "webhook_timeout",
+            "max_schedules",
+            "schedule_misfire_grace",
+            "body_timeout",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigurationError(f"{name} must be positive, got {getattr(self, name)!r}")
+        if self.stream_resume_grace < 0:
+            raise ConfigurationError(
+                f"stream_resume_grace must be >= 0, got {self.stream_resume_grace!r}"
+            )
         for name in ("rate_limit", "rate_limit_burst", "session_purge_interval"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ConfigurationError(f"{name} must be positive, got {value!r}")
+        if self.webhook_secret is not None:
+            from nexus_aio.webhooks import WebhookSecret
+
+            WebhookSecret.parse(self.webhook_secret)  # a malformed secret stops startup
         if self.log_format not in ("text", "json"):
             raise ConfigurationError(
                 f"log_format must be 'text' or 'json', got {self.log_format!r}"

@@ -7,11 +7,19 @@ workflow, whose 500s are expected and counted apart). At the end:
 - no 5xx other than the injected faults, no connection errors, no wrong results;
 - every async execution is fetched (``GET /executions/{id}?wait=``) and has its right result;
 - every client's session counter equals the sum of the increments the server acknowledged;
-- the server's RSS (from /proc/<pid>/status) grew by at most ``--rss-limit`` MB.
+- the server's RSS (from /proc/<pid>/status, summed over its worker processes) grew by at most
+  ``--rss-limit`` MB and never passed ``--rss-peak-limit`` MB.
+
+``--hostile`` adds what an attacker or a broken client sends (``soak_hostile.py``): bodies that
+trickle in, 512 KB records and list pages over them, integers beyond 64 bits, cross-site posts,
+cancel storms, malformed chunked and gzip bodies, bad ``Last-Event-ID`` values; with
+``--workers 2`` (its default) one worker is SIGKILLed half-way: its in-flight requests are
+excused, every acknowledged async run must still end (``interrupted`` counts as accounted for).
 
 Prints a summary and exits 1 on any loss::
 
     python scripts/soak.py --clients 50 --duration 60
+    python scripts/soak.py --clients 50 --duration 60 --hostile
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+from soak_hostile import HOSTILE_WEIGHTS, Hostile, excusable, kill_one_worker, worker_pids
 
 WEIGHTS = {
     "sync": 35,
@@ -57,6 +66,7 @@ class Tally:
     statuses: Counter[int] = field(default_factory=Counter)
     pending_async: dict[str, Any] = field(default_factory=dict)  # execution id -> result
     sessions: dict[str, int] = field(default_factory=dict)  # session id -> expected count
+    slack: Counter[str] = field(default_factory=Counter)  # session id -> unacknowledged steps
     batch_available: bool | None = None
 
     def lose(self, what: str) -> None:
@@ -68,6 +78,7 @@ class Soak:
         self.url = url
         self.tally = tally
         self.run_id = run_id
+        self.hostile: Hostile | None = None
 
     # -- one request of each kind ----------------------------------------------------------------
     async def post(
@@ -128,6 +139,7 @@ class Soak:
 
     async def session(self, http: aiohttp.ClientSession, rng: random.Random, sid: str) -> None:
         step = rng.randint(1, 3)
+        self.tally.slack[sid] += step  # until acknowledged, it may or may not be stored
         status, data = await self.post(
             http,
             "session",
@@ -139,8 +151,13 @@ class Soak:
         if status != 200:
             self.tally.lose(f"session {sid} +{step}: {status} {data}")
             return
+        self.tally.slack[sid] -= step
         self.tally.sessions[sid] = expected  # acknowledged: the server must have stored it
-        if data.get("result") != expected:
+        if self.tally.slack[sid]:  # an earlier step died with a killed worker
+            self.tally.sessions[sid] = data.get("result", expected)
+            self.tally.slack[sid] = 0
+            self.tally.ok["session"] += 1
+        elif data.get("result") != expected:
             self.tally.lose(f"session {sid} +{step}: result {data.get('result')} != {expected}")
         else:
             self.tally.ok["session"] += 1
@@ -193,11 +210,14 @@ class Soak:
     async def client(self, index: int, deadline: float, http: aiohttp.ClientSession) -> None:
         rng = random.Random(index)
         sid = f"soak-{self.run_id}-{index}"
-        kinds, weights = list(WEIGHTS), list(WEIGHTS.values())
+        mix = {**WEIGHTS, **(HOSTILE_WEIGHTS if self.hostile else {})}
+        kinds, weights = list(mix), list(mix.values())
         while time.monotonic() < deadline:
             kind = rng.choices(kinds, weights)[0]
             try:
-                if kind == "sync":
+                if self.hostile and kind in HOSTILE_WEIGHTS:
+                    await self.hostile.one(kind, http, rng)
+                elif kind == "sync":
                     await self.sync(http, rng)
                 elif kind == "stream":
                     await self.stream(http, rng)
@@ -211,8 +231,11 @@ class Soak:
                     await self.health(http)
                 else:
                     await self.fault(http, rng)
-            except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError) as exc:
-                self.tally.lose(f"{kind}: {type(exc).__name__}: {exc}")
+            except (aiohttp.ClientError, OSError, TimeoutError, orjson.JSONDecodeError) as exc:
+                if self.hostile and excusable(self.hostile.tally, exc):
+                    self.hostile.tally.excused += 1
+                else:
+                    self.tally.lose(f"{kind}: {type(exc).__name__}: {exc}")
 
     async def verify_async(self, http: aiohttp.ClientSession) -> int:
         """Fetch every async execution; the number that came back right."""
@@ -223,7 +246,11 @@ class Soak:
             nonlocal good
             async with gate, http.get(f"{self.url}/executions/{execution_id}?wait=30") as resp:
                 data = await resp.json()
-            if resp.status != 200 or data.get("status") != "succeeded":
+            killed = self.hostile is not None and self.hostile.tally.killed_at is not None
+            if killed and data.get("status") == "interrupted" and self.hostile is not None:
+                self.hostile.tally.interrupted += 1
+                good += 1
+            elif resp.status != 200 or data.get("status") != "succeeded":
                 self.tally.lose(f"async {execution_id}: {resp.status} {data}")
             elif data.get("result") != expected:
                 self.tally.lose(f"async {execution_id}: result {data.get('result')} != {expected}")
@@ -239,7 +266,12 @@ class Soak:
             async with http.get(f"{self.url}/sessions/{sid}") as resp:
                 data = await resp.json()
             count = (data.get("state") or {}).get("count")
-            if resp.status != 200 or count != expected:
+            slack = self.tally.slack[sid]
+            if (
+                resp.status != 200
+                or not isinstance(count, int)
+                or not (expected <= count <= expected + slack)
+            ):
                 self.tally.lose(f"session {sid}: {resp.status} count {count} != {expected}")
             else:
                 good += 1
@@ -305,11 +337,17 @@ def free_port() -> int:
 
 
 def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
+    """The RSS of ``pid`` and its worker processes, in MB."""
+    total = 0.0
+    for one in [pid, *worker_pids(pid)]:
+        try:
+            with open(f"/proc/{one}/status") as status:
+                for line in status:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) / 1024
+        except OSError:  # a worker that just exited
+            continue
+    return total
 
 
 async def wait_listening(port: int, proc: subprocess.Popen[bytes], within: float = 30) -> None:
@@ -327,16 +365,24 @@ async def wait_listening(port: int, proc: subprocess.Popen[bytes], within: float
     raise TimeoutError(f"server did not listen on port {port} within {within} s")
 
 
-def start_server(port: int, workdir: str, max_concurrent: int) -> subprocess.Popen[bytes]:
+def start_server(
+    port: int, workdir: str, max_concurrent: int, args: argparse.Namespace
+) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "NEXUS_DATABASE": os.path.join(workdir, "soak.db"),
         "NEXUS_ACCESS_LOG": "false",
         "NEXUS_MAX_CONCURRENT_REQUESTS": str(max_concurrent),
     }
+    if args.hostile:
+        env["NEXUS_BODY_TIMEOUT"] = str(args.body_timeout)
     log = open(os.path.join(workdir, "server.log"), "wb")  # the process writes it until it exits
+    command = [sys.executable, "-m", "nexus_aio", "serve", "--host", "127.0.0.1"]
+    command += ["--port", str(port)]
+    if args.workers > 1:
+        command += ["--workers", str(args.workers)]
     return subprocess.Popen(
-        [sys.executable, "-m", "nexus_aio", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        command,
         cwd=workdir,  # no ./workflows there: the bundled examples are served
         env=env,
         stdout=log,
@@ -364,11 +410,12 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def summary(tally: Tally, args: argparse.Namespace, elapsed: float, rss: list[float],
-            async_good: int, sessions_good: int) -> bool:  # fmt: skip
+            async_good: int, sessions_good: int, hostile: Hostile | None,
+            cancelled_good: int) -> bool:  # fmt: skip
     total = sum(tally.statuses.values())
     start, end, peak = rss[0], rss[-1], max(rss)
     unexpected_5xx = sum(n for s, n in tally.statuses.items() if s >= 500) - tally.injected
-    rss_ok = end - start <= args.rss_limit
+    rss_ok = end - start <= args.rss_limit and peak <= args.rss_peak_limit
     rate = total / elapsed
     print(f"\nsoak: {args.clients} clients, {elapsed:.1f} s, {total} requests ({rate:.0f}/s)")
     print("kind      ok        p50 ms   p99 ms")
@@ -384,8 +431,17 @@ def summary(tally: Tally, args: argparse.Namespace, elapsed: float, rss: list[fl
     print(f"sessions with exact counters: {sessions_good}/{len(tally.sessions)}")
     batch = {None: "not tried", False: "skipped (404)", True: "checked"}[tally.batch_available]
     print(f"batch: {batch}")
-    print(f"server RSS MB: start {start:.1f}, end {end:.1f}, peak {peak:.1f}, "
-          f"growth {end - start:+.1f} (limit {args.rss_limit:g})")  # fmt: skip
+    if hostile is not None:
+        h = hostile.tally
+        print("hostile ok: " + ", ".join(f"{k} {n}" for k, n in h.ok.items()))
+        print(f"cancelled runs accounted for: {cancelled_good}/{len(h.cancelled)}; "
+              f"largest list page: {h.list_bytes_max} bytes")  # fmt: skip
+        if h.killed_pid:
+            print(f"worker {h.killed_pid} SIGKILLed: {h.excused} in-flight requests excused, "
+                  f"{h.interrupted} acknowledged runs ended interrupted")  # fmt: skip
+    print(f"server RSS MB: start {start:.1f}, end {end:.1f}, peak {peak:.1f} "
+          f"(limit {args.rss_peak_limit:g}), growth {end - start:+.1f} "
+          f"(limit {args.rss_limit:g})")  # fmt: skip
     for loss in tally.losses[:MAX_LOSSES_SHOWN]:
         print(f"LOSS: {loss[:500]}")
     if len(tally.losses) > MAX_LOSSES_SHOWN:
@@ -400,11 +456,14 @@ async def soak(args: argparse.Namespace) -> bool:
     url = f"http://127.0.0.1:{port}"
     run_id = f"{os.getpid()}-{int(time.time())}"
     with tempfile.TemporaryDirectory(prefix="nexus-soak-") as workdir:
-        proc = start_server(port, workdir, max(100, 3 * args.clients))
+        proc = start_server(port, workdir, max(100, 3 * args.clients), args)
+        killer: asyncio.Task[None] | None = None
         try:
             await wait_listening(port, proc)
             tally = Tally()
             runner = Soak(url, tally, run_id)
+            if args.hostile:
+                runner.hostile = Hostile(url, port, runner, args.body_timeout)
             connector = aiohttp.TCPConnector(limit=0)
             timeout = aiohttp.ClientTimeout(total=60)
             async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
@@ -415,18 +474,30 @@ async def soak(args: argparse.Namespace) -> bool:
                 sampler = asyncio.create_task(sample_rss(proc.pid, rss, stop))
                 started = time.monotonic()
                 deadline = started + args.duration
+                if runner.hostile and args.workers > 1:
+                    killer = asyncio.create_task(
+                        kill_one_worker(proc.pid, runner.hostile.tally, args.duration / 2)
+                    )
                 await asyncio.gather(
                     *(runner.client(i, deadline, http) for i in range(args.clients))
                 )
                 elapsed = time.monotonic() - started
+                if killer is not None:
+                    await killer
                 async_good = await runner.verify_async(http)
                 sessions_good = await runner.verify_sessions(http)
+                cancelled_good = (
+                    await runner.hostile.verify_cancelled(http) if runner.hostile else 0
+                )
                 stop.set()
                 await sampler
                 rss.append(rss_mb(proc.pid))
             if proc.poll() is not None:
                 tally.lose(f"server exited with {proc.returncode} during the soak")
-            return summary(tally, args, elapsed, rss, async_good, sessions_good)
+            return summary(
+                tally, args, elapsed, rss, async_good, sessions_good, runner.hostile,
+                cancelled_good,
+            )  # fmt: skip
         finally:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -448,7 +519,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--rss-limit", type=float, default=50, help="allowed server RSS growth in MB (default 50)"
     )
+    parser.add_argument(
+        "--rss-peak-limit", type=float, default=1024, help="allowed peak RSS in MB (default 1024)"
+    )
+    parser.add_argument("--hostile", action="store_true", help="add the hostile mix")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="serve --workers N (default 2 with --hostile)"
+    )
+    parser.add_argument(
+        "--body-timeout", type=float, default=2.0, help="the server's body_timeout with --hostile"
+    )
     args = parser.parse_args(argv)
+    if args.workers is None:
+        args.workers = 2 if args.hostile else 1
     return 0 if asyncio.run(soak(args)) else 1
 
 

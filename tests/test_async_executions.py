@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 
 from nexus_aio import Context, Nexus, hookimpl
+from nexus_aio.errors import ValidationError
 from nexus_aio.execution.runtime import EventLog, LiveExecution
 from nexus_aio.stores.executions import ExecutionEvent, ExecutionRecord, MemoryExecutionStore
 from nexus_aio.testing import make_app, read_sse
@@ -152,8 +153,10 @@ async def test_bad_wait_is_400(nexus_server, http, wait):
     assert status == 400 and err["error"]["details"]["field"] == "wait"
 
 
-def test_parsers_cap_and_default():
-    assert parse_wait(None) == 0 and parse_wait("2.5") == 2.5 and parse_wait("1e9") == 60.0
+def test_parsers_bound_and_default():
+    assert parse_wait(None) == 0 and parse_wait("2.5") == 2.5 and parse_wait("60") == 60.0
+    with pytest.raises(ValidationError):  # beyond the maximum the OpenAPI document states
+        parse_wait("1e9")
     assert parse_limit(None) == 50 and parse_limit("500") == 500
 
 

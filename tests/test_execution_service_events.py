@@ -225,7 +225,8 @@ def test_a_def_generator_runs_off_the_event_loop(nexus_thread_server):
                         name, _, value = line.partition(": ")
                         fields[name] = value
                         continue
-                    events.append((int(fields["id"]), fields["event"], json.loads(fields["data"])))
+                    seq = int(fields["id"].rpartition(":")[2])  # id: <workflow_id>:<n>
+                    events.append((seq, fields["event"], json.loads(fields["data"])))
                     fields = {}
                     if events[-1][1] == "chunk":
                         assert events[-1][2] == "waiting"

@@ -70,11 +70,17 @@ async def test_events_are_numbered_from_one_without_gaps_and_end_with_a_blank_li
         raw = await resp.text()
     blocks = raw.split("\n\n")
     assert blocks[-1] == ""  # the last event is terminated by a blank line
-    assert blocks[0].splitlines()[0] == "id: 1"
-    assert blocks[0].splitlines()[1] == "event: start"
-    assert blocks[0].splitlines()[2].startswith("data: {")
-    assert blocks[1].splitlines()[:2] == ["id: 2", "event: complete"]
+    start = blocks[0].splitlines()
+    workflow_id = json.loads(start[2][6:])["workflow_id"]
+    # An execute stream's ids name the execution too (a reconnecting EventSource resumes it);
+    # the first event carries the stream's one ``retry:``.
+    assert start[0] == f"id: {workflow_id}:1"
+    assert start[1] == "event: start"
+    assert start[2].startswith("data: {")
+    assert start[3] == "retry: 1000" and len(start) == 4
+    assert blocks[1].splitlines()[:2] == [f"id: {workflow_id}:2", "event: complete"]
     assert json.loads(blocks[1].splitlines()[2][6:])["result"] == 3
+    assert len(blocks[1].splitlines()) == 3
 
 
 async def test_query_mode_stream_on_post(nexus_server, http):
@@ -249,7 +255,7 @@ async def test_client_disconnect_cancels_the_execution_without_error_logs(
 ):
     started = asyncio.Event()
     cancelled = asyncio.Event()
-    app = app_()
+    app = app_(stream_resume_grace=0.1)  # no client resumes it: cancelled after the grace
 
     @app.workflow("endless")
     async def endless() -> None:

@@ -219,7 +219,8 @@ class SSEParser:
         elif name == "event":
             self._event = value
         elif name == "id":
-            self._id = int(value) if value.isdigit() else None
+            seq = value.rpartition(":")[2]  # execute streams send <workflow_id>:<n>
+            self._id = int(seq) if seq.isascii() and seq.isdigit() else None
         return None
 
     def _dispatch(self) -> Event | None:

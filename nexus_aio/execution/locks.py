@@ -63,8 +63,9 @@ class SessionLocks:
     Each id gets a refcounted ``asyncio.Lock``; the entry is removed as soon as nobody holds or
     waits for it, so memory follows the number of sessions in use, not the number ever seen.
     Different ids never block each other. Runs in other processes are not covered: a store shared
-    by several processes orders them with :meth:`SessionStore.lock` (where it has none, the last
-    save wins).
+    by several processes orders them with :meth:`SessionStore.lock`, taken inside this lock so
+    that one process has at most one waiter per session on the shared lock (SQLite and Redis
+    hold a lease; a store without one lets the last save win).
     """
 
     __slots__ = ("_entries",)

@@ -38,6 +38,7 @@ from nexus_aio.execution.events import EventLog, start_data
 from nexus_aio.execution.locks import SessionLocks
 from nexus_aio.stores.executions import ExecutionRecord, ExecutionStore
 from nexus_aio.stores.sessions import Session, SessionStore
+from nexus_aio.workflows.results import check_result
 
 if TYPE_CHECKING:
     from nexus_aio.plugins import Hooks
@@ -187,7 +188,11 @@ class Runtime:
         )
 
     def _finish(
-        self, record: ExecutionRecord, result: Any = None, error: NexusError | None = None
+        self,
+        record: ExecutionRecord,
+        events: EventLog | None,
+        result: Any = None,
+        error: NexusError | None = None,
     ) -> None:
         record.finished_at = time.time()
         if error is None:
@@ -204,7 +209,7 @@ class Runtime:
             else:
                 record.status = "failed"
         if self._observe_finished:
-            self.hooks.execution_finished(record)
+            self.hooks.execution_finished(record, events.events if events is not None else ())
 
     async def _save(self, record: ExecutionRecord, events: EventLog, durable: bool = False) -> None:
         if events.events:  # first, so that a durable save commits the events too
@@ -223,13 +228,14 @@ class Runtime:
         started = time.perf_counter()
         try:
             result = await self._execute(sub, record, events)
+            check_result(result)  # a result no response could carry fails the run
         except NexusError as exc:
             self._fail(record, events, exc)
             raise
         except asyncio.CancelledError:
             self._fail(record, events, Interrupted() if self.interrupting else Cancelled())
             raise
-        self._finish(record, result)
+        self._finish(record, events, result)
         envelope = success_envelope(
             result, record.id, time.perf_counter() - started, record.finished_at
         )
@@ -239,7 +245,7 @@ class Runtime:
         return envelope
 
     def _fail(self, record: ExecutionRecord, events: EventLog, error: NexusError) -> None:
-        self._finish(record, error=error)
+        self._finish(record, events, error=error)
         error.at = record.finished_at  # the response and the stored event show one timestamp
         events.push("error", error_envelope(error, record.id))
 
@@ -308,6 +314,7 @@ class Runtime:
         session = await self.sessions.get(sub.session_id)
         owner = actor_id(sub.actor)
         if session is None:
+            await self.sessions.check_capacity()  # max_sessions: 503 before anything runs
             now = time.time()
             return Session(sub.session_id, {}, now, now, now + self.sessions.ttl, owner)
         if session.actor is not None and session.actor != owner:

@@ -39,6 +39,7 @@ from nexus_aio.execution.runtime import (
     actor_id,
     run_cleanups,
 )
+from nexus_aio.execution.webhooks import Webhooks
 from nexus_aio.security import check_payload, limits_from
 from nexus_aio.stores.executions import (
     TERMINAL,
@@ -47,6 +48,7 @@ from nexus_aio.stores.executions import (
     ExecutionStore,
 )
 from nexus_aio.stores.sessions import SessionStore, validate_session_id
+from nexus_aio.stores.webhooks import MemoryWebhookOutbox, WebhookOutbox
 from nexus_aio.workflows.files import has_files, recorded_inputs
 
 if TYPE_CHECKING:
@@ -76,12 +78,23 @@ class RunRequest:
     # Handed to the service with the request: run when the run ends (or when it is refused),
     # e.g. deleting uploaded files, which must outlive the HTTP request of an async run.
     cleanups: list[Cleanup] = field(default_factory=list)
+    # POST the final record there when the run ends (async and stream runs; signed).
+    webhook: str | None = None
+    # What started the run when not a client's request ("schedule"), and which schedule.
+    trigger: str | None = None
+    schedule_id: str | None = None
 
 
 class ExecutionService:
     """Runs workflows for every channel; one per serving app (or per ``run``/embedded use)."""
 
-    def __init__(self, nexus: Nexus, executions: ExecutionStore, sessions: SessionStore) -> None:
+    def __init__(
+        self,
+        nexus: Nexus,
+        executions: ExecutionStore,
+        sessions: SessionStore,
+        outbox: WebhookOutbox | None = None,
+    ) -> None:
         settings = nexus.settings
         self.nexus = nexus
         self.settings = settings
@@ -90,11 +103,17 @@ class ExecutionService:
         self.runtime = Runtime(settings, nexus.hooks, executions, sessions)
         self.executor: Executor = LocalExecutor(self.runtime, settings.max_queued_runs)
         self.idempotency = Idempotency(executions, settings.idempotency_ttl)
+        self.webhooks = Webhooks(settings, outbox or MemoryWebhookOutbox())
         self.limits = limits_from(settings)
         self.loop = asyncio.get_running_loop()
         self._interrupter: asyncio.Task[None] | None = None
         # Tasks waiting on runs of other processes (follow, wait): interrupted at shutdown.
         self._waiters: set[asyncio.Task[Any]] = set()
+        # Stream clients following each run of this process, and the pending cancellations of
+        # runs whose last stream client left (see :meth:`detach`).
+        self.followers: dict[str, int] = {}
+        self.orphaned: dict[str, asyncio.TimerHandle] = {}
+        self._cancelling: set[asyncio.Task[bool]] = set()
 
     # -- lifecycle ------------------------------------------------------------------------
     @classmethod
@@ -109,15 +128,21 @@ class ExecutionService:
             raise ConfigurationError(
                 "no storage_backend plugin supplied the executions/sessions stores"
             )
+        outbox = await hooks.storage_backend("webhooks") or MemoryWebhookOutbox()
         await executions.open()
         try:
             await sessions.open()
+            try:
+                await outbox.open()
+            except BaseException:
+                await sessions.close()
+                raise
         except BaseException:
             await executions.close()
             raise
         if recover:
             await _recover(executions)
-        service = cls(nexus, executions, sessions)
+        service = cls(nexus, executions, sessions, outbox)
         try:
             executor = await hooks.executor(service)
         except BaseException:
@@ -155,12 +180,17 @@ class ExecutionService:
         if interrupter is not None and not interrupter.done():
             interrupter.cancel()
             await asyncio.gather(interrupter, return_exceptions=True)
+        for handle in self.orphaned.values():
+            handle.cancel()
+        self.orphaned.clear()
         try:
             await self.executor.close()
             await self.runtime.close()
+            await self.idempotency.close()
         finally:
             try:
                 await self.sessions.close()
+                await self.webhooks.outbox.close()
             finally:
                 await self.executions.close()
 
@@ -186,6 +216,8 @@ class ExecutionService:
         if req.context is not None:
             check_payload(req.context, self.limits, path="context")
         session_id = None if req.session_id is None else validate_session_id(req.session_id)
+        if req.webhook is not None:
+            self.webhooks.check(req.webhook, req.mode)
         kwargs = wf.schema.validate(inputs)
         if req.mode == "async" and not isinstance(self.executor, LocalExecutor):
             if wf.schema.file_inputs and has_files(kwargs):  # files live on this machine only
@@ -219,7 +251,10 @@ class ExecutionService:
         """:meth:`prepare`, keeping a record of a refused request under the id its client sees
         (a workflow that does not exist has no record); a refused request's cleanups run."""
         try:
-            return self.prepare(req)
+            sub = self.prepare(req)
+            if req.webhook is not None:
+                await self.webhooks.check_resolved(req.webhook)
+            return sub
         except WorkflowNotFound:
             run_cleanups(req.cleanups)
             raise
@@ -279,15 +314,27 @@ class ExecutionService:
 
     async def stream(self, req: RunRequest) -> LiveExecution:
         """Stream mode: start now in the background (or 503); follow its ``log``."""
-        return await self.runtime.start(await self.admit(req))
+        sub = await self.admit(req)
+        if req.webhook is None:
+            return await self.runtime.start(sub)
+        await self.webhooks.register(sub.execution_id, req.webhook)
+        try:
+            return await self.runtime.start(sub)
+        except BaseException:
+            await self.webhooks.abandon(sub.execution_id)
+            raise
 
     async def submit(self, req: RunRequest) -> ExecutionRecord:
         """Async mode: hand the run to the executor's queue; its ``queued`` record."""
         sub = await self.admit(req)
         try:
+            if req.webhook is not None:
+                await self.webhooks.register(sub.execution_id, req.webhook)
             return await self.executor.submit(sub)
         except BaseException:  # not accepted: nothing will run it
             run_cleanups(sub.cleanups)
+            if req.webhook is not None:
+                await self.webhooks.abandon(sub.execution_id)
             raise
 
     async def run_queued(
@@ -408,6 +455,37 @@ class ExecutionService:
         closing = closing_event(record, last)
         if closing is not None and closing.seq > after_seq:
             yield closing
+
+    # -- stream clients -------------------------------------------------------------------
+    def attach(self, execution_id: str) -> None:
+        """A stream client follows this run (again): a pending cancellation for a client that
+        left is called off."""
+        self.followers[execution_id] = self.followers.get(execution_id, 0) + 1
+        handle = self.orphaned.pop(execution_id, None)
+        if handle is not None:
+            handle.cancel()
+
+    def detach(self, execution_id: str, *, cancel: bool) -> None:
+        """A stream client stopped following this run. When it was the last one and ``cancel``
+        (it went away and ``cancel_on_disconnect`` is on), the run is cancelled after
+        ``stream_resume_grace`` seconds unless a client resumes it (:meth:`attach`) first."""
+        left = self.followers.get(execution_id, 0) - 1
+        if left > 0:
+            self.followers[execution_id] = left
+            return
+        self.followers.pop(execution_id, None)
+        if not cancel or execution_id not in self.runtime.live or execution_id in self.orphaned:
+            return
+        grace = self.settings.stream_resume_grace
+        self.orphaned[execution_id] = self.loop.call_later(grace, self._cancel_orphan, execution_id)
+
+    def _cancel_orphan(self, execution_id: str) -> None:
+        self.orphaned.pop(execution_id, None)
+        if self.followers.get(execution_id):
+            return
+        task = self.loop.create_task(self.cancel(execution_id))
+        self._cancelling.add(task)
+        task.add_done_callback(self._cancelling.discard)
 
     async def cancel(self, execution_id: str) -> bool:
         """Cancel a queued or running run wherever the executor has it; False if it cannot."""

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import re
 import weakref
+from collections import ChainMap
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -46,7 +47,8 @@ from nexus_aio.openapi.components import (
 )
 from nexus_aio.openapi.endpoints import endpoint_operation, minimal_operation
 from nexus_aio.openapi.known_routes import KNOWN_ROUTES
-from nexus_aio.openapi.routes import RouteInfo, routes_of_app, routes_of_hooks
+from nexus_aio.openapi.routes import RouteInfo, path_segment, routes_of_app, routes_of_hooks
+from nexus_aio.openapi.statuses import document_statuses, unique_operation_ids
 from nexus_aio.version import __version__
 from nexus_aio.workflows.defs import has_defs, hoist_defs
 
@@ -58,7 +60,11 @@ __all__ = ["OPENAPI_VERSION", "build_openapi"]
 
 OPENAPI_VERSION = "3.1.0"
 EXECUTE_PATH = "/workflows/{name}/execute"
-EXECUTE_ERRORS = (400, 404, 413, 422, 429, 500, 503, 504)
+# 403: cross-origin; 408/413/415: the body (POST); 409: cancelled, or an Idempotency-Key
+# whose request is still running; 422: Idempotency-Key reused. 429 is added where a limit
+# applies (statuses.py), 401/403 by the auth plugin.
+EXECUTE_ERRORS = (400, 403, 404, 409, 422, 500, 503, 504)
+WORKFLOW_COMPONENTS = ("Inputs", "ExecuteRequest", "Upload", "Result")
 SKIPPED_METHODS = frozenset({"HEAD", "OPTIONS", "*"})
 
 
@@ -79,6 +85,11 @@ class _Builder:
             self.spec.components.schema(name, schema)
         self.paths: dict[str, dict[str, Any]] = {}
         self.registered: set[str] = set()
+        self.keys = workflow_keys(nexus.workflows)
+        # Names pydantic models hoisted from one workflow must not take from another.
+        self.reserved: dict[str, Any] = {
+            key + suffix: _RESERVED for key in self.keys.values() for suffix in WORKFLOW_COMPONENTS
+        }
 
     def add(self, method: str, path: str, operation: dict[str, Any]) -> None:
         self.paths.setdefault(self.prefix + path, {})[method.lower()] = operation
@@ -86,7 +97,7 @@ class _Builder:
     # -- workflows ---------------------------------------------------------------------------
     def workflow_components(self, wf: CompiledWorkflow) -> str:
         """Register the workflow's inputs, request and result schemas once; their name stem."""
-        key = _component_name(wf.name)
+        key = self.keys[wf.name]
         if key in self.registered:
             return key
         self.registered.add(key)
@@ -98,6 +109,13 @@ class _Builder:
                 "session_id": {**SESSION_ID_SCHEMA, "description": "Continue a session"},
                 "context": {"type": "object", "description": "Passed to the workflow's Context"},
                 "mode": {"type": "string", "enum": ["sync", "stream", "async"], "default": "sync"},
+                "webhook": {
+                    "type": ["string", "null"],
+                    "format": "uri",
+                    "maxLength": 2048,
+                    "description": "Async and stream runs: POST the final execution record"
+                    " here, signed (Standard Webhooks); needs the server's webhook_secret",
+                },
             },
             "additionalProperties": False,
         }
@@ -117,7 +135,8 @@ class _Builder:
         if not has_defs(schema):
             return schema
         components = self.spec.components
-        return hoist_defs(schema, components.schemas, "#/components/schemas/", components.schema)
+        taken: ChainMap[str, Any] = ChainMap(components.schemas, self.reserved)
+        return hoist_defs(schema, taken, "#/components/schemas/", components.schema)
 
     def execute_post(self, wf: CompiledWorkflow) -> dict[str, Any]:
         key = self.workflow_components(wf)
@@ -189,7 +208,7 @@ class _Builder:
             return
         if route.path == EXECUTE_PATH:
             for wf in self.nexus.workflows.values():
-                path = f"/workflows/{wf.name}/execute"
+                path = f"/workflows/{path_segment(wf.name)}/execute"
                 if route.method == "POST":
                     self.add("post", path, self.execute_post(wf))
                 elif route.method == "GET":
@@ -212,13 +231,36 @@ class _Builder:
         for path in sorted(self.paths):
             self.spec.path(path=path, operations=self.paths[path])
         self.nexus.hooks.openapi_spec(self.spec)
+        document_statuses(self.nexus, self.spec)
+        unique_operation_ids(self.spec)
         return self.spec.to_dict()
+
+
+_RESERVED = object()  # equal to no schema: hoisting never reuses a reserved name
 
 
 def _component_name(name: str) -> str:
     """A workflow name as a component-name stem (components allow ``[A-Za-z0-9._-]``)."""
     cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", name)
     return "".join(part[:1].upper() + part[1:] for part in re.split(r"[_-]", cleaned)) or "W"
+
+
+def workflow_keys(names: Iterable[str]) -> dict[str, str]:
+    """A component-name stem per workflow name, distinct even ignoring case (generated clients
+    write one file per model): ``my-workflow`` and ``my_workflow`` both read ``MyWorkflow``, so
+    the second in name order becomes ``MyWorkflow_2``. The stem also makes the operationIds
+    (``execute_<stem>``), so they are distinct too."""
+    keys: dict[str, str] = {}
+    used: set[str] = set()
+    for name in sorted(names):
+        stem = _component_name(name)
+        key, n = stem, 1
+        while key.lower() in used:
+            n += 1
+            key = f"{stem}_{n}"
+        used.add(key.lower())
+        keys[name] = key
+    return keys
 
 
 def _upload_schema(wf: CompiledWorkflow, request: dict[str, Any]) -> dict[str, Any]:

@@ -1,5 +1,5 @@
 """Hand-written operations for the core's fixed routes (:data:`KNOWN_ROUTES`): discovery, health,
-plugins, this document, executions and sessions."""
+plugins, this document, executions, sessions and schedules."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ __all__ = ["KNOWN_ROUTES"]
 
 EXECUTION_ID = path_param("execution_id")
 SESSION_ID = path_param("session_id", SESSION_ID_SCHEMA)
+SCHEDULE_ID = path_param("schedule_id")
 
 
 def _op(
@@ -88,7 +89,7 @@ def _executions_list_op(nexus: Nexus) -> dict[str, Any]:
         query_param("cursor", {"type": "string"}, "next_cursor of the previous page"),
     ]
     ok = json_content(ref("ExecutionList"), "Executions, newest first")
-    return _op("list_executions", "executions", "Execution history", ok, (400,), params)
+    return _op("list_executions", "executions", "Execution history", ok, (400, 503), params)
 
 
 def _execution_get_op(nexus: Nexus) -> dict[str, Any]:
@@ -98,20 +99,27 @@ def _execution_get_op(nexus: Nexus) -> dict[str, Any]:
         "Hold the request up to this many seconds until the execution finishes",
     )
     ok = json_content(ref("Execution"), "The execution record")
-    return _op("get_execution", "executions", "An execution", ok, (400, 404), [EXECUTION_ID, wait])
+    params = [EXECUTION_ID, wait]
+    return _op("get_execution", "executions", "An execution", ok, (400, 404, 503), params)
 
 
 def _execution_events_op(nexus: Nexus) -> dict[str, Any]:
     params = [
         EXECUTION_ID,
         header("Last-Event-ID", "Resume after this event id"),
-        query_param("last_event_id", {"type": "integer", "minimum": 0}, "Resume after this event"),
+        query_param(
+            "last_event_id",
+            {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
+            "Resume after this event",
+        ),
     ]
     ok = {
         "description": "Server-sent events: stored ones, then live ones until the end",
         "content": {"text/event-stream": {"schema": SSE_EVENT}},
     }
-    return _op("execution_events", "executions", "An execution's events", ok, (400, 404), params)
+    return _op(
+        "execution_events", "executions", "An execution's events", ok, (400, 404, 503), params
+    )
 
 
 def _execution_cancel_op(nexus: Nexus) -> dict[str, Any]:
@@ -121,20 +129,83 @@ def _execution_cancel_op(nexus: Nexus) -> dict[str, Any]:
         "executions",
         "Cancel a queued or running execution",
         ok,
-        (404, 409),
+        (404, 409, 503),
         [EXECUTION_ID],
     )
 
 
 def _session_get_op(nexus: Nexus) -> dict[str, Any]:
     ok = json_content(ref("Session"), "The session's state and times")
-    return _op("get_session", "sessions", "A session", ok, (400, 404), [SESSION_ID])
+    return _op("get_session", "sessions", "A session", ok, (400, 404, 503), [SESSION_ID])
 
 
 def _session_delete_op(nexus: Nexus) -> dict[str, Any]:
     ok = {"description": "Deleted"}
     return _op(
-        "delete_session", "sessions", "End a session", ok, (400, 404), [SESSION_ID], status="204"
+        "delete_session",
+        "sessions",
+        "End a session",
+        ok,
+        (400, 404, 503),
+        [SESSION_ID],
+        status="204",
+    )
+
+
+def _with_body(operation: dict[str, Any], schema: str, required: list[str]) -> dict[str, Any]:
+    body = {"allOf": [ref(schema)], "required": required} if required else ref(schema)
+    operation["requestBody"] = {
+        "required": True,
+        "content": {"application/json": {"schema": body}},
+    }
+    return operation
+
+
+def _schedule_create_op(nexus: Nexus) -> dict[str, Any]:
+    ok = json_content(ref("Schedule"), "The schedule, with its id and next_run")
+    op = _op(
+        "create_schedule",
+        "schedules",
+        "Run a workflow on a cron expression or every N seconds",
+        ok,
+        (400, 503),
+        status="201",
+    )
+    return _with_body(op, "ScheduleChange", ["workflow"])
+
+
+def _schedule_list_op(nexus: Nexus) -> dict[str, Any]:
+    ok = json_content(ref("ScheduleList"), "Every schedule, oldest first")
+    return _op("list_schedules", "schedules", "List schedules", ok, (503,))
+
+
+def _schedule_get_op(nexus: Nexus) -> dict[str, Any]:
+    ok = json_content(ref("Schedule"), "The schedule")
+    return _op("get_schedule", "schedules", "A schedule", ok, (404, 503), [SCHEDULE_ID])
+
+
+def _schedule_patch_op(nexus: Nexus) -> dict[str, Any]:
+    ok = json_content(ref("Schedule"), "The changed schedule")
+    op = _op(
+        "change_schedule",
+        "schedules",
+        "Pause, resume or change a schedule",
+        ok,
+        (400, 404, 503),
+        [SCHEDULE_ID],
+    )
+    return _with_body(op, "ScheduleChange", [])
+
+
+def _schedule_delete_op(nexus: Nexus) -> dict[str, Any]:
+    return _op(
+        "delete_schedule",
+        "schedules",
+        "Delete a schedule",
+        {"description": "Deleted"},
+        (404, 503),
+        [SCHEDULE_ID],
+        status="204",
     )
 
 
@@ -151,5 +222,10 @@ KNOWN_ROUTES: dict[tuple[str, str], Callable[[Nexus], dict[str, Any]]] = {
     ("DELETE", "/executions/{execution_id}"): _execution_cancel_op,
     ("GET", "/sessions/{session_id}"): _session_get_op,
     ("DELETE", "/sessions/{session_id}"): _session_delete_op,
+    ("POST", "/schedules"): _schedule_create_op,
+    ("GET", "/schedules"): _schedule_list_op,
+    ("GET", "/schedules/{schedule_id}"): _schedule_get_op,
+    ("PATCH", "/schedules/{schedule_id}"): _schedule_patch_op,
+    ("DELETE", "/schedules/{schedule_id}"): _schedule_delete_op,
 }
 """The operation of each core route, by (method, path without ``api_prefix``)."""

@@ -6,11 +6,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 if TYPE_CHECKING:
     from nexus_aio.nexus import Nexus
 
-__all__ = ["RouteInfo", "normalize_path", "routes_of_app", "routes_of_hooks"]
+__all__ = ["RouteInfo", "normalize_path", "path_segment", "routes_of_app", "routes_of_hooks"]
 
 _PARAM_REGEX = re.compile(r"\{([^}:]+):[^}]*\}")
 
@@ -50,3 +51,12 @@ def routes_of_hooks(nexus: Nexus) -> list[RouteInfo]:
         RouteInfo(route.method, normalize_path(route.path), route.handler)
         for route in nexus.hooks.register_routes()
     ]
+
+
+def path_segment(name: str) -> str:
+    """A workflow name as one path segment: percent-encoded (``?``, ``#``, ``{``, spaces and
+    non-ASCII would otherwise change the URL or the template), dots too when the name is all
+    dots (``..`` would be resolved away)."""
+    if name.strip(".") == "":
+        return "%2E" * len(name)
+    return quote(name, safe="")

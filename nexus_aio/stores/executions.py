@@ -14,12 +14,14 @@ import asyncio
 import base64
 import binascii
 import builtins
+import enum
+import heapq
 import json
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -28,9 +30,13 @@ from nexus_aio.errors import Interrupted, ValidationError
 
 __all__ = [
     "ACTIVE",
+    "EVERYONE",
     "INTERRUPTED_ERROR",
+    "LIST_VALUE_LIMIT",
     "STATUSES",
+    "SUMMARISED_FIELDS",
     "TERMINAL",
+    "Everyone",
     "ExecutionEvent",
     "ExecutionRecord",
     "ExecutionStore",
@@ -41,11 +47,13 @@ __all__ = [
     "encode_cursor",
     "events_after",
     "interrupt",
+    "json_bytes",
     "json_text",
     "matches",
     "newer_events",
     "newest_first",
     "sort_key",
+    "summarise",
 ]
 
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "timed_out", "interrupted")
@@ -53,8 +61,24 @@ TERMINAL = frozenset({"succeeded", "failed", "cancelled", "timed_out", "interrup
 ACTIVE = ("queued", "running")
 INTERRUPTED_ERROR: dict[str, Any] = Interrupted().to_dict()
 
+LIST_VALUE_LIMIT = 4096
+"""Bytes of JSON above which a listed record carries ``inputs``, ``result`` or ``error`` as None
+(named in ``truncated``); ``GET /executions/{id}`` still returns them in full."""
+SUMMARISED_FIELDS = ("inputs", "result", "error")
+
+
+class Everyone(enum.Enum):
+    """The type of :data:`EVERYONE`."""
+
+    EVERYONE = "everyone"
+
+
+EVERYONE = Everyone.EVERYONE
+"""``visible_to`` of :meth:`ExecutionStore.list` when the caller may see every record."""
+
 SortKey = tuple[float, str]
 """How every store orders records: ``(created_at, id)``, listed in descending order."""
+_R = TypeVar("_R")
 
 
 # -- data -----------------------------------------------------------------------------------------
@@ -75,6 +99,8 @@ class ExecutionRecord:
     session_id: str | None = None
     request_id: str | None = None
     actor: str | None = None  # actor id, for scoping
+    #: Fields a listing left out (None here) because their JSON is above its size limit.
+    truncated: tuple[str, ...] = ()
 
     def copy(self) -> ExecutionRecord:
         """A shallow copy: stores keep snapshots so later mutation by the runtime is not a write."""
@@ -92,6 +118,7 @@ class ExecutionRecord:
             self.session_id,
             self.request_id,
             self.actor,
+            self.truncated,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -99,6 +126,8 @@ class ExecutionRecord:
 
         ``workflow_id`` repeats ``id`` because the envelopes call the execution id that; ``result``
         appears only once succeeded (a partial result is not an answer) and ``error`` only when set.
+        A listed record whose fields were left out says so: ``"truncated": ["inputs", ...]``
+        (those fields are null; absent when nothing was left out).
         """
         data: dict[str, Any] = {
             "id": self.id,
@@ -110,13 +139,15 @@ class ExecutionRecord:
         }
         if self.status == "succeeded":
             data["result"] = self.result
-        if self.error is not None:
+        if self.error is not None or "error" in self.truncated:
             data["error"] = self.error
         data["created_at"] = iso_or_none(self.created_at)
         data["started_at"] = iso_or_none(self.started_at)
         data["finished_at"] = iso_or_none(self.finished_at)
         data["session_id"] = self.session_id
         data["request_id"] = self.request_id
+        if self.truncated:
+            data["truncated"] = list(self.truncated)
         return data
 
 
@@ -186,25 +217,50 @@ def check_list_args(status: str | None, limit: int) -> None:
 
 
 def matches(
-    record: ExecutionRecord, workflow: str | None, status: str | None, after: SortKey | None
+    record: ExecutionRecord,
+    workflow: str | None,
+    status: str | None,
+    after: SortKey | None,
+    visible_to: str | Everyone | None = EVERYONE,
 ) -> bool:
     """Whether ``record`` passes :meth:`ExecutionStore.list` filters and lies past the cursor."""
     return (
         (workflow is None or record.workflow == workflow)
         and (status is None or record.status == status)
         and (after is None or sort_key(record) < after)
+        and (visible_to is EVERYONE or record.actor is None or record.actor == visible_to)
     )
 
 
+def summarise(record: ExecutionRecord, max_value_bytes: int | None) -> ExecutionRecord:
+    """``record`` as a listing shows it: ``inputs``, ``result`` and ``error`` whose JSON is
+    above ``max_value_bytes`` become None and are named in ``truncated`` (a copy when changed)."""
+    if max_value_bytes is None:
+        return record
+    dropped = tuple(
+        name
+        for name in SUMMARISED_FIELDS
+        if (value := getattr(record, name)) is not None and len(json_bytes(value)) > max_value_bytes
+    )
+    if not dropped:
+        return record
+    short = record.copy()
+    for name in dropped:
+        setattr(short, name, None)
+    short.truncated = dropped
+    return short
+
+
 def newest_first(
-    candidates: Iterable[ExecutionRecord], limit: int
-) -> tuple[list[ExecutionRecord], str | None]:
-    """A page of ``candidates``, newest first; a next cursor only when more records follow."""
-    ordered = sorted(candidates, key=sort_key, reverse=True)
+    candidates: Iterable[_R], limit: int, key: Callable[[Any], SortKey] = sort_key
+) -> tuple[list[_R], str | None]:
+    """A page of ``candidates``, newest first by ``key``; a next cursor only when more follow."""
+    ordered = heapq.nlargest(limit + 1, candidates, key=key)
     page = ordered[:limit]
     if len(ordered) <= limit:
         return page, None
-    return page, encode_cursor(page[-1].created_at, page[-1].id)
+    created_at, execution_id = key(page[-1])
+    return page, encode_cursor(created_at, execution_id)
 
 
 def interrupt(record: ExecutionRecord, now: float) -> None:
@@ -232,25 +288,30 @@ def events_after(events: Iterable[ExecutionEvent], after_seq: int) -> list[Execu
 _ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
 
 
-def json_text(value: Any) -> str:
-    """JSON text for any value: what JSON cannot hold as it is is stored as ``str(value)``.
+def json_bytes(value: Any) -> bytes:
+    """JSON (UTF-8) for any value: what JSON cannot hold as it is is stored as ``str(value)``.
 
     Stores that serialise records and events use it: a write must never fail because of one odd
     result (that would leave the run "running" forever, or wedge a whole write-behind batch), so
     the fallbacks end in a plain string. Non-string keys become strings, as in the responses.
     """
     try:
-        return orjson.dumps(value, default=str, option=_ORJSON_OPTIONS).decode()
+        return orjson.dumps(value, default=str, option=_ORJSON_OPTIONS)
     except (TypeError, orjson.JSONEncodeError):
         pass
     try:  # e.g. integers beyond 64 bits, which the stdlib encodes
-        return json.dumps(value, default=str)
+        return json.dumps(value, default=str).encode()
     except Exception:  # a __str__ that raises, a cycle...: never let one value wedge a write
         pass
     try:
-        return orjson.dumps(repr(value)).decode()
+        return orjson.dumps(repr(value))
     except Exception:
-        return '"<unserialisable>"'
+        return b'"<unserialisable>"'
+
+
+def json_text(value: Any) -> str:
+    """:func:`json_bytes` as text."""
+    return json_bytes(value).decode()
 
 
 # -- interface ---------------------------------------------------------------------------------
@@ -304,8 +365,16 @@ class ExecutionStore(ABC):
         status: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        visible_to: str | Everyone | None = EVERYONE,
+        max_value_bytes: int | None = None,
     ) -> tuple[builtins.list[ExecutionRecord], str | None]:
         """Newest first (created_at desc, id desc); returns the page and the next cursor or None.
+
+        ``visible_to``: only records of that actor id and anonymous ones (None: anonymous ones
+        only), filtered in the store's query so that a page is full and no other actor's rows
+        are loaded. ``max_value_bytes``: ``inputs``, ``result`` and ``error`` above that many
+        bytes of JSON come back as None and named in ``truncated`` (see :func:`summarise`), so a
+        page costs memory by its length, not by what the workflows were given or returned.
 
         A cursor not produced by this method raises ValidationError (field ``cursor``).
         """
@@ -341,6 +410,16 @@ class ExecutionStore(ABC):
     @abstractmethod
     async def put_idempotency(self, entry: IdempotencyEntry) -> bool:
         """Store ``entry`` unless an unexpired one holds the key (atomic); False in that case."""
+
+    @abstractmethod
+    async def settle_idempotency(self, entry: IdempotencyEntry) -> bool:
+        """Replace the entry of ``entry.key`` with ``entry`` if it still names
+        ``entry.execution_id`` (an in-flight claim becoming the remembered outcome, atomic);
+        False when another entry holds the key, or none."""
+
+    @abstractmethod
+    async def release_idempotency(self, key: str, execution_id: str) -> bool:
+        """Delete the entry of ``key`` if it names ``execution_id`` (atomic); True if deleted."""
 
     @abstractmethod
     async def ping(self) -> None:
@@ -379,33 +458,145 @@ class ExecutionStore(ABC):
 
 
 # -- memory ------------------------------------------------------------------------------------
+#: What one stored record or event costs besides its JSON (object headers, times, ids, dict slot).
+RECORD_OVERHEAD = 400
+EVENT_OVERHEAD = 120
+
+
+class _StoredRecord:
+    """A saved record with ``inputs``, ``result`` and ``error`` kept as JSON: a true snapshot,
+    and its size is known, so the store can be bounded by bytes."""
+
+    __slots__ = ("error", "fields", "inputs", "result", "size")
+
+    def __init__(self, record: ExecutionRecord) -> None:
+        self.fields = record.copy()
+        self.fields.inputs, self.fields.result, self.fields.error = {}, None, None
+        self.inputs = json_bytes(record.inputs)
+        self.result = None if record.result is None else json_bytes(record.result)
+        self.error = None if record.error is None else json_bytes(record.error)
+        self.size = (
+            RECORD_OVERHEAD
+            + len(self.inputs)
+            + (0 if self.result is None else len(self.result))
+            + (0 if self.error is None else len(self.error))
+        )
+
+    @property
+    def status(self) -> str:
+        return self.fields.status
+
+    def record(self, max_value_bytes: int | None = None) -> ExecutionRecord:
+        """The record (``max_value_bytes``: as a listing shows it, see :func:`summarise`)."""
+        record = self.fields.copy()
+        dropped: builtins.list[str] = []
+        for name in SUMMARISED_FIELDS:
+            raw: bytes | None = getattr(self, name)
+            if raw is None:
+                continue
+            if max_value_bytes is not None and len(raw) > max_value_bytes:
+                dropped.append(name)
+                setattr(record, name, None)
+            else:
+                setattr(record, name, orjson.loads(raw))
+        if dropped:
+            record.truncated = tuple(dropped)
+        return record
+
+
+class _StoredEvent:
+    __slots__ = ("data", "seq", "ts", "type")
+
+    def __init__(self, event: ExecutionEvent) -> None:
+        self.seq = event.seq
+        self.type = event.type
+        self.data = json_bytes(event.data)
+        self.ts = event.ts
+
+    def event(self) -> ExecutionEvent:
+        return ExecutionEvent(self.seq, self.type, orjson.loads(self.data), self.ts)
+
+
 class MemoryExecutionStore(ExecutionStore):
     """Everything in dicts, for tests and servers that need no history across restarts.
 
-    Bounded by ``max_records``: saving a new record beyond it drops the oldest one (insertion
-    order) with its events, so a long-running server cannot grow without limit.
+    Bounded by ``max_records`` and by ``max_bytes`` (the JSON of records and their events, plus
+    a fixed overhead per item): saving or logging beyond either drops the oldest finished
+    records (insertion order) with their events, so a long-running server cannot grow without
+    limit. Queued and running records are never dropped: a client is waiting for them (their
+    number is bounded by ``max_concurrent_requests`` and ``max_queued_runs``). Values are kept
+    as JSON, as the SQLite store keeps them. Idempotency entries are bounded by count
+    (``max_idempotency_keys``) and by bytes (``max_idempotency_bytes``, counting keys,
+    fingerprints and remembered bodies): beyond either, the oldest entries are dropped first;
+    an answer larger than the whole budget is not remembered.
     """
 
-    def __init__(self, *, max_records: int = 10_000, clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        *,
+        max_records: int = 10_000,
+        max_bytes: int | None = 256 * 1024 * 1024,
+        clock: Callable[[], float] = time.time,
+        max_idempotency_keys: int = 10_000,
+        max_idempotency_bytes: int = 64 * 1024 * 1024,
+    ):
         if max_records < 1:
             raise ValueError("max_records must be at least 1")
+        if max_bytes is not None and max_bytes < 1:
+            raise ValueError("max_bytes must be at least 1")
+        if max_idempotency_keys < 1 or max_idempotency_bytes < 1:
+            raise ValueError("idempotency bounds must be at least 1")
         self._max_records = max_records
+        self._max_bytes = max_bytes
         self._clock = clock
-        self._records: dict[str, ExecutionRecord] = {}
-        self._events: dict[str, builtins.list[ExecutionEvent]] = {}
+        self._records: dict[str, _StoredRecord] = {}
+        self._events: dict[str, builtins.list[_StoredEvent]] = {}
+        self._event_bytes: dict[str, int] = {}
+        self._bytes = 0  # records and events held
         self._idempotency: dict[str, IdempotencyEntry] = {}
+        self._max_idempotency_keys = max_idempotency_keys
+        self._max_idempotency_bytes = max_idempotency_bytes
+        self._idempotency_bytes = 0
+
+    @property
+    def size_bytes(self) -> int:
+        """What the held records and events count for against ``max_bytes``."""
+        return self._bytes
 
     async def save(self, record: ExecutionRecord, *, durable: bool = False) -> None:
+        stored = _StoredRecord(record)
         records = self._records
-        if record.id not in records and len(records) >= self._max_records:
-            oldest = next(iter(records))
-            del records[oldest]
-            self._events.pop(oldest, None)
-        records[record.id] = record.copy()
+        previous = records.get(record.id)
+        if previous is not None:
+            self._bytes -= previous.size
+        records[record.id] = stored
+        self._bytes += stored.size
+        self._evict(keep=record.id)
+
+    def _over(self) -> bool:
+        return len(self._records) > self._max_records or (
+            self._max_bytes is not None and self._bytes > self._max_bytes
+        )
+
+    def _evict(self, keep: str) -> None:
+        """Drop the oldest finished records (with their events) while over a bound."""
+        if not self._over():
+            return
+        for execution_id in builtins.list(self._records):
+            if not self._over():
+                return
+            if execution_id == keep or self._records[execution_id].status not in TERMINAL:
+                continue
+            self._drop(execution_id)
+
+    def _drop(self, execution_id: str) -> None:
+        stored = self._records.pop(execution_id)
+        self._bytes -= stored.size + self._event_bytes.pop(execution_id, 0)
+        self._events.pop(execution_id, None)
 
     async def get(self, execution_id: str) -> ExecutionRecord | None:
-        record = self._records.get(execution_id)
-        return None if record is None else record.copy()
+        stored = self._records.get(execution_id)
+        return None if stored is None else stored.record()
 
     async def list(
         self,
@@ -414,30 +605,44 @@ class MemoryExecutionStore(ExecutionStore):
         status: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        visible_to: str | Everyone | None = EVERYONE,
+        max_value_bytes: int | None = None,
     ) -> tuple[builtins.list[ExecutionRecord], str | None]:
         check_list_args(status, limit)
         after = None if cursor is None else decode_cursor(cursor)
-        page, next_cursor = newest_first(
-            (r for r in self._records.values() if matches(r, workflow, status, after)), limit
+        chosen = (
+            s
+            for s in self._records.values()
+            if matches(s.fields, workflow, status, after, visible_to)
         )
-        return [r.copy() for r in page], next_cursor
+        page, next_cursor = newest_first(chosen, limit, key=_stored_key)
+        return [s.record(max_value_bytes) for s in page], next_cursor
 
     async def add_events(self, execution_id: str, events: Sequence[ExecutionEvent]) -> None:
         held = self._events.get(execution_id)
+        last = held[-1].seq if held else 0
+        fresh = [_StoredEvent(e) for e in events if e.seq > last]
+        if not fresh:
+            return
         if held is None:
-            if events:
-                self._events[execution_id] = list(events)
+            self._events[execution_id] = fresh
         else:
-            held.extend(newer_events(events, held))
+            held.extend(fresh)
+        size = sum(EVENT_OVERHEAD + len(e.data) for e in fresh)
+        self._event_bytes[execution_id] = self._event_bytes.get(execution_id, 0) + size
+        self._bytes += size
+        self._evict(keep=execution_id)
 
     async def events(self, execution_id: str, after_seq: int = 0) -> builtins.list[ExecutionEvent]:
-        return events_after(self._events.get(execution_id, ()), after_seq)
+        return [e.event() for e in self._events.get(execution_id, ()) if e.seq > after_seq]
 
     async def mark_interrupted(self) -> int:
         now = self._clock()
-        active = [r for r in self._records.values() if r.status in ACTIVE]
-        for record in active:
-            interrupt(record, now)
+        active = [s for s in self._records.values() if s.status in ACTIVE]
+        for stored in active:
+            interrupt(stored.fields, now)
+            stored.error = json_bytes(stored.fields.error)
+            stored.fields.error = None
         return len(active)
 
     async def purge(self, *, max_age: float | None = None, max_count: int | None = None) -> int:
@@ -445,16 +650,15 @@ class MemoryExecutionStore(ExecutionStore):
         if max_age is not None:
             cutoff = self._clock() - max_age
             doomed.update(
-                r.id
-                for r in self._records.values()
-                if r.finished_at is not None and r.finished_at < cutoff
+                i
+                for i, s in self._records.items()
+                if s.fields.finished_at is not None and s.fields.finished_at < cutoff
             )
         if max_count is not None:
-            newest_first = sorted(self._records.values(), key=sort_key, reverse=True)
-            doomed.update(r.id for r in newest_first[max_count:] if r.status in TERMINAL)
+            ordered = sorted(self._records.values(), key=_stored_key, reverse=True)
+            doomed.update(s.fields.id for s in ordered[max_count:] if s.status in TERMINAL)
         for execution_id in doomed:
-            del self._records[execution_id]
-            self._events.pop(execution_id, None)
+            self._drop(execution_id)
         self._drop_expired_idempotency()
         return len(doomed)
 
@@ -462,18 +666,52 @@ class MemoryExecutionStore(ExecutionStore):
         entry = self._idempotency.get(key)
         if entry is None or entry.expires_at > self._clock():
             return entry
-        del self._idempotency[key]
+        self._forget_idempotency(key)
         return None
 
     async def put_idempotency(self, entry: IdempotencyEntry) -> bool:
         if await self.get_idempotency(entry.key) is not None:
             return False
-        if len(self._idempotency) >= self._max_records:
-            self._drop_expired_idempotency()
-            if len(self._idempotency) >= self._max_records:
-                del self._idempotency[next(iter(self._idempotency))]
-        self._idempotency[entry.key] = entry
+        return self._remember_idempotency(entry)
+
+    async def settle_idempotency(self, entry: IdempotencyEntry) -> bool:
+        held = self._idempotency.get(entry.key)
+        if held is None or held.execution_id != entry.execution_id:
+            return False
+        self._forget_idempotency(entry.key)
+        return self._remember_idempotency(entry)
+
+    async def release_idempotency(self, key: str, execution_id: str) -> bool:
+        held = self._idempotency.get(key)
+        if held is None or held.execution_id != execution_id:
+            return False
+        self._forget_idempotency(key)
         return True
+
+    def _remember_idempotency(self, entry: IdempotencyEntry) -> bool:
+        """Store ``entry`` (its key is free), dropping the oldest entries beyond the bounds."""
+        size = _idempotency_size(entry)
+        if size > self._max_idempotency_bytes:
+            return False  # larger than the whole budget: not remembered
+        entries = self._idempotency
+        if (
+            len(entries) >= self._max_idempotency_keys
+            or self._idempotency_bytes + size > self._max_idempotency_bytes
+        ):
+            self._drop_expired_idempotency()
+            while entries and (
+                len(entries) >= self._max_idempotency_keys
+                or self._idempotency_bytes + size > self._max_idempotency_bytes
+            ):
+                self._forget_idempotency(next(iter(entries)))
+        entries[entry.key] = entry
+        self._idempotency_bytes += size
+        return True
+
+    def _forget_idempotency(self, key: str) -> None:
+        entry = self._idempotency.pop(key, None)
+        if entry is not None:
+            self._idempotency_bytes -= _idempotency_size(entry)
 
     async def ping(self) -> None:
         return None
@@ -481,4 +719,22 @@ class MemoryExecutionStore(ExecutionStore):
     def _drop_expired_idempotency(self) -> None:
         now = self._clock()
         for key in [k for k, e in self._idempotency.items() if e.expires_at <= now]:
-            del self._idempotency[key]
+            self._forget_idempotency(key)
+
+
+_ENTRY_OVERHEAD = 200  # bytes of an entry besides its strings and body (objects, dict slot)
+
+
+def _idempotency_size(entry: IdempotencyEntry) -> int:
+    """What an entry is counted as against ``max_idempotency_bytes``."""
+    return (
+        len(entry.key)
+        + len(entry.request_hash)
+        + len(entry.execution_id)
+        + len(entry.body)
+        + _ENTRY_OVERHEAD
+    )
+
+
+def _stored_key(stored: _StoredRecord) -> SortKey:
+    return (stored.fields.created_at, stored.fields.id)

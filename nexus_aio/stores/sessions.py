@@ -16,6 +16,7 @@ store, so the memory store refuses what SQLite could not hold rather than accept
 from __future__ import annotations
 
 import contextlib
+import math
 import re
 import time
 from abc import ABC, abstractmethod
@@ -27,15 +28,17 @@ from typing import Any
 import orjson
 
 from nexus_aio.envelope import iso_timestamp
-from nexus_aio.errors import ValidationError
+from nexus_aio.errors import PayloadTooLarge, ServiceUnavailable, ValidationError
 
 __all__ = [
     "SESSION_ID_PATTERN",
     "MemorySessionStore",
     "Session",
     "SessionStore",
+    "check_max_sessions",
     "check_ttl",
     "encode_state",
+    "too_many_sessions",
     "validate_session_id",
 ]
 
@@ -100,6 +103,26 @@ def encode_state(session: Session) -> bytes:
         ) from exc
 
 
+SESSION_LIMIT_RETRY_AFTER = 60
+"""Seconds a client refused a new session is told to wait: sessions expire or get deleted, and
+the purge runs at least once a minute."""
+
+
+def too_many_sessions(max_sessions: int) -> ServiceUnavailable:
+    """The 503 for a new session beyond ``max_sessions`` (existing sessions keep working)."""
+    return ServiceUnavailable(
+        f"The server holds its limit of {max_sessions} sessions; retry later or reuse a session",
+        headers={"Retry-After": str(SESSION_LIMIT_RETRY_AFTER)},
+        details={"max_sessions": max_sessions},
+    )
+
+
+def check_max_sessions(max_sessions: int | None) -> int | None:
+    if max_sessions is not None and max_sessions < 1:
+        raise ValueError(f"max_sessions must be at least 1, got {max_sessions!r}")
+    return max_sessions
+
+
 def check_ttl(ttl: float) -> float:
     """``ttl`` as a float, or ValueError: a session that never lives is a configuration error."""
     if not ttl > 0:
@@ -115,11 +138,15 @@ class SessionStore(ABC):
     never existed, so callers never see state past its lifetime even before a purge runs.
 
     ``cross_process_lock`` declares what :meth:`lock` does: True when it excludes holders in
-    every process sharing the store (Redis), False (the default) when it holds nothing.
+    every process sharing the store (SQLite, Redis), False (the default) when it holds nothing.
+
+    ``max_sessions`` (None: no limit) bounds how many live sessions the store holds: the runtime
+    calls :meth:`check_capacity` before it creates one.
     """
 
     ttl: float
     cross_process_lock: bool = False
+    max_sessions: int | None = None
 
     async def open(self) -> None:
         """Acquire resources (connections, threads); called once at startup."""
@@ -160,18 +187,33 @@ class SessionStore(ABC):
         """Raise ``StoreUnavailable`` when the store cannot serve requests right now."""
         return None
 
+    async def check_capacity(self) -> None:
+        """Before a new session is created: raise the 503 of :func:`too_many_sessions` when the
+        store already holds ``max_sessions`` live ones. The default counts with
+        :meth:`count_active`; a store may count more cheaply (and approximately, erring by the
+        sessions being created at the same moment)."""
+        limit = self.max_sessions
+        if limit is not None and await self.count_active() >= limit:
+            raise too_many_sessions(limit)
+
     def lock(self, session_id: str) -> AbstractAsyncContextManager[None]:
         """Hold ``session_id`` against runs in *other* processes sharing this store.
 
         Runs in this process already take turns (the runtime's :class:`SessionLocks`); a store
-        shared across processes (Redis) returns a cross-process lock. The default holds nothing.
+        shared across processes (SQLite, Redis) returns a cross-process lock held for the whole
+        step. The default holds nothing.
         """
         return contextlib.nullcontext()
 
 
 # -- memory ---------------------------------------------------------------------------------------
+#: What one stored session costs besides its state's JSON (the object, its times, the dict slot).
+SESSION_OVERHEAD = 300
+
+
 class _Stored:
-    """A saved session with its state kept as JSON, so later mutation by a caller is not a write."""
+    """A saved session with its state kept as JSON, so later mutation by a caller is not a write
+    (exact-size ``bytes`` from orjson: no growth buffer is kept)."""
 
     __slots__ = ("actor", "created_at", "expires_at", "state", "updated_at")
 
@@ -189,21 +231,56 @@ class _Stored:
         self.expires_at = expires_at
         self.actor = actor
 
+    @property
+    def size(self) -> int:
+        return SESSION_OVERHEAD + len(self.state)
+
 
 class MemorySessionStore(SessionStore):
-    """Sessions in a dict: for tests and servers whose sessions may vanish on restart."""
+    """Sessions in a dict: for tests and servers whose sessions may vanish on restart.
 
-    def __init__(self, *, ttl: float = 3600, clock: Callable[[], float] = time.time) -> None:
+    Bounded by ``max_sessions`` (new sessions beyond it are refused, see
+    :meth:`SessionStore.check_capacity`) and by ``max_bytes`` (state JSON plus a fixed overhead
+    per session): a save beyond it evicts the least recently saved sessions, never the one being
+    saved; a single state larger than ``max_bytes`` is refused with 413.
+    """
+
+    def __init__(
+        self,
+        *,
+        ttl: float = 3600,
+        clock: Callable[[], float] = time.time,
+        max_sessions: int | None = None,
+        max_bytes: int | None = None,
+    ) -> None:
+        if max_bytes is not None and max_bytes < 1:
+            raise ValueError(f"max_bytes must be at least 1, got {max_bytes!r}")
         self.ttl = check_ttl(ttl)
+        self.max_sessions = check_max_sessions(max_sessions)
+        self._max_bytes = max_bytes
         self._clock = clock
-        self._sessions: dict[str, _Stored] = {}
+        self._sessions: dict[str, _Stored] = {}  # least recently saved first
+        self._bytes = 0
+        self._swept_at = -math.inf  # last sweep for expired sessions when at a bound
+
+    @property
+    def size_bytes(self) -> int:
+        """What the held sessions count for against ``max_bytes``."""
+        return self._bytes
+
+    def _remove(self, session_id: str) -> bool:
+        stored = self._sessions.pop(session_id, None)
+        if stored is None:
+            return False
+        self._bytes -= stored.size
+        return True
 
     async def get(self, session_id: str) -> Session | None:
         stored = self._sessions.get(session_id)
         if stored is None:
             return None
         if stored.expires_at <= self._clock():
-            del self._sessions[session_id]
+            self._remove(session_id)
             return None
         return Session(
             session_id,
@@ -216,12 +293,30 @@ class MemorySessionStore(SessionStore):
 
     async def save(self, session: Session) -> None:
         state = encode_state(session)
+        limit = self._max_bytes
+        if limit is not None and SESSION_OVERHEAD + len(state) > limit:
+            raise PayloadTooLarge(
+                f"Session state of {len(state)} bytes is larger than the session store holds",
+                details={"session_id": session.id, "memory_sessions_max_bytes": limit},
+            )
         now = self._clock()
         session.updated_at = now
         session.expires_at = now + self.ttl
-        self._sessions[session.id] = _Stored(
-            state, session.created_at, now, session.expires_at, session.actor
-        )
+        stored = _Stored(state, session.created_at, now, session.expires_at, session.actor)
+        self._remove(session.id)  # re-inserted last: the order is least recently saved first
+        self._sessions[session.id] = stored
+        self._bytes += stored.size
+        if limit is not None and self._bytes > limit:
+            self._evict(limit, keep=session.id)
+
+    def _evict(self, limit: int, keep: str) -> None:
+        """Expired sessions first, then the least recently saved, until under ``limit``."""
+        self._sweep()
+        for session_id in list(self._sessions):
+            if self._bytes <= limit:
+                return
+            if session_id != keep:
+                self._remove(session_id)
 
     async def touch(self, session_id: str) -> None:
         stored = self._sessions.get(session_id)
@@ -229,20 +324,38 @@ class MemorySessionStore(SessionStore):
             return
         now = self._clock()
         if stored.expires_at <= now:
-            del self._sessions[session_id]
+            self._remove(session_id)
         else:
             stored.expires_at = now + self.ttl
 
     async def delete(self, session_id: str) -> bool:
-        return self._sessions.pop(session_id, None) is not None
+        return self._remove(session_id)
 
     async def count_active(self) -> int:
         now = self._clock()
         return sum(1 for stored in self._sessions.values() if stored.expires_at > now)
 
+    async def check_capacity(self) -> None:
+        limit = self.max_sessions
+        if limit is None or len(self._sessions) < limit:
+            return
+        self._sweep()
+        if len(self._sessions) >= limit:
+            raise too_many_sessions(limit)
+
     async def purge_expired(self) -> int:
+        return self._purge(self._clock())
+
+    def _sweep(self) -> None:
+        """Purge expired sessions at a bound, at most once a second: a flood of requests at the
+        limit must not each pay for a scan of every session."""
         now = self._clock()
+        if not 0 <= now - self._swept_at < 1.0:
+            self._swept_at = now
+            self._purge(now)
+
+    def _purge(self, now: float) -> int:
         expired = [sid for sid, stored in self._sessions.items() if stored.expires_at <= now]
         for sid in expired:
-            del self._sessions[sid]
+            self._remove(sid)
         return len(expired)

@@ -13,8 +13,10 @@ from typing import Any, TypeVar
 import orjson
 
 from nexus_aio.stores.executions import (
+    EVERYONE,
     INTERRUPTED_ERROR,
     TERMINAL,
+    Everyone,
     ExecutionEvent,
     ExecutionRecord,
     IdempotencyEntry,
@@ -234,10 +236,18 @@ def mark_interrupted(conn: sqlite3.Connection, now: float) -> int:
 
 
 def list_filter(
-    workflow: str | None, status: str | None, after: SortKey | None
+    workflow: str | None,
+    status: str | None,
+    after: SortKey | None,
+    visible_to: str | Everyone | None = EVERYONE,
 ) -> tuple[str, list[Any]]:
     clauses: list[str] = []
     params: list[Any] = []
+    if visible_to is None:
+        clauses.append("actor IS NULL")
+    elif visible_to is not EVERYONE:
+        clauses.append("(actor IS NULL OR actor = ?)")
+        params.append(visible_to)
     if workflow is not None:
         clauses.append("workflow = ?")
         params.append(workflow)
@@ -248,6 +258,39 @@ def list_filter(
         clauses.append("(created_at, id) < (?, ?)")
         params.extend(after)
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def summary_columns(max_value_bytes: int | None) -> tuple[str, list[Any]]:
+    """The columns of :func:`summary_record`: values above ``max_value_bytes`` stay in the
+    database (``inputs`` reads NULL, ``result`` and ``error`` read '', which no stored JSON is)."""
+    if max_value_bytes is None:
+        return RECORD_COLUMNS, []
+    left_out = {"inputs": "NULL", "result": "''", "error": "''"}
+    columns = [
+        f"CASE WHEN length(CAST({name} AS BLOB)) > ? THEN {left_out[name]} ELSE {name} END"
+        if name in left_out
+        else name
+        for name in (column.strip() for column in RECORD_COLUMNS.split(","))
+    ]
+    return ", ".join(columns), [max_value_bytes] * len(left_out)
+
+
+def summary_record(row: tuple[Any, ...]) -> ExecutionRecord:
+    """A row of :func:`summary_columns`: what was left in the database is named in
+    ``truncated``."""
+    inputs, result, error = row[4], row[6], row[7]
+    if inputs is not None and result != "" and error != "":
+        return row_record(row)
+    record = row_record((*row[:4], "null", row[5], result or None, error or None, *row[8:]))
+    truncated = [
+        name
+        for name, value in (("inputs", inputs), ("result", result), ("error", error))
+        if (value is None if name == "inputs" else value == "")
+    ]
+    if inputs is not None:
+        record.inputs = orjson.loads(inputs)
+    record.truncated = tuple(truncated)
+    return record
 
 
 def purge(conn: sqlite3.Connection, cutoff: float | None, max_count: int | None, now: float) -> int:
@@ -298,6 +341,29 @@ def put_idempotency(conn: sqlite3.Connection, entry: IdempotencyEntry, now: floa
         now,
     )
     return transaction(conn, lambda conn: conn.execute(_PUT_IDEMPOTENCY, params).rowcount > 0)
+
+
+def settle_idempotency(conn: sqlite3.Connection, entry: IdempotencyEntry) -> bool:
+    cursor = conn.execute(
+        "UPDATE idempotency_keys SET request_hash = ?, status = ?, body = ?, expires_at = ?"
+        " WHERE key = ? AND execution_id = ?",
+        (
+            entry.request_hash,
+            entry.status,
+            entry.body,
+            entry.expires_at,
+            entry.key,
+            entry.execution_id,
+        ),
+    )
+    return cursor.rowcount > 0
+
+
+def release_idempotency(conn: sqlite3.Connection, key: str, execution_id: str) -> bool:
+    cursor = conn.execute(
+        "DELETE FROM idempotency_keys WHERE key = ? AND execution_id = ?", (key, execution_id)
+    )
+    return cursor.rowcount > 0
 
 
 def probe_write(conn: sqlite3.Connection) -> None:

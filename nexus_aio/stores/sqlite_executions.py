@@ -25,6 +25,8 @@ import orjson
 from nexus_aio.errors import StoreUnavailable
 from nexus_aio.stores import sqlite_execution_sql as sql
 from nexus_aio.stores.executions import (
+    EVERYONE,
+    Everyone,
     ExecutionEvent,
     ExecutionRecord,
     ExecutionStore,
@@ -35,8 +37,9 @@ from nexus_aio.stores.executions import (
     matches,
     newer_events,
     newest_first,
+    summarise,
 )
-from nexus_aio.stores.sqlite_worker import SQLiteHandle
+from nexus_aio.stores.sqlite_worker import SQLiteHandle, reclaim_free_pages
 
 __all__ = ["SQLiteExecutionStore"]
 
@@ -275,22 +278,28 @@ class SQLiteExecutionStore(ExecutionStore):
         status: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        visible_to: str | Everyone | None = EVERYONE,
+        max_value_bytes: int | None = None,
     ) -> tuple[builtins.list[ExecutionRecord], str | None]:
         check_list_args(status, limit)
         after = None if cursor is None else decode_cursor(cursor)
         buffered = {**self._inflight_records, **self._pending_records}
-        where, params = sql.list_filter(workflow, status, after)
+        where, params = sql.list_filter(workflow, status, after, visible_to)
+        columns, column_params = sql.summary_columns(max_value_bytes)
         # Buffered records may replace (and so disqualify) some fetched rows: over-fetch by as many.
         select = (
-            f"SELECT {sql.RECORD_COLUMNS} FROM executions{where}"
-            " ORDER BY created_at DESC, id DESC LIMIT ?"
+            f"SELECT {columns} FROM executions{where} ORDER BY created_at DESC, id DESC LIMIT ?"
         )
-        rows = await self._db.read(sql.query, select, [*params, limit + 1 + len(buffered)])
-        candidates = [r for r in map(sql.row_record, rows) if r.id not in buffered]
+        rows = await self._db.read(
+            sql.query, select, [*column_params, *params, limit + 1 + len(buffered)]
+        )
+        candidates = [r for r in map(sql.summary_record, rows) if r.id not in buffered]
         candidates.extend(
-            r.copy() for r in buffered.values() if matches(r, workflow, status, after)
+            r for r in buffered.values() if matches(r, workflow, status, after, visible_to)
         )
-        return newest_first(candidates, limit)
+        page, next_cursor = newest_first(candidates, limit)
+        # Only the page's buffered records are measured (and copied: the buffer keeps its own).
+        return [summarise(r.copy(), max_value_bytes) for r in page], next_cursor
 
     def _buffered_events(self, execution_id: str) -> builtins.list[ExecutionEvent]:
         inflight = self._inflight_events.get(execution_id)
@@ -324,7 +333,9 @@ class SQLiteExecutionStore(ExecutionStore):
         await self.flush()
         now = self._clock()
         cutoff = None if max_age is None else now - max_age
-        return await self._db.write(sql.purge, cutoff, max_count, now)
+        purged = await self._db.write(sql.purge, cutoff, max_count, now)
+        await self._db.write(reclaim_free_pages)  # idempotency keys expire too: always look
+        return purged
 
     # -- idempotency ---------------------------------------------------------------------------
     async def get_idempotency(self, key: str) -> IdempotencyEntry | None:
@@ -332,6 +343,12 @@ class SQLiteExecutionStore(ExecutionStore):
 
     async def put_idempotency(self, entry: IdempotencyEntry) -> bool:
         return await self._db.write(sql.put_idempotency, entry, self._clock())
+
+    async def settle_idempotency(self, entry: IdempotencyEntry) -> bool:
+        return await self._db.write(sql.settle_idempotency, entry)
+
+    async def release_idempotency(self, key: str, execution_id: str) -> bool:
+        return await self._db.write(sql.release_idempotency, key, execution_id)
 
     # -- health --------------------------------------------------------------------------------
     async def ping(self) -> None:

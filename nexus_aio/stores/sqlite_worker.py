@@ -16,6 +16,7 @@ In-memory databases are never shared: every ``:memory:`` store has a database of
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sqlite3
 import threading
@@ -26,9 +27,16 @@ from typing import Any, TypeVar
 from nexus_aio.errors import StoreUnavailable
 from nexus_aio.stores.sqlite_paths import prepare_parent_directory
 
-__all__ = ["SQLiteHandle", "SQLiteWorker", "open_worker"]
+__all__ = ["SQLiteHandle", "SQLiteWorker", "open_worker", "reclaim_free_pages"]
 
 _T = TypeVar("_T")
+
+logger = logging.getLogger("nexus_aio.stores")
+
+#: Bytes the write-ahead log is truncated to after a checkpoint (it otherwise keeps the size of
+#: its largest batch for good).
+WAL_SIZE_LIMIT = 64 * 1024 * 1024
+_INCREMENTAL = 2  # PRAGMA auto_vacuum value
 
 _workers: dict[str, SQLiteWorker] = {}
 _workers_lock = threading.Lock()  # open and release may run in different threads' loops
@@ -73,10 +81,12 @@ class SQLiteWorker:
         )
         try:
             conn.execute(f"PRAGMA busy_timeout = {self._busy}")
+            _use_incremental_vacuum(conn, self.path)
             # Only switch when needed, so that a read-only database still opens for reads.
             if conn.execute("PRAGMA journal_mode").fetchone()[0] not in ("wal", "memory"):
                 conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
         except BaseException:
             conn.close()
             raise
@@ -120,6 +130,52 @@ class SQLiteWorker:
         """Drop from the registry (caller holds the lock): the next open starts afresh."""
         if self._key is not None and _workers.get(self._key) is self:
             del _workers[self._key]
+
+
+def _use_incremental_vacuum(conn: sqlite3.Connection, path: str) -> None:
+    """New files get ``auto_vacuum = INCREMENTAL`` (possible only before the first table), so
+    that :func:`reclaim_free_pages` can shrink them after purges. A file created without it
+    keeps working (freed pages are reused, the file does not shrink); switching it takes a
+    one-off ``VACUUM``, which rewrites the whole file under an exclusive lock, so it is left
+    to the operator (docs/limits.md) and said once here."""
+    if conn.execute("PRAGMA auto_vacuum").fetchone()[0] == _INCREMENTAL:
+        return
+    if conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchone() is None:
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+    elif _share_key(path) is not None:
+        logger.info(
+            "SQLite file %s was created without incremental vacuum: purged space is reused but"
+            " the file does not shrink; to switch, stop the server and run once:"
+            " sqlite3 %s 'PRAGMA auto_vacuum = INCREMENTAL; VACUUM;'",
+            path,
+            path,
+        )
+
+
+def reclaim_free_pages(conn: sqlite3.Connection) -> int:
+    """After a purge: give the file's free pages back to the filesystem and checkpoint, so the
+    file shrinks now rather than at some later checkpoint. Returns the pages freed (0 when there
+    were none, or the file is not in incremental auto-vacuum mode).
+
+    Best effort: the purge it follows has committed, so a failure here is logged, not raised.
+    The checkpoint does not wait for other processes (busy timeout 0): when one is reading or
+    writing, the file shrinks at a later checkpoint instead of stalling this worker."""
+    try:
+        free: int = conn.execute("PRAGMA freelist_count").fetchone()[0]
+        if not free or conn.execute("PRAGMA auto_vacuum").fetchone()[0] != _INCREMENTAL:
+            return 0
+        # Through executescript, which steps the statement to its end (execute frees one page).
+        conn.executescript("PRAGMA incremental_vacuum;")
+        busy = conn.execute("PRAGMA busy_timeout").fetchone()[0]
+        conn.execute("PRAGMA busy_timeout = 0")
+        try:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {int(busy)}")
+    except sqlite3.Error as exc:
+        logger.warning("cannot give free pages back to the filesystem: %s", exc)
+        return 0
+    return free
 
 
 async def open_worker(path: str, busy_timeout: float) -> SQLiteWorker:

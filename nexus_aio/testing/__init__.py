@@ -51,11 +51,13 @@ from nexus_aio.testing.contracts import (  # noqa: E402 - after the rewrite hook
     ExecutionStoreContract,
     ManualClock,
     RateLimitBackendContract,
+    ScheduleStoreContract,
     SessionExpiryContract,
     SessionStoreContract,
+    WebhookOutboxContract,
     opened,
 )
-from nexus_aio.testing.sse import SSEEvent, parse_sse, read_sse  # noqa: E402
+from nexus_aio.testing.sse import SSEEvent, event_ids, parse_sse, read_sse  # noqa: E402
 
 if TYPE_CHECKING:
     from nexus_aio.nexus import Nexus
@@ -66,10 +68,13 @@ __all__ = [
     "RateLimitBackendContract",
     "RunningServer",
     "SSEEvent",
+    "ScheduleStoreContract",
     "ServerProcess",
     "SessionExpiryContract",
     "SessionStoreContract",
     "ThreadedServer",
+    "WebhookOutboxContract",
+    "event_ids",
     "free_port",
     "make_app",
     "nexus_server",

@@ -1,4 +1,8 @@
-"""Reading server-sent events in tests: ``(id, event, data)`` triples, ``data`` parsed as JSON."""
+"""Reading server-sent events in tests: ``(id, event, data)`` triples, ``data`` parsed as JSON.
+
+``id`` is the event's number: ``n`` of an ``id: n`` and of an execute stream's
+``id: <workflow_id>:n`` alike (:func:`event_id` gives the id as sent).
+"""
 
 from __future__ import annotations
 
@@ -7,13 +11,18 @@ from typing import Any
 
 import aiohttp
 
-__all__ = ["SSEEvent", "parse_sse", "read_sse"]
+__all__ = ["SSEEvent", "event_ids", "parse_sse", "read_sse"]
 
 SSEEvent = tuple[int, str, Any]
 
 
 def _event(fields: dict[str, str]) -> SSEEvent:
-    return int(fields["id"]), fields["event"], json.loads(fields["data"])
+    return int(fields["id"].rpartition(":")[2]), fields["event"], json.loads(fields["data"])
+
+
+def event_ids(text: str) -> list[str]:
+    """The ``id:`` values of an SSE body as sent (e.g. ``wf-...:3``), in order."""
+    return [line[4:] for line in text.splitlines() if line.startswith("id: ")]
 
 
 def parse_sse(text: str) -> list[SSEEvent]:

@@ -1,5 +1,7 @@
 """The one access-log line per request: request id, method, path, workflow, status and duration;
-never headers, inputs or secrets. Written to the ``nexus_aio.access`` logger (text or JSON as
+never headers, inputs or secrets. Control characters in the method, path and workflow name are
+escaped (``\\r\\n`` in a path cannot forge a line); the request id is printable ASCII already.
+Written to the ``nexus_aio.access`` logger (text or JSON as
 ``configure_logging`` set it up)."""
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from nexus_aio.web.keys import REQUEST_ID, WORKFLOW_NAME
+from nexus_aio.logs import escape_controls
+from nexus_aio.web.keys import REQUEST_ID, TRACE, WORKFLOW_NAME
 
 if TYPE_CHECKING:
     from nexus_aio.settings import Settings
@@ -25,21 +28,34 @@ def access_logger(
     if not settings.access_log or not ACCESS.isEnabledFor(logging.INFO):
         return None
     log = ACCESS._log  # skip the per-call isEnabledFor: decided above
+    escape = escape_controls
     info = logging.INFO
 
     def write(request: web.Request, response: web.StreamResponse, duration: float) -> None:
         workflow = request.get(WORKFLOW_NAME, "-")
         rid = request.get(REQUEST_ID, "-")
+        trace = request.get(TRACE)
+        trace_id = trace.trace_id if trace is not None else "-"
         ms = duration * 1000
+        path = request.path
         log(
             info,
-            "%s %s %s %s %d %.2fms",
-            (rid, request.method, request.path, workflow, response.status, ms),
+            "%s %s %s %s %d %.2fms trace=%s",
+            (
+                rid,
+                escape(request.method),
+                escape(path),
+                escape(workflow),
+                response.status,
+                ms,
+                trace_id,
+            ),
             extra={
                 "fields": {
                     "request_id": rid,
+                    "trace_id": trace_id,
                     "method": request.method,
-                    "path": request.path,
+                    "path": path,
                     "workflow": workflow,
                     "status": response.status,
                     "duration_ms": round(ms, 3),

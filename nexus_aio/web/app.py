@@ -14,7 +14,17 @@ from nexus_aio import errors
 from nexus_aio.envelope import new_request_id
 from nexus_aio.errors import ConfigurationError, NexusError
 from nexus_aio.execution.service import ExecutionService
+from nexus_aio.logs import escape_controls
+from nexus_aio.tracing import current_trace, trace_from_headers
 from nexus_aio.web.access_log import access_logger
+from nexus_aio.web.body import (
+    BODY_FAILED,
+    answer_and_close,
+    body_error,
+    quiet_client_errors,
+    watch_body,
+)
+from nexus_aio.web.crossorigin import make_cross_origin_middleware
 from nexus_aio.web.keys import (
     ACTOR,
     EXECUTION_ID,
@@ -22,6 +32,7 @@ from nexus_aio.web.keys import (
     REQUEST_ID,
     REQUEST_STARTED,
     STREAM_RESPONSE,
+    TRACE,
 )
 from nexus_aio.web.responses import error_response
 from nexus_aio.web.workers import is_worker_child
@@ -32,6 +43,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("nexus_aio")
 COMPRESS_MIN_BYTES = 1024  # smaller bodies gain nothing from gzip
 SHUTDOWN_GRACE = 0.5  # after shutdown_timeout: interrupted streams write their last event
+MAX_REQUEST_ID_LENGTH = 128
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -60,6 +72,26 @@ def nexus_error_from_http(request: web.Request, exc: web.HTTPException) -> Nexus
     return err
 
 
+def _is_request_id(value: str) -> bool:
+    """A client's ``X-Request-ID`` is kept when it is 1 to 128 printable ASCII characters
+    without spaces (it goes into log lines and response headers as it is)."""
+    return (
+        len(value) <= MAX_REQUEST_ID_LENGTH
+        and value.isascii()
+        and value.isprintable()
+        and " " not in value
+    )
+
+
+def _vary_on_encoding(response: web.StreamResponse) -> None:
+    """A response compressed or not depending on ``Accept-Encoding`` says so to caches."""
+    vary = response.headers.get("Vary")
+    if vary is None:
+        response.headers["Vary"] = "Accept-Encoding"
+    elif "accept-encoding" not in vary.lower():
+        response.headers["Vary"] = f"{vary}, Accept-Encoding"
+
+
 def make_core_middleware(nexus: Nexus) -> Any:
     """Request id, actor, error rendering and the access log: one middleware for all of it."""
     hooks = nexus.hooks
@@ -67,14 +99,21 @@ def make_core_middleware(nexus: Nexus) -> Any:
     custom_errors = hooks.implemented("handle_exception", builtin=False)
     access = access_logger(nexus.settings)
     compress = nexus.settings.response_compression
+    body_timeout = nexus.settings.body_timeout
 
     @web.middleware
     async def core_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         started = request[REQUEST_STARTED] = time.perf_counter()
         rid = request.headers.get("X-Request-ID")
-        if not rid or len(rid) > 200 or not rid.isprintable():
+        if not rid or not _is_request_id(rid):
             rid = new_request_id()
         request[REQUEST_ID] = rid
+        headers = request.headers
+        trace = request[TRACE] = trace_from_headers(
+            headers.get("traceparent"), headers.get("tracestate")
+        )
+        token = current_trace.set(trace)
+        disarm = watch_body(request, body_timeout)
         try:
             if resolve_actor:
                 request[ACTOR] = await hooks.actor_from_request(request)
@@ -86,6 +125,8 @@ def make_core_middleware(nexus: Nexus) -> Any:
                 request, nexus_error_from_http(request, exc), custom_errors
             )
         except asyncio.CancelledError:
+            if disarm is not None:
+                disarm()
             raise
         except Exception as exc:
             stream = request.get(STREAM_RESPONSE)
@@ -93,17 +134,19 @@ def make_core_middleware(nexus: Nexus) -> Any:
                 log.error(
                     "error after the stream of %s %s started",
                     request.method,
-                    request.path,
+                    escape_controls(request.path),
                     exc_info=exc,
                 )
                 response = stream
             elif isinstance(exc, NexusError):
                 response = await render_error(request, exc, custom_errors)
+            elif (body_exc := body_error(request, exc)) is not None:  # a handler's own read
+                response = await render_error(request, body_exc, custom_errors)
             else:
                 log.error(
                     "unhandled error on %s %s (request %s)",
                     request.method,
-                    request.path,
+                    escape_controls(request.path),
                     rid,
                     exc_info=exc,
                 )
@@ -112,12 +155,19 @@ def make_core_middleware(nexus: Nexus) -> Any:
                 )
         if not response.prepared:
             response.headers["X-Request-ID"] = rid
+            response.headers["traceparent"] = trace.traceparent
             if compress and isinstance(response, web.Response):
                 body = response.body
                 if isinstance(body, bytes | bytearray) and len(body) > COMPRESS_MIN_BYTES:
                     response.enable_compression()
+                    _vary_on_encoding(response)
+        if disarm is not None:
+            disarm()
+            if BODY_FAILED in request and not response.prepared:
+                await answer_and_close(request, response)
         if access is not None:
             access(request, response, time.perf_counter() - started)
+        current_trace.reset(token)
         return response
 
     async def render_error(
@@ -140,7 +190,12 @@ def build_app(nexus: Nexus) -> web.Application:
     settings = nexus.settings = nexus.settings.freeze()
     hooks = nexus.hooks
     hooks.resolve_request_hooks()
-    middlewares = [make_core_middleware(nexus), *hooks.register_middlewares()]
+    quiet_client_errors()
+    middlewares = [
+        make_core_middleware(nexus),
+        make_cross_origin_middleware(nexus),  # before plugins: refused requests cost no budget
+        *hooks.register_middlewares(),
+    ]
     # aiohttp has no header-read timeout: its keep-alive timer (armed when a connection opens and
     # after each response, fired only while no complete request head has arrived) is the one
     # that cuts off slow-header (slowloris) clients, so ``header_timeout`` sets it.
@@ -174,6 +229,9 @@ def build_app(nexus: Nexus) -> web.Application:
     app.on_startup.append(_mark_started)
     app.on_shutdown.append(_begin_shutdown)
     return app
+
+
+NO_AUTH_WARNING = "no authentication: every caller can run every workflow and read every execution"
 
 
 async def _mark_started(app: web.Application) -> None:
@@ -212,6 +270,8 @@ def serve(
     """Serve until SIGINT/SIGTERM; in-flight requests get ``shutdown_timeout`` seconds."""
     app = nexus.create_app()
     settings = nexus.settings
+    if not settings.enable_auth:
+        log.warning(NO_AUTH_WARNING)
     web.run_app(
         app,
         loop=_new_event_loop(),

@@ -5,7 +5,9 @@ is worked out once, when the app is built, by :mod:`nexus_aio.workflows.endpoint
 request then only runs the prepared plan. The JSON body gets the size limit (``read_json``) and
 the security filter (``check_payload``). A handler that takes the ``Request`` and receives a JSON
 body (``Content-Type: application/json``) on a POST/PUT/PATCH/DELETE gets it checked by the
-security filter before it runs, so ``await request.json()`` inside only sees vetted input.
+security filter before it runs; whatever the Content-Type, the request it receives is a
+:class:`VettedRequest`, whose ``text()``/``json()`` apply the same limits and filter (and refuse
+undecodable text with a 400).
 
 Responses: a ``web.StreamResponse`` is returned unchanged; ``None`` becomes ``204 No Content``;
 anything else is serialised as JSON with status 200. Sync handlers run in the runtime's thread
@@ -27,10 +29,12 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from aiohttp.typedefs import DEFAULT_JSON_DECODER
 
 from nexus_aio.errors import ValidationError
 from nexus_aio.security import check_payload, limits_from
-from nexus_aio.web.request import read_json
+from nexus_aio.web.keys import nexus_of
+from nexus_aio.web.request import read_body, read_json
 from nexus_aio.web.responses import json_response
 from nexus_aio.workflows.endpoint_params import (
     EndpointInfo,
@@ -40,6 +44,7 @@ from nexus_aio.workflows.endpoint_params import (
     plan_endpoint,
 )
 from nexus_aio.workflows.endpoint_problems import errors_of, problem, raise_problems
+from nexus_aio.workflows.intrange import check_json_ints
 from nexus_aio.workflows.jsontypes import MISSING
 
 if TYPE_CHECKING:
@@ -151,6 +156,7 @@ def make_endpoint_handler(nexus: Nexus, spec: EndpointSpec) -> Handler:
         if problems:
             raise_problems(problems)
         if request_arg is not None:
+            request.__class__ = VettedRequest  # its json()/text() get the checks read_json has
             kwargs[request_arg] = request
         if is_async:
             result = await fn(**kwargs)
@@ -168,6 +174,42 @@ def make_endpoint_handler(nexus: Nexus, spec: EndpointSpec) -> Handler:
     handler.nexus_rate_limit = rate_limit  # type: ignore[attr-defined]
     handler.nexus_endpoint = plan.info  # type: ignore[attr-defined]
     return handler
+
+
+class VettedRequest(web.Request):
+    """The request a custom endpoint's function receives: ``await request.text()`` and
+    ``await request.json()`` read the body within ``max_request_size`` and ``body_timeout``,
+    whatever the Content-Type; text that does not decode in its charset is a 400, and what
+    ``json()`` returns has passed the security filter (depth, keys, size) and the 64-bit integer
+    check. ``read()``, ``content`` and ``multipart()`` stay aiohttp's (raw bytes are the
+    function's business), bounded by the same size limit and timeout."""
+
+    async def text(self) -> str:
+        raw = await read_body(self)
+        charset = self.charset or "utf-8"
+        try:
+            return raw.decode(charset)
+        except (UnicodeDecodeError, LookupError):
+            raise ValidationError(
+                f"The request body is not valid {charset} text",
+                details={"field": "body", "expected": f"{charset} text", "received": "bytes"},
+            ) from None
+
+    async def json(self, *, loads: Callable[[str], Any] | None = None) -> Any:
+        if loads is None or loads is DEFAULT_JSON_DECODER:
+            value = await read_json(self)
+        else:
+            text = await self.text()
+            try:
+                value = loads(text)
+            except (ValueError, RecursionError) as exc:
+                raise ValidationError(
+                    f"Malformed JSON body: {exc}",
+                    details={"field": "body", "expected": "JSON", "received": "malformed JSON"},
+                ) from None
+            check_json_ints(text)
+        check_payload(value, limits_from(nexus_of(self).settings), path="body")
+        return value
 
 
 def _is_json(request: web.Request) -> bool:

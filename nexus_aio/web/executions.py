@@ -26,11 +26,16 @@ from nexus_aio.errors import (
     ValidationError,
 )
 from nexus_aio.execution.runtime import Runtime, actor_id
-from nexus_aio.stores.executions import TERMINAL, ExecutionRecord
+from nexus_aio.stores.executions import (
+    LIST_VALUE_LIMIT,
+    TERMINAL,
+    ExecutionRecord,
+    summarise,
+)
 from nexus_aio.web.keys import ACTOR, EXECUTION_ID, service_of
 from nexus_aio.web.permissions import check_permission
 from nexus_aio.web.responses import json_response
-from nexus_aio.web.sse import stream_execution
+from nexus_aio.web.sse import LAST_EVENT_ID, parse_event_id, stream_execution
 
 if TYPE_CHECKING:
     from nexus_aio.nexus import Nexus
@@ -58,19 +63,20 @@ def check_owner(request: web.Request, record: ExecutionRecord) -> None:
 
 
 def parse_wait(text: str | None) -> float:
-    """``?wait=N``: seconds to long-poll, capped at :data:`MAX_WAIT`; 0 when absent."""
+    """``?wait=N``: seconds to long-poll, 0 to :data:`MAX_WAIT` (the maximum the OpenAPI
+    document states; beyond it a 400); 0 when absent."""
     if text is None or text == "":
         return 0.0
     try:
         seconds = float(text)
     except ValueError:
         seconds = math.nan
-    if not math.isfinite(seconds) or seconds < 0:
+    if not 0 <= seconds <= MAX_WAIT:  # NaN fails too
         raise ValidationError(
             f"Invalid wait: {text!r} (seconds, a number from 0 to {MAX_WAIT:g})",
-            details={"field": "wait", "expected": "number >= 0", "received": text},
+            details={"field": "wait", "expected": f"number 0..{MAX_WAIT:g}", "received": text},
         )
-    return min(seconds, MAX_WAIT)
+    return seconds
 
 
 def parse_limit(text: str | None) -> int:
@@ -88,20 +94,23 @@ def parse_limit(text: str | None) -> int:
     return limit
 
 
-def parse_last_event_id(request: web.Request) -> int:
+def parse_last_event_id(request: web.Request, execution_id: str | None = None) -> int:
     """The ``Last-Event-ID`` header (what a reconnecting ``EventSource`` sends), else the
-    ``?last_event_id=`` parameter; 0 (from the start) when neither is given."""
-    text = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
+    ``?last_event_id=`` parameter; 0 (from the start) when neither is given. An id is a
+    non-negative ASCII integer below 2^63 (anything else is a 400 before the stream opens),
+    or, as an execute stream numbers them, ``<workflow_id>:<n>`` of this execution."""
+    text = request.headers.get(LAST_EVENT_ID) or request.query.get("last_event_id")
     if not text:
         return 0
-    try:
-        seq = int(text)
-    except ValueError:
-        seq = -1
-    if seq < 0:
+    owner, seq = parse_event_id(text)
+    if owner is not None and owner != execution_id:
         raise ValidationError(
-            f"Invalid Last-Event-ID: {text!r} (an event id from this stream)",
-            details={"field": "Last-Event-ID", "expected": "integer >= 0", "received": text},
+            f"Invalid Last-Event-ID: {text[:80]!r} is an event id of another execution",
+            details={
+                "field": LAST_EVENT_ID,
+                "expected": "an event id of this execution",
+                "received": text[:80],
+            },
         )
     return seq
 
@@ -126,15 +135,21 @@ async def get_execution(request: web.Request) -> web.Response:
     record = await load_record(request)
     if seconds > 0 and record.status not in TERMINAL:
         record = await service_of(request).wait(record.id, seconds) or record
-    return json_response(record.to_dict())
+    data = record.to_dict()
+    delivery = await service_of(request).webhooks.outbox.get(record.id)
+    if delivery is not None:
+        data["webhook"] = delivery.to_dict()
+    return json_response(data)
 
 
 # -- GET /executions -------------------------------------------------------------------------------
 async def list_executions(request: web.Request) -> web.Response:
     """History, newest first: ``?workflow=&status=&limit=&cursor=``.
 
-    A page holds only executions the caller may see, so with auth on it may be shorter than
-    ``limit`` while ``next_cursor`` still leads on.
+    A page holds only executions the caller may see (the store filters by owner in its query).
+    Items are bounded in size: ``inputs``, ``result`` or ``error`` above
+    :data:`~nexus_aio.stores.executions.LIST_VALUE_LIMIT` bytes of JSON are null and named in
+    ``"truncated"``; ``GET /executions/{id}`` has them in full.
     """
     await check_permission(request, "read", "executions")
     query = request.query
@@ -145,12 +160,15 @@ async def list_executions(request: web.Request) -> web.Response:
         status=query.get("status") or None,
         limit=limit,
         cursor=query.get("cursor") or None,
+        visible_to=actor_id(request.get(ACTOR)),
+        max_value_bytes=LIST_VALUE_LIMIT,
     )
     items = []
     for stored in records:
-        if visible_to(request, stored):
-            live = service.live(stored.id)
-            items.append((live.record if live is not None else stored).to_dict())
+        live = service.live(stored.id)
+        if live is not None:
+            stored = summarise(live.record, LIST_VALUE_LIMIT)
+        items.append(stored.to_dict())
     return json_response({"executions": items, "next_cursor": next_cursor})
 
 
@@ -158,7 +176,7 @@ async def list_executions(request: web.Request) -> web.Response:
 async def execution_events(request: web.Request) -> web.StreamResponse:
     """Replay then follow; ``Last-Event-ID`` resumes after that event, exactly once each."""
     await check_permission(request, "read", "executions")
-    after_seq = parse_last_event_id(request)
+    after_seq = parse_last_event_id(request, request.match_info["execution_id"])
     record = await load_record(request)
     return await stream_execution(request, service_of(request), record.id, after_seq)
 

@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from nexus_aio.tracing import TraceContext
+
 if TYPE_CHECKING:
     from nexus_aio.execution.service import ExecutionService
     from nexus_aio.nexus import Nexus
@@ -17,6 +19,7 @@ REQUEST_STARTED = web.RequestKey("nexus_aio.request_started", float)
 EXECUTION_ID = web.RequestKey("nexus_aio.execution_id", str)
 WORKFLOW_NAME = web.RequestKey("nexus_aio.workflow", str)
 ACTOR: web.RequestKey[Any] = web.RequestKey("nexus_aio.actor", object)
+TRACE = web.RequestKey("nexus_aio.trace", TraceContext)
 RATE_HEADERS = web.RequestKey("nexus_aio.rate_headers", dict)
 # The SSE response once prepared: an error after that point cannot become an HTTP status.
 STREAM_RESPONSE = web.RequestKey("nexus_aio.stream_response", web.StreamResponse)

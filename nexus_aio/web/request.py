@@ -17,15 +17,20 @@ from aiohttp import BodyPartReader, web
 
 from nexus_aio.errors import BadRequest, PayloadTooLarge, ValidationError
 from nexus_aio.execution.runtime import Cleanup
+from nexus_aio.web.body import body_error
 from nexus_aio.web.keys import nexus_of
 from nexus_aio.workflows.coerce import coerce_text
 from nexus_aio.workflows.files import File
+from nexus_aio.workflows.intrange import check_json_ints
 from nexus_aio.workflows.problems import Problem, validation_error
 
 if TYPE_CHECKING:
     from nexus_aio.workflows.workflow import CompiledWorkflow
 
-EXECUTE_FIELDS = frozenset({"inputs", "session_id", "context", "mode"})
+EXECUTE_FIELDS = frozenset({"inputs", "session_id", "context", "mode", "webhook"})
+# Query parameters of an execute request that are not inputs.
+QUERY_FIELDS = frozenset({"mode", "session_id"})
+QUERY_FIELDS_GET = QUERY_FIELDS | {"inputs"}
 MULTIPART = "multipart/form-data"
 # At most this many parts in one multipart request (files and fields together): beyond it 413.
 MAX_UPLOAD_PARTS: Final = 64
@@ -45,21 +50,34 @@ async def read_body(request: web.Request) -> bytes:
             details={"max_request_size": limit, "content_length": length},
             headers={"Connection": "close"},
         )
-    return await request.read() if request.body_exists else b""
+    if not request.body_exists:
+        return b""
+    try:
+        return await request.read()
+    except Exception as exc:  # a body that timed out, does not decode, or whose client left
+        error = body_error(request, exc)
+        if error is None:
+            raise
+        raise error from None
 
 
-async def read_json(request: web.Request, *, empty: Any = None) -> Any:
-    """The body parsed as JSON (any content type); ``empty`` when there is no body."""
+async def read_json(request: web.Request, *, empty: Any = None, check_ints: bool = True) -> Any:
+    """The body parsed as JSON (any content type); ``empty`` when there is no body. An integer
+    outside the signed 64-bit range is a 400 unless ``check_ints`` is false (the caller checks
+    parts of the body on its own: a batch fails only the item holding one)."""
     raw = await read_body(request)
     if not raw or raw.isspace():
         return empty
     try:
-        return orjson.loads(raw)
+        value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise ValidationError(
             f"Malformed JSON body: {exc}",
             details={"field": "body", "expected": "JSON", "received": "malformed JSON"},
         ) from None
+    if check_ints:
+        check_json_ints(raw)
+    return value
 
 
 @dataclass(slots=True)
@@ -70,6 +88,7 @@ class ExecuteRequest:
     context: dict[str, Any] | None
     # For the execution service to run when the run ends (delete the uploaded files).
     cleanups: list[Cleanup] = field(default_factory=list)
+    webhook: str | None = None
 
 
 def _field_error(field: str, expected: str, value: Any) -> ValidationError:
@@ -94,41 +113,92 @@ def _field_error(field: str, expected: str, value: Any) -> ValidationError:
     )
 
 
-def _query_body(request: web.Request, workflow: CompiledWorkflow) -> dict[str, Any]:
-    """GET execute (browser ``EventSource``): inputs as ``inputs=<JSON>`` or one parameter each."""
-    query = request.query
-    body: dict[str, Any] = {}
-    if "session_id" in query:
-        body["session_id"] = query["session_id"]
-    if "inputs" in query:
-        try:
-            body["inputs"] = orjson.loads(query["inputs"])
-        except orjson.JSONDecodeError as exc:
-            raise ValidationError(
-                f"Malformed JSON in the inputs query parameter: {exc}",
-                details={"field": "inputs", "expected": "JSON", "received": "malformed JSON"},
-            ) from None
-        return body
-    fields = workflow.schema.fields
-    inputs: dict[str, Any] = {}
-    for key, text in query.items():
-        if key in ("mode", "session_id"):
+def _query_body(request: web.Request) -> dict[str, Any]:
+    """GET execute (browser ``EventSource``): the body is the optional ``inputs=<JSON object>``;
+    the other parameters are merged by :func:`_merge_query`."""
+    text = request.query.get("inputs")
+    if text is None:
+        return {}
+    try:
+        inputs = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise ValidationError(
+            f"Malformed JSON in the inputs query parameter: {exc}",
+            details={"field": "inputs", "expected": "JSON", "received": "malformed JSON"},
+        ) from None
+    check_json_ints(text, "inputs")
+    return {"inputs": inputs}
+
+
+def _merge_query(request: web.Request, workflow: CompiledWorkflow, body: Any) -> Any:
+    """Query parameters of an execute request are inputs (the spec's ``?limit=10&offset=0``),
+    each coerced from text to its input's type; ``mode`` and ``session_id`` are the request's
+    own (``inputs`` too on GET). An input given both in the query and the body, a query
+    parameter naming no input, and a file input in the query are refused together (400)."""
+    if not isinstance(body, dict):
+        return body  # _execute_request refuses it
+    reserved = QUERY_FIELDS_GET if request.method == "GET" else QUERY_FIELDS
+    schema = workflow.schema
+    inputs: dict[str, Any] | None = None
+    sent: frozenset[str] = frozenset()
+    problems: list[Problem] = []
+    for key, text in request.query.items():
+        if key in reserved:
+            if key == "session_id":
+                _query_session(body, text)
             continue
-        field = fields.get(key)
-        inputs[key] = coerce_text(field.annotation, text, key) if field is not None else text
-    body["inputs"] = inputs
+        if inputs is None:
+            given = body.get("inputs", {})
+            if not isinstance(given, dict):
+                raise _field_error("inputs", "object", given)
+            sent = frozenset(given)
+            inputs = body["inputs"] = dict(given)
+        field = schema.fields.get(key)
+        if field is None:
+            problems.append(Problem("unknown", "nothing", "query parameter", None, key))
+        elif key in schema.file_inputs:
+            problems.append(
+                Problem("invalid", "file", "query parameter", "send files as multipart parts", key)
+            )
+        elif key in sent or key in inputs:
+            problems.append(
+                Problem("invalid", "one value", "two", "sent both in the query and the body", key)
+            )
+        else:
+            try:
+                inputs[key] = coerce_text(field.annotation, text, key)
+            except ValidationError as exc:
+                problems.extend(
+                    Problem("type", e["expected"], e["received"], e["message"], e["field"])
+                    for e in exc.details.get("errors", ())
+                )
+    if problems:
+        raise validation_error(problems)
     return body
 
 
+def _query_session(body: dict[str, Any], text: str) -> None:
+    given = body.get("session_id")
+    if given is not None and given != text:
+        raise BadRequest(
+            "session_id in the query and in the body differ",
+            details={"field": "session_id", "query": text, "body": given},
+        )
+    body["session_id"] = text
+
+
 async def read_execute_request(request: web.Request, workflow: CompiledWorkflow) -> ExecuteRequest:
-    """Read ``{"inputs", "session_id", "context", "mode"}`` from the body (or, for GET, the
-    query) with the shape checks of the wire format; the execution service checks the rest."""
+    """Read ``{"inputs", "session_id", "context", "mode"}`` from the body (GET: from
+    ``inputs=<JSON>``) and the query parameters as inputs, with the shape checks of the wire
+    format; the execution service checks the rest."""
     if request.method == "GET":
-        body: Any = _query_body(request, workflow)
+        body: Any = _query_body(request)
     elif request.content_type == MULTIPART:
         return await _read_multipart_request(request, workflow)
     else:
         body = await read_json(request, empty={})
+    if request.query_string:
+        body = _merge_query(request, workflow, body)
     return _execute_request(request, body)
 
 
@@ -139,7 +209,7 @@ def _execute_request(request: web.Request, body: Any) -> ExecuteRequest:
     if unknown:
         field = sorted(unknown)[0]
         raise ValidationError(
-            f"Unknown request field: {field} (allowed: inputs, session_id, context, mode)",
+            f"Unknown request field: {field} (allowed: inputs, session_id, context, mode, webhook)",
             details={
                 "field": field,
                 "expected": "nothing",
@@ -156,7 +226,8 @@ def _execute_request(request: web.Request, body: Any) -> ExecuteRequest:
             },
         )
     inputs = body.get("inputs", {})
-    mode = (request.query_string and request.query.get("mode")) or body.get("mode") or "sync"
+    query_mode = request.query.get("mode") if request.query_string else None
+    mode = query_mode if query_mode is not None else body.get("mode", "sync")  # "" is a 400
     context = body.get("context")
     if context is not None and not isinstance(context, dict):
         raise _field_error("context", "object", context)
@@ -171,7 +242,10 @@ def _execute_request(request: web.Request, body: Any) -> ExecuteRequest:
                 details={"field": "session_id", "header": header_sid, "body": session_id},
             )
         session_id = header_sid
-    return ExecuteRequest(inputs, mode, session_id, context)
+    webhook = body.get("webhook")
+    if webhook is not None and not isinstance(webhook, str):
+        raise _field_error("webhook", "string", webhook)
+    return ExecuteRequest(inputs, mode, session_id, context, webhook=webhook)
 
 
 # -- multipart/form-data ---------------------------------------------------------------------------
@@ -183,6 +257,8 @@ async def _read_multipart_request(
     upload = _Upload(request, workflow)
     try:
         body, files = await upload.read()
+        if request.query_string:
+            body = _merge_query(request, workflow, body)
         parsed = _execute_request(request, body)
         inputs = parsed.inputs
         if not isinstance(inputs, dict):
@@ -344,15 +420,17 @@ class _Upload:
 
     @staticmethod
     def field_value(name: str, text: str) -> Any:
-        if name in ("mode", "session_id"):
+        if name in ("mode", "session_id", "webhook"):
             return text
         try:
-            return orjson.loads(text)
+            value = orjson.loads(text)
         except orjson.JSONDecodeError as exc:
             raise ValidationError(
                 f"Malformed JSON in the {name} part: {exc}",
                 details={"field": name, "expected": "JSON", "received": "malformed JSON"},
             ) from None
+        check_json_ints(text, name)
+        return value
 
     def count(self, size: int) -> None:
         self.received += size

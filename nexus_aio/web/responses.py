@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-import decimal
-import enum
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,32 +10,15 @@ from aiohttp import web
 
 from nexus_aio.envelope import error_envelope
 from nexus_aio.errors import NexusError, WorkflowExecutionError
+from nexus_aio.workflows.results import DUMPS_OPTIONS, json_default
 
 JSON_HEADERS = {"Content-Type": "application/json"}
-
-
-def _default(value: Any) -> Any:
-    if isinstance(value, set | frozenset | tuple):
-        return list(value)
-    if isinstance(value, decimal.Decimal):
-        return float(value)
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    for attr in ("to_dict", "model_dump", "dict"):
-        method = getattr(value, attr, None)
-        if callable(method):
-            return method()
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.asdict(value)
-    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 def dumps(data: Any) -> bytes:
     """orjson with a fallback for sets, Decimals, enums and objects with ``to_dict``."""
     try:
-        return orjson.dumps(data, default=_default, option=orjson.OPT_NON_STR_KEYS)
+        return orjson.dumps(data, default=json_default, option=DUMPS_OPTIONS)
     except TypeError as exc:
         raise WorkflowExecutionError(
             f"Result is not JSON serializable: {exc}", details={"reason": "serialization"}
@@ -56,6 +36,9 @@ def json_response(
 
 
 def error_response(error: NexusError, workflow_id: str | None = None) -> web.Response:
-    return json_response(
-        error_envelope(error, workflow_id), status=error.status, headers=error.headers
-    )
+    headers = error.headers
+    envelope = error_envelope(error, workflow_id)
+    response = json_response(envelope, status=error.status, headers=headers)
+    if headers and headers.get("Connection") == "close":
+        response.force_close()  # the header alone does not make aiohttp close the connection
+    return response

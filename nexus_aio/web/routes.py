@@ -9,8 +9,15 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from nexus_aio.envelope import new_execution_id
-from nexus_aio.errors import NexusError, ValidationError
-from nexus_aio.execution.service import RunRequest
+from nexus_aio.errors import (
+    ExecutionNotFound,
+    Forbidden,
+    NexusError,
+    Unauthorized,
+    ValidationError,
+)
+from nexus_aio.execution.runtime import actor_id, run_cleanups
+from nexus_aio.execution.service import ExecutionService, RunRequest
 from nexus_aio.version import __version__
 from nexus_aio.web.keys import (
     ACTOR,
@@ -36,9 +43,13 @@ def make_execute_handler(nexus: Nexus) -> Any:
     workflows = nexus.workflows
     needs_permission = nexus.hooks.implemented("permission_allowed", builtin=False)
     from nexus_aio.web.idempotency import IDEMPOTENCY_HEADER, IDEMPOTENT_PASS, handle_idempotent
-    from nexus_aio.web.sse import stream_run
+    from nexus_aio.web.sse import LAST_EVENT_ID, parse_event_id, stream_run
 
     async def execute(request: web.Request) -> web.StreamResponse:
+        resume: tuple[str | None, int] | None = None
+        if LAST_EVENT_ID in request.headers:  # a reconnecting EventSource: 400 if malformed
+            text = request.headers[LAST_EVENT_ID]
+            resume = parse_event_id(text) if text else None
         if IDEMPOTENCY_HEADER in request.headers and IDEMPOTENT_PASS not in request:
             if request.content_type == MULTIPART:  # it would hold the whole upload to hash it
                 raise ValidationError(
@@ -55,7 +66,7 @@ def make_execute_handler(nexus: Nexus) -> Any:
         request[WORKFLOW_NAME] = name
         if needs_permission:
             await check_permission(request, "execute", name)
-        execution_id = request[EXECUTION_ID] = new_execution_id()
+        execution_id = request[EXECUTION_ID] = request.get(IDEMPOTENT_PASS) or new_execution_id()
         service = service_of(request)
         actor = request.get(ACTOR)
         try:
@@ -65,6 +76,9 @@ def make_execute_handler(nexus: Nexus) -> Any:
                 execution_id, name, exc, request_id=request[REQUEST_ID], actor=actor
             )
             raise
+        if resume is not None and resume[0] is not None and parsed.mode == "stream":
+            run_cleanups(parsed.cleanups)
+            return await resume_execution(request, service, workflow.name, resume[0], resume[1])
         run = RunRequest(
             name,
             parsed.inputs,
@@ -75,6 +89,7 @@ def make_execute_handler(nexus: Nexus) -> Any:
             request[REQUEST_ID],
             execution_id,
             parsed.cleanups,
+            parsed.webhook,
         )
         headers = {"X-Session-ID": run.session_id} if run.session_id else None
         if run.mode == "sync":
@@ -85,6 +100,36 @@ def make_execute_handler(nexus: Nexus) -> Any:
         return accepted_response(request, record.id, record.session_id)
 
     return execute
+
+
+async def resume_execution(
+    request: web.Request,
+    service: ExecutionService,
+    workflow: str,
+    execution_id: str,
+    after_seq: int,
+) -> web.StreamResponse:
+    """An execute stream reconnecting with ``Last-Event-ID: <workflow_id>:<n>`` continues that
+    execution (of this workflow, started by the same actor) after event ``n``."""
+    from nexus_aio.web.sse import resume_stream
+
+    request[EXECUTION_ID] = execution_id  # its errors name the execution asked for
+    record = await service.get(execution_id)
+    if record is None or record.workflow != workflow:
+        raise ExecutionNotFound(
+            f"Execution {execution_id!r} of workflow {workflow!r} not found",
+            details={"execution_id": execution_id},
+        )
+    actor = request.get(ACTOR)
+    if record.actor != actor_id(actor):
+        if actor is None:
+            raise Unauthorized("Authentication required to resume this execution")
+        raise Forbidden(
+            "Only the actor that started this execution may resume it",
+            details={"execution_id": execution_id},
+        )
+    headers = {"X-Session-ID": record.session_id} if record.session_id else None
+    return await resume_stream(request, service, execution_id, after_seq, headers)
 
 
 def accepted_response(
@@ -182,11 +227,26 @@ def overall_status(components: dict[str, dict[str, Any]]) -> str:
     return next(k for k, v in STATUS_RANK.items() if v == worst)
 
 
+def visible_components(
+    request: web.Request, components: dict[str, dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """The full reports for a caller with credentials (or with auth off); with auth on, an
+    anonymous caller (``/health`` is public) sees each component's status only: no paths,
+    sizes or memory figures."""
+    if request.get(ACTOR) is not None or not nexus_of(request).settings.enable_auth:
+        return components
+    return {name: {"status": report["status"]} for name, report in components.items()}
+
+
 async def health_detailed(request: web.Request) -> web.Response:
     nexus = nexus_of(request)
     components = await run_health_components(nexus)
     return json_response(
-        {"status": overall_status(components), "version": __version__, "components": components}
+        {
+            "status": overall_status(components),
+            "version": __version__,
+            "components": visible_components(request, components),
+        }
     )
 
 

@@ -19,6 +19,13 @@ from nexus_aio.workflows.hints import (
     literal_json_value,
     strip_annotation,
 )
+from nexus_aio.workflows.intrange import (
+    INT64_MAX,
+    INT64_MIN,
+    RANGE_TEXT,
+    range_error,
+    wide_int_path,
+)
 from nexus_aio.workflows.jsontypes import MISSING
 from nexus_aio.workflows.problems import Problem, add_segment, validation_error
 
@@ -88,9 +95,12 @@ def _text_identity(text: str, field: str) -> Any:
 def _text_int(text: str, field: str) -> Any:
     if _INT_TEXT.fullmatch(text):
         try:
-            return int(text)
+            value = int(text)
         except ValueError:  # more digits than int() accepts
-            pass
+            _text_problem(field, RANGE_TEXT, text)
+        if INT64_MIN <= value <= INT64_MAX:
+            return value
+        _text_problem(field, RANGE_TEXT, text)
     _text_problem(field, "integer", text)
 
 
@@ -160,6 +170,9 @@ def _text_json(annotation: Any) -> TextCoercer:
             value = json.loads(text)
         except (ValueError, RecursionError):
             _text_problem(field, compiled.expected, text)
+        wide = wide_int_path(value, field)
+        if wide is not None:
+            raise range_error(wide)
         problems: list[Problem] = []
         out = check(value, problems)
         if problems:

@@ -16,6 +16,7 @@ from typing import Any, Union
 from nexus_aio.errors import RegistrationError
 
 __all__ = [
+    "accepts_none",
     "callable_hints",
     "dataclass_defaults",
     "enum_list_text",
@@ -48,6 +49,20 @@ def strip_annotation(annotation: Any) -> tuple[Any, str | None]:
             annotation = annotation.__supertype__
         else:
             return annotation, description
+
+
+def accepts_none(annotation: Any) -> bool:
+    """Whether ``None`` (JSON null) is a value of ``annotation``: ``Any``, ``None``, an
+    ``Optional``/union with ``None`` or a ``Literal`` holding ``None``."""
+    annotation, _ = strip_annotation(annotation)
+    if annotation is Any or annotation is None or annotation is type(None):
+        return True
+    origin = typing.get_origin(annotation)
+    if is_union(origin):
+        return any(accepts_none(arg) for arg in typing.get_args(annotation))
+    if origin is typing.Literal:
+        return None in typing.get_args(annotation)
+    return False
 
 
 def is_union(origin: Any) -> bool:

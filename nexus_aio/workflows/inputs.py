@@ -13,14 +13,14 @@ import inspect
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import NoneType
-from typing import Any, Final
+from typing import Any, Final, Optional
 
 from nexus_aio.errors import RegistrationError
 from nexus_aio.workflows.checks import Compiler, accept_any
 from nexus_aio.workflows.defs import hoist_to_root
 from nexus_aio.workflows.describe import describe_field
 from nexus_aio.workflows.files import file_input_kind
-from nexus_aio.workflows.hints import callable_hints, strip_annotation
+from nexus_aio.workflows.hints import accepts_none, callable_hints, strip_annotation
 from nexus_aio.workflows.jsonschema import add_annotations, type_json_schema
 from nexus_aio.workflows.jsontypes import MISSING, received_type_name
 from nexus_aio.workflows.models import involves_models
@@ -116,6 +116,9 @@ class InputSchema:
             if annotation is inspect.Parameter.empty:
                 annotation = Any
             default = MISSING if required else param.default
+            if default is None and not accepts_none(annotation):
+                # `x: int = None` means `int | None` (PEP 484's implicit Optional): null is valid
+                annotation = Optional[annotation]  # noqa: UP045 (a runtime value, not a hint)
             fields.append(InputField(name, annotation, required, default, stripped_description))
         return cls(fields)
 

@@ -24,15 +24,19 @@ behaviour the contract expects, and each contract lists its other declarations.
 from nexus_aio.testing.contracts.base import T0, ManualClock, StoreContract, opened
 from nexus_aio.testing.contracts.executions import ExecutionStoreContract
 from nexus_aio.testing.contracts.ratelimit import RateLimitBackendContract
+from nexus_aio.testing.contracts.schedules import ScheduleStoreContract
 from nexus_aio.testing.contracts.sessions import SessionExpiryContract, SessionStoreContract
+from nexus_aio.testing.contracts.webhooks import WebhookOutboxContract
 
 __all__ = [
     "T0",
     "ExecutionStoreContract",
     "ManualClock",
     "RateLimitBackendContract",
+    "ScheduleStoreContract",
     "SessionExpiryContract",
     "SessionStoreContract",
     "StoreContract",
+    "WebhookOutboxContract",
     "opened",
 ]

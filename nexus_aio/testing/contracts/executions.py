@@ -4,7 +4,7 @@ idempotency keys, retention, and what a store shares with other processes."""
 from __future__ import annotations
 
 import asyncio
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 
@@ -51,7 +51,7 @@ def events(*types: str, start: int = 1) -> list[ExecutionEvent]:
     return [ExecutionEvent(start + i, t, {"i": start + i}, T0 + i) for i, t in enumerate(types)]
 
 
-async def all_pages(store: ExecutionStore, limit: int, **filters: str) -> tuple[list[str], int]:
+async def all_pages(store: ExecutionStore, limit: int, **filters: Any) -> tuple[list[str], int]:
     """Every id :meth:`ExecutionStore.list` returns, following cursors, and the page count."""
     ids: list[str] = []
     cursor, pages = None, 0
@@ -224,6 +224,56 @@ class ExecutionStoreContract(StoreContract):
             await store.list(limit=0)
         assert info.value.details["field"] == "limit"
 
+    async def test_list_visible_to_filters_by_owner_before_the_page_is_cut(
+        self, store: ExecutionStore
+    ) -> None:
+        """The owner filter is part of the query: a page of a caller's history is full even
+        when other actors' newer records outnumber it."""
+        owners = ["alice", None, "alice", *(["bob"] * 6)]
+        for n, owner in enumerate(owners):
+            rec = record(n)
+            rec.actor = owner
+            await store.save(rec)
+        await store.flush()
+        page, cursor = await store.list(visible_to="alice", limit=3)
+        assert [(r.id, r.actor) for r in page] == [
+            ("ex-0002", "alice"),
+            ("ex-0001", None),
+            ("ex-0000", "alice"),
+        ]
+        assert cursor is None
+        anonymous, _ = await store.list(visible_to=None)
+        assert [r.id for r in anonymous] == ["ex-0001"]
+        everyone, _ = await store.list(limit=100)
+        assert len(everyone) == len(owners)
+        ids, _ = await all_pages(store, limit=2, visible_to="bob")
+        assert ids == [f"ex-{n:04d}" for n in (8, 7, 6, 5, 4, 3, 1)]
+
+    async def test_list_leaves_out_values_above_max_value_bytes_and_names_them(
+        self, store: ExecutionStore
+    ) -> None:
+        big_inputs = {"text": "é" * 3000}  # 6 KB of UTF-8: the bound counts bytes
+        small = record(1)
+        large = record(2)
+        large.inputs = big_inputs
+        large.result = ["x" * 100] * 100
+        failed = record(3, status="failed")
+        failed.error = {"type": "WorkflowExecutionError", "message": "m" * 5000, "details": {}}
+        for rec in (small, large, failed):
+            await store.save(rec)
+        await store.flush()
+        page, _ = await store.list(max_value_bytes=4096)
+        by_id = {r.id: r for r in page}
+        assert by_id["ex-0001"] == small and by_id["ex-0001"].truncated == ()
+        short = by_id["ex-0002"]
+        assert (short.inputs, short.result, short.truncated) == (None, None, ("inputs", "result"))
+        assert short.to_dict()["truncated"] == ["inputs", "result"]
+        assert by_id["ex-0003"].error is None and by_id["ex-0003"].truncated == ("error",)
+        full = await store.get("ex-0002")
+        assert full is not None and full.inputs == big_inputs and full.truncated == ()
+        unbounded, _ = await store.list()
+        assert {r.id: r for r in unbounded}["ex-0002"] == large
+
     # -- events --------------------------------------------------------------------------------
     async def test_events_keep_order_and_honour_after_seq(self, store: ExecutionStore) -> None:
         await store.add_events("ex-1", events("start", "node_start"))
@@ -345,6 +395,38 @@ class ExecutionStoreContract(StoreContract):
         won = await asyncio.gather(*(store.put_idempotency(e) for e in entries))
         assert sum(won) == 1
         assert await store.get_idempotency("k") == entries[won.index(True)]
+
+    async def test_idempotency_settle_replaces_only_its_own_claim(
+        self, store: ExecutionStore
+    ) -> None:
+        claim = IdempotencyEntry("k", "hash-1", "ex-1", 0, b"", T0 + 60)
+        assert await store.put_idempotency(claim) is True
+        stranger = IdempotencyEntry("k", "hash-1", "ex-2", 200, b"{}", T0 + 600)
+        assert await store.settle_idempotency(stranger) is False
+        assert await store.get_idempotency("k") == claim
+        settled = IdempotencyEntry("k", "hash-1", "ex-1", 200, b"\x00body", T0 + 600)
+        assert await store.settle_idempotency(settled) is True
+        assert await store.get_idempotency("k") == settled
+        assert (
+            await store.settle_idempotency(
+                IdempotencyEntry("absent", "h", "ex-1", 200, b"", T0 + 60)
+            )
+            is False
+        )
+        assert await store.get_idempotency("absent") is None
+
+    async def test_idempotency_release_frees_only_its_own_claim(
+        self, store: ExecutionStore
+    ) -> None:
+        claim = IdempotencyEntry("k", "hash-1", "ex-1", 0, b"", T0 + 60)
+        assert await store.put_idempotency(claim) is True
+        assert await store.release_idempotency("k", "ex-2") is False
+        assert await store.get_idempotency("k") == claim
+        assert await store.release_idempotency("k", "ex-1") is True
+        assert await store.get_idempotency("k") is None
+        assert await store.release_idempotency("k", "ex-1") is False
+        again = IdempotencyEntry("k", "hash-1", "ex-3", 0, b"", T0 + 60)
+        assert await store.put_idempotency(again) is True
 
     # -- health --------------------------------------------------------------------------------
     async def test_ping_succeeds_on_a_healthy_store(self, store: ExecutionStore) -> None:

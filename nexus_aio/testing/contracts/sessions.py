@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from nexus_aio.errors import ValidationError
+from nexus_aio.errors import ServiceUnavailable, ValidationError
 from nexus_aio.stores.sessions import Session, SessionStore
 from nexus_aio.testing.contracts.base import T0, ManualClock, StoreContract, async_tests
 
@@ -32,7 +32,8 @@ class SessionStoreContract(StoreContract):
     clock (Redis TTLs) tests expiry in real time instead and declares ``expiry_tolerance``: how
     far the ``expires_at`` read back may be from the computed one. The store's
     ``cross_process_lock`` selects what ``lock()`` must do: exclude a second holder (True) or
-    hold nothing (False, the default).
+    hold nothing (False, the default). ``max_sessions`` is set on the store by the capacity
+    case (the attribute every store reads when :meth:`SessionStore.check_capacity` runs).
     """
 
     #: Seconds the ``expires_at`` read back may differ from the computed one (a server's clock).
@@ -112,6 +113,23 @@ class SessionStoreContract(StoreContract):
 
     async def test_ping_succeeds_on_a_healthy_store(self, store: SessionStore) -> None:
         await store.ping()
+
+    async def test_check_capacity_refuses_a_new_session_beyond_max_sessions_with_503(
+        self, store: SessionStore
+    ) -> None:
+        store.max_sessions = 2
+        for session_id in ("s1", "s2"):  # as the runtime creates a session: check, then save
+            await store.check_capacity()
+            await store.save(new_session(session_id))
+        with pytest.raises(ServiceUnavailable) as info:
+            await store.check_capacity()
+        assert info.value.status == 503
+        assert info.value.headers["Retry-After"].isdigit()
+        assert info.value.details == {"max_sessions": 2}
+        assert await store.get("s1") is not None  # existing sessions keep working
+        await store.save(new_session("s1", {"n": 2}))
+        assert await store.delete("s2")
+        await store.check_capacity()  # room again at once
 
     async def test_touch_does_not_create(self, store: SessionStore) -> None:
         await store.touch("ghost")

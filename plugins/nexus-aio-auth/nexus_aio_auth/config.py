@@ -19,6 +19,7 @@ PUBLIC_KEY_ALGORITHMS = frozenset(
 )
 DEFAULT_PUBLIC_PATHS = ("/health",)
 DEFAULT_LEEWAY = 10.0
+MIN_API_KEY_LENGTH = 16  # characters: a shorter key is guessable
 
 # The auth feature's settings (``register_settings``): constructor keyword, ``app.api.auth_*``,
 # ``NEXUS_AUTH_*``. ``feature="auth"`` is what makes this plugin the provider of ``enable_auth``.
@@ -121,6 +122,13 @@ class AuthConfig:
                 "enable_auth is on but no credentials are configured: set NEXUS_AUTH_API_KEYS, "
                 "NEXUS_AUTH_JWT_SECRET or NEXUS_AUTH_JWT_PUBLIC_KEY (refusing to start open)"
             )
+        for index, key in enumerate(self.api_keys):
+            if len(key) < MIN_API_KEY_LENGTH:
+                raise ConfigurationError(
+                    f"auth_api_keys: key #{index + 1} is {len(key)} characters long; API keys "
+                    f"must have at least {MIN_API_KEY_LENGTH} (make one with: python -c "
+                    "'import secrets; print(secrets.token_urlsafe(32))')"
+                )
         if self.jwt_leeway < 0:
             raise ConfigurationError(f"auth_jwt_leeway must be >= 0, got {self.jwt_leeway!r}")
         if self.jwt_enabled:

@@ -5,7 +5,8 @@ action              granted by
 ==================  ==========================================================
 ``execute``         ``execute:<workflow>``, ``execute:*``
 ``batch``           any ``execute:...`` scope (each item is then checked alone)
-``cancel``/``delete``  ``write``, ``execute:*``, ``execute:<resource>``
+``cancel``/``delete``  ``write`` or any ``execute:...`` scope (the core lets an actor cancel
+                    only its own runs: ``execute:<workflow>`` cancels the runs it started)
 anything else       ``read``, ``read:<resource>`` (list, schemas, plugins, ...)
 ==================  ==========================================================
 
@@ -37,11 +38,7 @@ def scope_allows(scopes: Any, action: str, resource: str | None) -> bool:
     if action == "batch":
         return any(s.startswith("execute:") for s in scopes)
     if action in WRITE_ACTIONS:
-        return (
-            "write" in scopes
-            or "execute:*" in scopes
-            or (resource is not None and f"execute:{resource}" in scopes)
-        )
+        return "write" in scopes or any(s.startswith("execute:") for s in scopes)
     return "read" in scopes or (resource is not None and f"read:{resource}" in scopes)
 
 

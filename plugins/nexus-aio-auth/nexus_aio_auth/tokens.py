@@ -21,6 +21,10 @@ from .config import HMAC_ALGORITHMS, AuthConfig, load_public_key
 Actor = dict[str, Any]
 INVALID_TOKEN = "Invalid or expired token"
 JWT_CACHE_SIZE = 4096
+# API key actors are "apikey:<16 hex digits of the key's SHA-256>" (64 bits). No JWT may claim a
+# subject in that namespace, so no token can pass for a key (and read its executions).
+API_KEY_PREFIX = "apikey:"
+API_KEY_ID_HEX = 16
 
 
 def invalid_token(reason: str, description: str) -> Unauthorized:
@@ -42,16 +46,31 @@ def bearer_token(authorization: str | None) -> str | None:
 
 
 def api_key_actor(key: str) -> Actor:
-    """The actor of a configured API key: named by a short hash, never by the key itself."""
-    short = hashlib.sha256(key.encode()).hexdigest()[:6]
-    return {"id": f"apikey:{short}", "type": "api_key", "scopes": ["*"]}
+    """The actor of a configured API key: named by 64 bits of its hash, never by the key."""
+    short = hashlib.sha256(key.encode()).hexdigest()[:API_KEY_ID_HEX]
+    return {"id": f"{API_KEY_PREFIX}{short}", "type": "api_key", "scopes": ["*"]}
+
+
+def jwt_scopes(scope: Any) -> list[str]:
+    """The OAuth 2 ``scope`` claim (space-separated) or a list of strings; anything else: 401."""
+    if scope is None:
+        return []
+    if isinstance(scope, str):
+        return scope.split()
+    if isinstance(scope, list) and all(isinstance(s, str) for s in scope):
+        return list(scope)
+    raise invalid_token("scope", "The scope claim must be a string or a list of strings")
 
 
 def jwt_actor(claims: dict[str, Any]) -> Actor:
-    """``sub`` is the id; scopes come from the OAuth 2 ``scope`` claim (space-separated)."""
-    scope = claims.get("scope", "")
-    scopes = scope.split() if isinstance(scope, str) else [str(s) for s in scope or ()]
-    return {"id": str(claims["sub"]), "type": "jwt", "scopes": scopes, "claims": claims}
+    """``sub`` is the id (never one in the API keys' namespace); scopes from ``scope``."""
+    sub = claims.get("sub")
+    if not isinstance(sub, str) or not sub:
+        raise invalid_token("subject", "The sub claim must be a non-empty string")
+    if sub.startswith(API_KEY_PREFIX):
+        raise invalid_token("subject", "The sub claim is in the namespace reserved for API keys")
+    scopes = jwt_scopes(claims.get("scope"))
+    return {"id": sub, "type": "jwt", "scopes": scopes, "claims": claims}
 
 
 class Authenticator:

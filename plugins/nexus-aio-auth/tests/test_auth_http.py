@@ -314,3 +314,123 @@ async def test_other_authorization_schemes_count_as_no_credentials(nexus_server,
     status, body, _ = await call(http, "GET", f"{url}/workflows", headers=headers)
     assert status == 401
     assert body["error"]["message"] == "Authentication required"
+
+
+# -- hardening (issue 12, "Who may do what") ----------------------------------------------------
+async def test_api_key_identity_is_64_bits_of_its_hash_and_no_jwt_sub_can_claim_it(
+    nexus_server, http, make_token
+):
+    app = auth_app()
+
+    @app.workflow()
+    async def whoami(ctx: Context) -> str:
+        return str(ctx.actor["id"])
+
+    url = await nexus_server(app)
+    status, body, _ = await call(http, "POST", f"{url}/workflows/whoami/execute", API_KEY, {})
+    key_id = "apikey:" + hashlib.sha256(API_KEY.encode()).hexdigest()[:16]
+    assert body["result"] == key_id  # 16 hex digits: 64 bits of the hash
+    status, queued, _ = await call(
+        http, "POST", f"{url}/workflows/sum/execute?mode=async", API_KEY, SUM
+    )
+    assert status == 202
+    run = f"{url}/executions/{queued['workflow_id']}"
+    status, record, _ = await call(http, "GET", f"{run}?wait=5", API_KEY)
+    assert status == 200 and record["status"] == "succeeded"
+    impostor = make_token("read execute:*", sub=key_id)
+    status, body, _ = await call(http, "GET", run, impostor)
+    assert status == 401, body
+    assert body["error"]["details"] == {"reason": "subject"}
+    status, body, _ = await call(http, "GET", f"{url}/executions", impostor)
+    assert status == 401
+    for sub in ("apikey:", "apikey:" + "0" * 16):
+        status, _, _ = await call(http, "GET", f"{url}/workflows", make_token("read", sub=sub))
+        assert status == 401
+
+
+async def test_api_keys_shorter_than_16_characters_are_refused_at_startup():
+    with pytest.raises(ConfigurationError, match="at least 16") as info:
+        auth_app(auth_api_keys=[API_KEY, "short-key-15chr"]).create_app()
+    assert "short-key-15chr" not in str(info.value)  # never echo a key
+    auth_app(auth_api_keys=["exactly-16-chars"]).create_app()
+
+
+def test_a_short_api_key_stops_the_server_with_a_clear_error(tmp_path):
+    from nexus_aio.testing import ServerProcess
+
+    server = ServerProcess(
+        ["serve"],
+        cwd=tmp_path,
+        env={"NEXUS_ENABLE_AUTH": "1", "NEXUS_AUTH_API_KEYS": "too-short"},
+    )
+    assert server.proc.wait(timeout=30) != 0
+    output = server.stop()
+    assert "auth_api_keys: key #1 is 9 characters long" in output
+    assert "at least 16" in output and "Traceback" not in output
+
+
+@pytest.mark.parametrize("scope", [42, {"execute": "*"}, ["execute:*", 7], [["read"]], True])
+async def test_a_jwt_scope_that_is_not_a_string_or_list_of_strings_is_401(
+    nexus_server, http, make_token, scope
+):
+    url = await nexus_server(auth_app())
+    token = make_token(scope)
+    for _ in range(2):  # never cached as valid
+        status, body, headers = await call(http, "POST", f"{url}/workflows/sum/execute", token, SUM)
+        assert status == 401, body
+        assert body["error"]["details"] == {"reason": "scope"}
+        assert 'error="invalid_token"' in headers["WWW-Authenticate"]
+
+
+async def test_a_jwt_scope_list_of_strings_is_accepted(nexus_server, http, make_token):
+    url = await nexus_server(auth_app())
+    token = make_token(["execute:sum", "read"])
+    status, body, _ = await call(http, "POST", f"{url}/workflows/sum/execute", token, SUM)
+    assert (status, body["result"]) == (200, 3)
+    assert (await call(http, "GET", f"{url}/workflows", token))[0] == 200
+
+
+async def test_execute_scope_lets_an_actor_cancel_its_own_runs_but_not_anothers(
+    nexus_server, http, make_token
+):
+    url = await nexus_server(auth_app())
+    alice = make_token("execute:slow read:executions", sub="alice")
+    bob = make_token("execute:slow", sub="bob")
+    slow = {"inputs": {"seconds": 10}}
+    status, queued, _ = await call(
+        http, "POST", f"{url}/workflows/slow/execute?mode=async", alice, slow
+    )
+    assert status == 202
+    run = f"{url}/executions/{queued['workflow_id']}"
+    status, body, _ = await call(http, "DELETE", run, bob)
+    assert status == 403, body
+    status, body, _ = await call(http, "DELETE", run, alice)
+    assert status == 200, body
+    assert body["status"] == "cancelled"
+    reader = make_token("read", sub="alice")  # no execute scope, no write: may not cancel
+    status, queued, _ = await call(
+        http, "POST", f"{url}/workflows/slow/execute?mode=async", alice, slow
+    )
+    status, body, _ = await call(
+        http, "DELETE", f"{url}/executions/{queued['workflow_id']}", reader
+    )
+    assert status == 403, body
+    await call(http, "DELETE", f"{url}/executions/{queued['workflow_id']}", alice)
+
+
+async def test_health_detailed_without_credentials_reports_statuses_only(nexus_server, http):
+    url = await nexus_server(auth_app(database=":memory:"))
+    for path in ("/health/detailed", "/health/ready"):
+        status, body, _ = await call(http, "GET", f"{url}{path}")
+        assert status == 200, body
+        assert body["components"], body
+        for name, report in body["components"].items():
+            assert report == {"status": report["status"]}, (path, name)
+            assert report["status"] in ("healthy", "degraded", "unhealthy")
+        text = json.dumps(body)
+        for leak in ("rss_mb", "path", "free", "latency_ms", "backend", "max_concurrent"):
+            assert leak not in text, (path, leak)
+        status, full, _ = await call(http, "GET", f"{url}{path}", API_KEY)
+        assert status == 200
+        assert "rss_mb" in full["components"]["memory"]
+        assert set(full["components"]) == set(body["components"])

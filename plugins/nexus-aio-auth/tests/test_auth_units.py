@@ -104,7 +104,7 @@ def test_actor_from_request_maps_api_key_and_jwt_and_refuses_junk():
     app = nexus(auth_jwt_secret=SECRET)
     key_request = make_mocked_request("GET", "/", headers={"Authorization": f"Bearer {KEYS[1]}"})
     actor = nexus_aio_auth.actor_from_request(app, key_request)
-    short = hashlib.sha256(KEYS[1].encode()).hexdigest()[:6]
+    short = hashlib.sha256(KEYS[1].encode()).hexdigest()[:16]
     assert actor == {"id": f"apikey:{short}", "type": "api_key", "scopes": ["*"]}
     token = jwt.encode({"sub": "bob", "exp": 2**31, "scope": "read execute:sum"}, SECRET)
     jwt_request = make_mocked_request("GET", "/", headers={"Authorization": f"bearer {token}"})

@@ -36,6 +36,7 @@ from nexus_aio.web.keys import ACTOR, REQUEST_ID
 from nexus_aio.web.permissions import check_permission
 from nexus_aio.web.request import read_json
 from nexus_aio.web.responses import json_response
+from nexus_aio.workflows.intrange import range_error, wide_int_path
 from nexus_aio.workflows.jsontypes import json_type_name
 
 if TYPE_CHECKING:
@@ -189,6 +190,9 @@ def _item_fields(item: BatchItem) -> tuple[Any, str | None, dict[str, Any] | Non
     session_id = body.get("session_id")
     if session_id is not None and not isinstance(session_id, str):
         raise _invalid("session_id", "string", session_id, "Invalid parameter: session_id")
+    wide = wide_int_path(body)
+    if wide is not None:
+        raise range_error(wide)
     return body.get("inputs", {}), session_id, context
 
 
@@ -275,7 +279,8 @@ def make_batch_handler(nexus: Nexus) -> Callable[[web.Request], Awaitable[web.St
         started = time.perf_counter()
         if needs_permission:
             await check_permission(request, "batch", None)
-        items = parse_batch(await read_json(request), max_items)
+        # 64-bit integer range: checked per item (_item_fields), so one bad item fails alone.
+        items = parse_batch(await read_json(request, check_ints=False), max_items)
         runner = _ItemRunner(request, nexus, needs_permission, limit_check)
         results = await run_bounded(items, runner, len(items), concurrency)
         return json_response(summarize(results, time.perf_counter() - started))

@@ -6,11 +6,17 @@ settings (:data:`SETTINGS`: constructor keyword, ``app.api.cors_*``, ``NEXUS_COR
 Disabled, the plugin installs nothing. Enabled, it configures aiohttp-cors from a cleanup
 context: aiohttp runs those at startup *before* it freezes the router, so by then every route
 exists (core, custom endpoints, plugin routes) and each one gets CORS and a preflight handler.
+
+The allowed origins are also the core's trusted origins (hook ``trusted_origins``): a page on one
+of them may send state-changing requests that the core's cross-origin protection would refuse.
+No ``cors_origins`` (or ``*``) allows every origin: answers carry ``Access-Control-Allow-Origin:
+*`` (never the caller's origin reflected, never credentials) and startup says so.
 """
 
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -30,9 +36,11 @@ __all__ = [
     "EXPOSE_HEADERS",
     "SETTINGS",
     "CorsSettings",
+    "cors_settings_for",
     "install_cors",
     "register_cleanup_ctx",
     "register_settings",
+    "trusted_origins",
 ]
 
 log = logging.getLogger("nexus_aio.cors")
@@ -48,6 +56,12 @@ EXPOSE_HEADERS = (
     "Location",
 )
 DEFAULT_MAX_AGE = 600
+ANY_ORIGIN = "*"
+EVERY_ORIGIN_WARNING = (
+    "CORS: every origin is allowed (no cors_origins): any web page may call this API, run "
+    "workflows and read the answers (Access-Control-Allow-Origin: *, without credentials); "
+    "set cors_origins to the pages that need it"
+)
 
 SETTINGS = (
     Setting(
@@ -123,9 +137,8 @@ class CorsSettings:
     @classmethod
     def from_settings(cls, settings: Any) -> CorsSettings:
         origins = [normalize_origin(o) for o in split_list(settings.cors_origins)]
-        if not origins:
-            log.warning("enable_cors is on with no cors_origins: allowing any origin ('*')")
-            origins = ["*"]
+        if not origins or ANY_ORIGIN in origins:
+            origins = [ANY_ORIGIN]
         max_age = settings.cors_max_age
         config = cls(
             origins=tuple(dict.fromkeys(origins)),
@@ -136,6 +149,10 @@ class CorsSettings:
         )
         config.validate()
         return config
+
+    @property
+    def any_origin(self) -> bool:
+        return ANY_ORIGIN in self.origins
 
     def validate(self) -> None:
         if "*" in self.origins and self.credentials:
@@ -166,15 +183,40 @@ def register_settings(nexus: Nexus) -> tuple[Setting, ...]:
     return SETTINGS
 
 
+# One validated configuration per app, rebuilt if the app's settings object changes (it is frozen
+# and replaced once, at create_app()). Weak keys: a discarded Nexus takes its entry with it.
+_CONFIGS: weakref.WeakKeyDictionary[Any, tuple[Any, CorsSettings]] = weakref.WeakKeyDictionary()
+
+
+def cors_settings_for(nexus: Nexus) -> CorsSettings:
+    """The app's validated CORS settings, read once per settings object."""
+    settings = nexus.settings
+    cached = _CONFIGS.get(nexus)
+    if cached is None or cached[0] is not settings:
+        cached = (settings, CorsSettings.from_settings(settings))
+        _CONFIGS[nexus] = cached
+    return cached[1]
+
+
+@hookimpl
+def trusted_origins(nexus: Nexus) -> tuple[str, ...] | None:
+    """The allowed origins, for the core's cross-origin protection (``*``: every origin)."""
+    if not nexus.settings.enable_cors:
+        return None
+    return cors_settings_for(nexus).origins
+
+
 @hookimpl(trylast=True)
 def register_cleanup_ctx(nexus: Nexus) -> list[Any] | None:
     """Validate at app build (a bad setting fails ``create_app``); install at startup, last."""
     if not nexus.settings.enable_cors:
         return None
-    cors = CorsSettings.from_settings(nexus.settings)
+    cors = cors_settings_for(nexus)
 
     async def cors_ctx(app: web.Application) -> AsyncIterator[None]:
         install_cors(app, cors)
+        if cors.any_origin:
+            log.warning(EVERY_ORIGIN_WARNING)
         yield
 
     return [cors_ctx]
@@ -204,17 +246,24 @@ def install_cors(app: web.Application, cors: CorsSettings) -> int:
 def make_response_hook(
     cors: CorsSettings,
 ) -> Callable[[web.Request, web.StreamResponse], Coroutine[Any, Any, None]]:
-    """``Vary: Origin`` on every response; a granted preflight lists every configured method.
+    """``Vary: Origin`` on every response; a granted preflight lists every configured method;
+    with every origin allowed, ``Access-Control-Allow-Origin: *`` instead of the caller's origin.
 
     aiohttp-cors answers a preflight with only the requested method and headers and sends no
     ``Vary``, so a shared cache could serve one origin's grant to another. It also lists exposed
-    headers in set order (different in each process); we keep the configured order.
+    headers in set order (different in each process); we keep the configured order. And it
+    reflects whatever ``Origin`` came, even for ``*``: a grant to one named page, which ``*``
+    (no credentials) never is.
     """
     methods = ", ".join(cors.methods)
     headers = None if "*" in cors.headers else ", ".join(cors.headers)
     exposed = ", ".join(cors.expose_headers)
+    any_origin = cors.any_origin
 
     async def on_response_prepare(request: web.Request, response: web.StreamResponse) -> None:
+        if any_origin and hdrs.ACCESS_CONTROL_ALLOW_ORIGIN in response.headers:
+            response.headers[hdrs.ACCESS_CONTROL_ALLOW_ORIGIN] = ANY_ORIGIN
+            response.headers.popall(hdrs.ACCESS_CONTROL_ALLOW_CREDENTIALS, None)
         vary = response.headers.get(hdrs.VARY)
         if vary is None:
             response.headers[hdrs.VARY] = "Origin"

@@ -64,7 +64,7 @@ async def test_plugin_is_listed_by_get_plugins_with_version_and_hooks(nexus_serv
         plugins = (await resp.json())["plugins"]
     plugin = next(p for p in plugins if p["name"] == "cors")
     assert plugin["version"] == "0.1.0"
-    assert plugin["hooks"] == ["register_cleanup_ctx", "register_settings"]
+    assert plugin["hooks"] == ["register_cleanup_ctx", "register_settings", "trusted_origins"]
     assert plugin["builtin"] is False
 
 
@@ -170,11 +170,49 @@ def test_star_origin_with_credentials_fails_at_startup():
         app.create_app()
 
 
-async def test_star_origin_without_credentials_allows_any_origin(nexus_server, http):
+async def test_star_origin_without_credentials_answers_star_never_the_reflected_origin(
+    nexus_server, http
+):
     url = await nexus_server(cors_app(cors_origins=["*"]))
     async with http.get(f"{url}/health", headers={"Origin": EVIL}) as resp:
-        assert resp.headers["Access-Control-Allow-Origin"] == EVIL
+        assert resp.headers["Access-Control-Allow-Origin"] == "*"
+        assert "Access-Control-Allow-Credentials" not in resp.headers
         assert resp.headers["Vary"] == "Origin"
+
+
+async def test_no_cors_origins_answers_star_without_credentials_and_startup_says_every_origin(
+    nexus_server, http, caplog
+):
+    caplog.set_level(logging.WARNING, "nexus_aio.cors")
+    url = await nexus_server(cors_app(cors_origins=[]))
+    assert "every origin is allowed" in caplog.text
+    for origin in (A, EVIL, "null"):
+        headers = {**preflight_headers(origin), "Access-Control-Request-Headers": "content-type"}
+        async with http.options(f"{url}/workflows/sum/execute", headers=headers) as resp:
+            assert resp.status == 200
+            assert resp.headers["Access-Control-Allow-Origin"] == "*"
+            assert "Access-Control-Allow-Credentials" not in resp.headers
+        async with http.post(
+            f"{url}/workflows/sum/execute", json=SUM, headers={"Origin": origin}
+        ) as resp:
+            assert (await resp.json())["result"] == 3
+            assert resp.headers["Access-Control-Allow-Origin"] == "*"
+            assert "Access-Control-Allow-Credentials" not in resp.headers
+
+
+async def test_allowed_origins_may_post_cross_site_and_other_origins_are_refused(
+    nexus_server, http
+):
+    url = await nexus_server(cors_app())
+    cross_site = {"Origin": A, "Sec-Fetch-Site": "cross-site"}
+    async with http.post(f"{url}/workflows/sum/execute", json=SUM, headers=cross_site) as resp:
+        assert (await resp.json())["result"] == 3
+        assert resp.headers["Access-Control-Allow-Origin"] == A
+    evil = {"Origin": EVIL, "Sec-Fetch-Site": "cross-site"}
+    async with http.post(f"{url}/workflows/sum/execute", json=SUM, headers=evil) as resp:
+        assert resp.status == 403
+        assert (await resp.json())["error"]["type"] == "Forbidden"
+        assert "Access-Control-Allow-Origin" not in resp.headers
 
 
 async def test_spec_style_api_settings_and_environment_configure_cors(
@@ -243,10 +281,15 @@ def test_cors_settings_normalize_origins_and_refuse_non_origins():
             CorsSettings.from_settings(cors_settings(cors_origins=[bad]))
 
 
-def test_no_origins_means_any_origin_with_a_warning(caplog):
-    caplog.set_level(logging.WARNING, "nexus_aio.cors")
+def test_no_origins_means_any_origin():
     assert CorsSettings.from_settings(cors_settings()).origins == ("*",)
-    assert "no cors_origins" in caplog.text
+    assert CorsSettings.from_settings(cors_settings(cors_origins=[A, "*"])).origins == ("*",)
+
+
+def test_trusted_origins_hook_answers_the_allowed_origins_only_when_enabled():
+    assert nexus_aio_cors.trusted_origins(Nexus(database=":memory:")) is None
+    app = Nexus(database=":memory:", enable_cors=True, cors_origins=[A, B])
+    assert nexus_aio_cors.trusted_origins(app) == (A, B)
 
 
 def test_install_cors_covers_routes_and_skips_resources_with_their_own_options(caplog):

@@ -5,6 +5,8 @@
 - ``GET /health/ready``: every health component (the core's and these); 503 with the same body
   when the overall status is ``unhealthy``, while the stores are not open yet, or once the app
   has started shutting down (so a load balancer stops sending traffic during the drain).
+  With auth on, a caller without credentials sees each component's status only (as on
+  ``/health/detailed``): no paths, sizes or memory figures.
 - Components for ``/health/detailed``: ``event_loop`` (lag measured by a background task),
   ``memory`` (RSS), ``disk`` (free space where the SQLite database lives) and ``stores``
   (each store's ``ping()`` with its latency). Thresholds: :class:`~.checks.HealthConfig`, from the
@@ -25,7 +27,7 @@ from nexus_aio import Setting, hookimpl
 from nexus_aio import __version__ as nexus_version
 from nexus_aio.web.keys import NEXUS, nexus_of
 from nexus_aio.web.responses import json_response
-from nexus_aio.web.routes import overall_status, run_health_components
+from nexus_aio.web.routes import overall_status, run_health_components, visible_components
 
 from .checks import (
     MB,
@@ -96,7 +98,7 @@ async def ready(request: web.Request) -> web.Response:
     status = overall_status(components)
     shutting_down = state is not None and state.shutting_down
     is_ready = status != "unhealthy" and not shutting_down
-    body.update(status=status, ready=is_ready, components=components)
+    body.update(status=status, ready=is_ready, components=visible_components(request, components))
     if shutting_down:
         body["reason"] = "shutting down"
     elif not is_ready:

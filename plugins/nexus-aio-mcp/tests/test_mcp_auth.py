@@ -12,7 +12,7 @@ from conftest import APP, HERE, mcp_session
 
 from nexus_aio.testing import ServerProcess
 
-KEY = "mcp-test-key"
+KEY = "mcp-test-key-0123456789"
 SECRET = "mcp-test-jwt-secret-of-32-bytes!!"
 
 

@@ -117,7 +117,7 @@ async def test_only_post_is_served_stateless_has_no_get_stream_nor_delete(nexus_
 
 async def test_handle_exception_leaves_other_paths_and_errors_alone(nexus_server):
     url = await nexus_server(
-        Nexus(database=":memory:", enable_mcp=True, enable_auth=True, auth_api_keys=["k"])
+        Nexus(database=":memory:", enable_mcp=True, enable_auth=True, auth_api_keys=["k" * 16])
     )
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{url}/workflows") as resp:

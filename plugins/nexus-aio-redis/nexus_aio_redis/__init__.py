@@ -128,6 +128,7 @@ def storage_backend(nexus: Nexus, kind: str) -> Any:
             ttl=settings.session_ttl,
             prefix=_prefix(nexus),
             lock_lease=settings.redis_lock_lease,
+            max_sessions=settings.max_sessions,
         )
     if kind == "executions":
         return RedisExecutionStore(
@@ -138,6 +139,14 @@ def storage_backend(nexus: Nexus, kind: str) -> Any:
         )
     if kind == "ratelimit":
         return RedisRateLimiter(connect(url, timeout=timeout), prefix=_prefix(nexus))
+    if kind == "webhooks":
+        from nexus_aio_redis.webhooks import RedisWebhookOutbox
+
+        return RedisWebhookOutbox(connect(url, timeout=timeout), prefix=_prefix(nexus))
+    if kind == "schedules":
+        from nexus_aio_redis.schedules import RedisScheduleStore
+
+        return RedisScheduleStore(connect(url, timeout=timeout), prefix=_prefix(nexus))
     return None
 
 

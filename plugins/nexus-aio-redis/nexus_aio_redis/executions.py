@@ -38,7 +38,9 @@ import redis.asyncio as aioredis
 from nexus_aio.envelope import error_envelope
 from nexus_aio.errors import Cancelled, Interrupted, NexusError
 from nexus_aio.stores.executions import (
+    EVERYONE,
     TERMINAL,
+    Everyone,
     ExecutionEvent,
     ExecutionRecord,
     ExecutionStore,
@@ -47,6 +49,8 @@ from nexus_aio.stores.executions import (
     decode_cursor,
     encode_cursor,
     json_text,
+    matches,
+    summarise,
 )
 
 from .client import Guard
@@ -67,6 +71,19 @@ if held then
   local head = cjson.decode(string.sub(held, 1, (newline or 0) - 1))
   if tonumber(head[4]) > tonumber(ARGV[3]) then return 0 end
 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
+# Replace (ARGV[1] value, ARGV[2] ttl ms) or delete (no ARGV[1]) the entry of KEYS[1] if it
+# names the execution ARGV[3]: an in-flight claim settling or released by its owner.
+_SETTLE_IDEMPOTENCY = """
+local held = redis.call('GET', KEYS[1])
+if not held then return 0 end
+local newline = string.find(held, '\\n', 1, true)
+local head = cjson.decode(string.sub(held, 1, (newline or 0) - 1))
+if head[2] ~= ARGV[3] then return 0 end
+if ARGV[1] == '' then return redis.call('DEL', KEYS[1]) end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 """
@@ -133,6 +150,7 @@ _FIELDS = (
     "actor",
 )
 _END_EVENTS = frozenset({"complete", "error"})
+_FETCH_BYTES = 4 * 1024 * 1024  # records read at once by a bounded list()
 
 
 def _dump_record(record: ExecutionRecord) -> str:
@@ -203,6 +221,7 @@ class RedisExecutionStore(ExecutionStore):
         self._block_ms = max(1, int(follow_block * 1000))
         self._add_events = client.register_script(_ADD_EVENTS)
         self._put_idempotency = client.register_script(_PUT_IDEMPOTENCY)
+        self._settle_idempotency = client.register_script(_SETTLE_IDEMPOTENCY)
         self._guard = Guard("Redis (executions)")
         self._pending: list[tuple[ExecutionRecord, ExecutionEvent]] = []
         self._writer: asyncio.Task[None] | None = None
@@ -316,6 +335,8 @@ class RedisExecutionStore(ExecutionStore):
         status: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        visible_to: str | Everyone | None = EVERYONE,
+        max_value_bytes: int | None = None,
     ) -> tuple[builtins.list[ExecutionRecord], str | None]:
         check_list_args(status, limit)
         after = None if cursor is None else decode_cursor(cursor)
@@ -331,21 +352,41 @@ class RedisExecutionStore(ExecutionStore):
                 if not ids:
                     break
                 offset += len(ids)
-                raws = await self._client.mget([self._key(i.decode()) for i in ids])
-                for raw in raws:
-                    if raw is None:
-                        continue
-                    r = _load_record(raw)
-                    if after is not None and (r.created_at, r.id) >= after:
-                        continue
-                    if (workflow is None or r.workflow == workflow) and (
-                        status is None or r.status == status
-                    ):
-                        found.append(r)
+                keys = [self._key(i.decode()) for i in ids]
+                for group in await self._fetch_groups(keys, max_value_bytes):
+                    for raw in await self._client.mget(group):
+                        if raw is None:
+                            continue
+                        r = _load_record(raw)
+                        if after is not None and (r.created_at, r.id) >= after:
+                            continue
+                        if matches(r, workflow, status, None, visible_to):
+                            found.append(summarise(r, max_value_bytes))
         page = found[:limit]
         if len(found) <= limit:
             return page, None
         return page, encode_cursor(page[-1].created_at, page[-1].id)
+
+    async def _fetch_groups(
+        self, keys: builtins.list[str], max_value_bytes: int | None
+    ) -> builtins.list[builtins.list[str]]:
+        """``keys`` in groups of at most :data:`_FETCH_BYTES` (by STRLEN), so that a page of
+        huge records is read a few at a time and summarised, never held all at once."""
+        if max_value_bytes is None:
+            return [keys]
+        async with self._client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.strlen(key)
+            sizes = await pipe.execute()
+        groups: builtins.list[builtins.list[str]] = [[]]
+        total = 0
+        for key, size in zip(keys, sizes, strict=True):
+            if groups[-1] and total + size > _FETCH_BYTES:
+                groups.append([])
+                total = 0
+            groups[-1].append(key)
+            total += size
+        return groups
 
     async def purge(self, *, max_age: float | None = None, max_count: int | None = None) -> int:
         cutoff = None if max_age is None else self._clock() - max_age
@@ -627,6 +668,29 @@ class RedisExecutionStore(ExecutionStore):
                 args=[head + b"\n" + entry.body, ttl_ms, repr(now)],
             )
         return bool(stored)
+
+    async def settle_idempotency(self, entry: IdempotencyEntry) -> bool:
+        now = self._clock()
+        ttl_ms = int((entry.expires_at - now) * 1000)
+        value = b""
+        if ttl_ms > 0:  # else: nothing to remember, the claim just goes
+            head = orjson.dumps(
+                [entry.request_hash, entry.execution_id, entry.status, entry.expires_at]
+            )
+            value = head + b"\n" + entry.body
+        with self._guard:
+            done = await self._settle_idempotency(
+                keys=[self._prefix + "idem:" + entry.key],
+                args=[value, max(ttl_ms, 1), entry.execution_id],
+            )
+        return bool(done)
+
+    async def release_idempotency(self, key: str, execution_id: str) -> bool:
+        with self._guard:
+            done = await self._settle_idempotency(
+                keys=[self._prefix + "idem:" + key], args=[b"", 1, execution_id]
+            )
+        return bool(done)
 
     async def ping(self) -> None:
         with self._guard:

@@ -23,7 +23,7 @@ from types import TracebackType
 import orjson
 import redis.asyncio as aioredis
 
-from nexus_aio.stores.sessions import Session, SessionStore, encode_state
+from nexus_aio.stores.sessions import Session, SessionStore, check_max_sessions, encode_state
 
 from .client import UNREACHABLE, Guard
 
@@ -62,7 +62,9 @@ class RedisSessionStore(SessionStore):
         lock_lease: float = 10.0,
         clock: Callable[[], float] = time.time,
         owns_client: bool = True,
+        max_sessions: int | None = None,
     ) -> None:
+        self.max_sessions = check_max_sessions(max_sessions)  # counted by ZCOUNT: O(log n)
         if not ttl > 0:
             raise ValueError(f"session ttl must be positive, got {ttl!r}")
         if not lock_lease > 0:

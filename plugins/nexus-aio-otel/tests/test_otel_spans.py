@@ -1,0 +1,106 @@
+"""Spans exported by nexus-aio-otel, read back from the SDK's in-memory exporter."""
+
+from __future__ import annotations
+
+import pytest
+from nexus_aio_otel import memory_exporter
+from opentelemetry.trace import SpanKind, StatusCode
+
+from nexus_aio.errors import ConfigurationError
+from nexus_aio.testing import make_app
+
+CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+CALLER_SPAN = "00f067aa0ba902b7"
+
+
+def traced_app(**settings):
+    return make_app(enable_otel=True, otel_exporter="memory", **settings)
+
+
+def hex_ids(span) -> tuple[str, str]:
+    return f"{span.context.trace_id:032x}", f"{span.context.span_id:016x}"
+
+
+async def test_the_request_span_is_the_one_named_in_the_response(nexus_server, http):
+    app = traced_app()
+    url = await nexus_server(app)
+    caller = f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"
+    async with http.post(
+        f"{url}/workflows/sum/execute",
+        json={"inputs": {"a": 2, "b": 3}},
+        headers={"traceparent": caller},
+    ) as resp:
+        assert resp.status == 200
+        _, trace_id, span_id, _ = resp.headers["traceparent"].split("-")
+    spans = memory_exporter(app).get_finished_spans()
+    (request,) = [s for s in spans if s.kind is SpanKind.SERVER]
+    assert hex_ids(request) == (trace_id, span_id) and trace_id == CALLER_TRACE
+    assert f"{request.parent.span_id:016x}" == CALLER_SPAN and request.parent.is_remote
+    assert request.name == "POST /workflows/{name}/execute"
+    assert request.attributes["http.response.status_code"] == 200
+    (execution,) = [s for s in spans if s.name == "execution sum"]
+    assert execution.parent.span_id == request.context.span_id
+    assert execution.attributes["nexus.status"] == "succeeded"
+
+
+async def test_a_dag_run_has_a_span_per_node_under_its_execution(nexus_server, http):
+    app = traced_app()
+    url = await nexus_server(app)
+    async with http.post(
+        f"{url}/workflows/text-stats/execute", json={"inputs": {"text": "a bb ccc"}}
+    ) as resp:
+        assert resp.status == 200, await resp.text()
+    spans = memory_exporter(app).get_finished_spans()
+    (execution,) = [s for s in spans if s.name == "execution text-stats"]
+    nodes = [s for s in spans if s.name.startswith("node ")]
+    assert len(nodes) == len(app.workflows["text-stats"].nodes)
+    assert all(n.parent.span_id == execution.context.span_id for n in nodes)
+    assert all(
+        execution.start_time <= n.start_time <= n.end_time <= execution.end_time for n in nodes
+    )
+
+
+async def test_a_failed_run_and_a_5xx_are_error_spans(nexus_server, http):
+    app = traced_app()
+    url = await nexus_server(app)
+    async with http.post(
+        f"{url}/workflows/fail/execute", json={"inputs": {"message": "boom"}}
+    ) as resp:
+        assert resp.status == 500
+    spans = memory_exporter(app).get_finished_spans()
+    (execution,) = [s for s in spans if s.name == "execution fail"]
+    assert (
+        execution.status.status_code is StatusCode.ERROR and "boom" in execution.status.description
+    )
+    (request,) = [s for s in spans if s.kind is SpanKind.SERVER]
+    assert request.status.status_code is StatusCode.ERROR
+
+
+async def test_an_async_run_is_traced_in_the_submitting_requests_trace(nexus_server, http):
+    app = traced_app()
+    url = await nexus_server(app)
+    async with http.post(
+        f"{url}/workflows/sum/execute", json={"inputs": {"a": 1, "b": 1}, "mode": "async"}
+    ) as resp:
+        assert resp.status == 202
+        trace_id = resp.headers["traceparent"].split("-")[1]
+        execution_id = (await resp.json())["workflow_id"]
+    async with http.get(f"{url}/executions/{execution_id}?wait=10") as resp:
+        assert (await resp.json())["status"] == "succeeded"
+    spans = memory_exporter(app).get_finished_spans()
+    (execution,) = [s for s in spans if s.name == "execution sum"]
+    assert hex_ids(execution)[0] == trace_id
+    assert execution.attributes["nexus.execution_id"] == execution_id
+
+
+async def test_off_by_default_no_spans_and_no_middleware(nexus_server, http):
+    app = make_app()
+    await nexus_server(app)
+    with pytest.raises(LookupError):
+        memory_exporter(app)
+
+
+def test_an_unknown_exporter_stops_startup():
+    app = make_app(enable_otel=True, otel_exporter="zipkin")
+    with pytest.raises(ConfigurationError, match="otel_exporter"):
+        app.create_app()
