@@ -14,6 +14,7 @@ from nexus_aio.errors import RegistrationError, WorkflowNotFound
 from nexus_aio.execution.service import ExecutionService, RunRequest
 from nexus_aio.plugins import Hooks, build_plugin_manager
 from nexus_aio.settings import Settings, initial_value
+from nexus_aio.workflows.retry import RetryPolicy
 from nexus_aio.workflows.workflow import CompiledWorkflow, Workflow, compile_workflow
 
 if TYPE_CHECKING:
@@ -106,8 +107,10 @@ class Nexus:
         timeout: float | None = None,
         rate_limit: int | None = None,
         rate_limit_burst: int | None = None,
+        retry: RetryPolicy | None = None,
     ) -> CompiledWorkflow:
-        """Register a function (sync, async, async generator) or a ``Workflow`` DAG."""
+        """Register a function (sync, async, async generator) or a ``Workflow`` DAG; ``retry``
+        runs it again after a failure (see :class:`~nexus_aio.workflows.retry.RetryPolicy`)."""
         if self.app is not None and self.app.frozen:
             raise RegistrationError("register() must be called before the app starts")
         if name in self.workflows:
@@ -119,6 +122,7 @@ class Nexus:
             timeout=timeout,
             rate_limit=rate_limit,
             rate_limit_burst=rate_limit_burst,
+            retry=retry,
         )
         self.workflows[name] = compiled
         return compiled

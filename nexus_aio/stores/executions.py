@@ -75,6 +75,7 @@ class ExecutionRecord:
     session_id: str | None = None
     request_id: str | None = None
     actor: str | None = None  # actor id, for scoping
+    attempts: int = 1  # the current (or last) attempt: 1 until a retry policy runs it again
 
     def copy(self) -> ExecutionRecord:
         """A shallow copy: stores keep snapshots so later mutation by the runtime is not a write."""
@@ -92,6 +93,7 @@ class ExecutionRecord:
             self.session_id,
             self.request_id,
             self.actor,
+            self.attempts,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -106,6 +108,7 @@ class ExecutionRecord:
             "name": self.workflow,
             "mode": self.mode,
             "status": self.status,
+            "attempts": self.attempts,
             "inputs": self.inputs,
         }
         if self.status == "succeeded":

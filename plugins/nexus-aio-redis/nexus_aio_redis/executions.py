@@ -90,6 +90,7 @@ _FIELDS = (
     "session_id",
     "request_id",
     "actor",
+    "attempts",  # last: a record stored before this field loads with the default (1)
 )
 _END_EVENTS = frozenset({"complete", "error"})
 
