@@ -61,7 +61,6 @@ class LocalExecutor:
         # Runs between two attempts, by id: the timer that queues them again.
         self._backoff: dict[str, tuple[asyncio.TimerHandle, LiveExecution]] = {}
         runtime.on_slot_free = self._hand_over
-        runtime.on_retry = self._retry_later
 
     async def submit(self, sub: Submission) -> ExecutionRecord:
         runtime = self.runtime
@@ -78,7 +77,9 @@ class LocalExecutor:
             await runtime.executions.save(record, durable=True)
         finally:
             self._reserved -= 1
-        self._enqueue(sub, runtime.track(sub, record))
+        live = runtime.track(sub, record)
+        live.on_retry = self._retry_later
+        self._enqueue(sub, live)
         return record
 
     def _enqueue(self, sub: Submission, live: LiveExecution) -> None:

@@ -11,7 +11,7 @@ by any run goes to the oldest waiting one first (:meth:`Runtime.on_slot_free`).
 
 A workflow with a ``RetryPolicy`` runs again after a retryable failure (``execution.retry``):
 sync and stream runs wait in place, under the same overall timeout; an async run gives its slot
-back and its executor runs it again once the delay has passed (:meth:`Runtime.on_retry`).
+back and its executor runs it again once the delay has passed (``LiveExecution.on_retry``).
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def actor_id(actor: Any) -> str | None:
 class LiveExecution:
     """An execution this process owns: queued (no task yet), then running in ``task``."""
 
-    __slots__ = ("cleanups", "done", "log", "record", "retry_in", "task")
+    __slots__ = ("cleanups", "done", "log", "on_retry", "record", "retry_in", "task")
 
     def __init__(self, record: ExecutionRecord, log_: EventLog, done: asyncio.Event) -> None:
         self.record = record
@@ -104,7 +104,10 @@ class LiveExecution:
         self.task: asyncio.Task[Any] | None = None
         self.done = done  # set once the final record and log are saved
         self.cleanups: list[Cleanup] = []  # the submission's, run when it ends
-        # Set when a failed attempt was parked for a retry no executor took (queue workers).
+        # Set by the executor that queued the run: called when an attempt failed and the retry
+        # policy asks for another, with the seconds to wait (the executor runs it again then).
+        # Without it (a queue worker's run) ``retry_in`` tells the caller of ``run_queued``.
+        self.on_retry: Callable[[Submission, LiveExecution, float], None] | None = None
         self.retry_in: float | None = None
 
 
@@ -132,9 +135,6 @@ class Runtime:
         self.live: dict[str, LiveExecution] = {}
         # Called with no argument when a slot frees; returns True when it took the slot over.
         self.on_slot_free: Callable[[], bool] | None = None
-        # Called with an async run whose attempt failed and the seconds until its next attempt;
-        # the executor runs it again then (None: the caller of ``run_queued`` re-queues it).
-        self.on_retry: Callable[[Submission, LiveExecution, float], None] | None = None
         self._observe_started = hooks.implemented("execution_started")
         self._observe_finished = hooks.implemented("execution_finished")
 
@@ -244,9 +244,10 @@ class Runtime:
                 if delay is None:
                     self._fail(record, events, exc)
                     raise
+                if not in_place:  # queued from the retry event on (a snapshot published with it)
+                    record.status = "queued"
                 events.push("retry", retry_data(record, policy, exc, delay))
                 if not in_place:
-                    record.status = "queued"
                     raise RetryLater(delay) from None
                 try:
                     await asyncio.sleep(delay)
@@ -428,7 +429,7 @@ class Runtime:
         executor runs it again after ``delay``; without one (a queue worker's run) the run is
         released here with ``retry_in`` set, for the caller to re-queue."""
         live.task = None
-        requeue = self.on_retry
+        requeue = live.on_retry
         if requeue is not None:
             requeue(sub, live, delay)
         else:
