@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nexus_aio.errors import Cancelled, Interrupted, NexusError, Timeout
+from nexus_aio.errors import Cancelled, Interrupted, NexusError, Timeout, WorkflowExecutionError
 from nexus_aio.stores.executions import ExecutionRecord
 from nexus_aio.workflows.retry import RetryPolicy
 
@@ -30,9 +30,9 @@ class RetryLater(Exception):
 
 
 def raised(error: NexusError) -> BaseException:
-    """The exception the workflow raised: ``error`` itself, or the one it wraps."""
+    """The exception the workflow raised: ``error`` itself, or the one the runtime wrapped."""
     cause = error.__cause__
-    if cause is None:
+    if cause is None or not isinstance(error, WorkflowExecutionError):
         return error
     return getattr(cause, "original", cause)  # WorkflowAborted carries SystemExit and the like
 
