@@ -254,6 +254,32 @@ async def test_sync_retry_that_cannot_start_within_the_request_timeout_gives_up(
     assert time.monotonic() - started < 1.0 and calls == [1]
 
 
+async def test_cancelling_a_stream_run_during_its_backoff_ends_it_cancelled(nexus_server, http):
+    app = make_app(load_entry_points=False)
+    calls: list[int] = []
+
+    @app.workflow(retry=RetryPolicy(initial_delay=20.0, jitter=False), timeout=60)
+    async def down() -> None:
+        calls.append(1)
+        raise ConnectionError("down")
+
+    url = await nexus_server(app)
+    async with http.post(
+        f"{url}/workflows/down/execute", json={"inputs": {}, "mode": "stream"}
+    ) as stream:
+        events = await read_sse(stream, limit=2)
+        assert [kind for _, kind, _ in events] == ["start", "retry"]
+        execution_id = events[0][2]["workflow_id"]
+        record = await record_of(http, url, execution_id)
+        assert record["status"] == "running" and record["attempts"] == 1  # waiting in place
+        async with http.delete(f"{url}/executions/{execution_id}") as resp:
+            assert resp.status == 200
+        (_, kind, data), *_ = await read_sse(stream)
+    assert kind == "error" and data["error"]["type"] == "Cancelled"
+    record = await record_of(http, url, execution_id, wait=5)
+    assert record["status"] == "cancelled" and record["attempts"] == 1 and calls == [1]
+
+
 # -- async backoffs hold no slot ---------------------------------------------------------------
 async def _status_is(http: aiohttp.ClientSession, url: str, execution_id: str, status: str):
     return (await record_of(http, url, execution_id))["status"] == status
