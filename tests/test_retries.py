@@ -5,18 +5,20 @@ memory and SQLite stores (an older SQLite file is migrated)."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import sqlite3
 import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import httpx
 import pytest
 
 from nexus_aio import Nexus, RetryPolicy, ValidationError
 from nexus_aio.errors import RegistrationError
 from nexus_aio.stores.sqlite_executions import SQLiteExecutionStore
-from nexus_aio.testing import make_app, parse_sse, read_sse
+from nexus_aio.testing import ServerProcess, make_app, parse_sse, read_sse
 
 FAST = {"initial_delay": 0.05, "backoff": 2.0, "max_delay": 1.0, "jitter": False}
 
@@ -409,3 +411,40 @@ def test_retry_policy_is_importable_from_the_package_root():
     import nexus_aio
 
     assert "RetryPolicy" in nexus_aio.__all__ and nexus_aio.RetryPolicy is RetryPolicy
+
+
+# -- a server stopping while a run waits out its backoff ---------------------------------------
+PROCESS_APP = """
+from nexus_aio import Nexus, RetryPolicy
+
+app = Nexus(load_entry_points=False)
+
+
+@app.workflow(retry=RetryPolicy(initial_delay=60.0, jitter=False))
+def down() -> None:
+    raise ConnectionError("down")
+"""
+
+
+def test_a_run_waiting_out_its_backoff_at_shutdown_is_interrupted_and_stays_so(tmp_path: Path):
+    (tmp_path / "retryapp.py").write_text(PROCESS_APP)
+    env = {"NEXUS_DATABASE": str(tmp_path / "nexus.db"), "PYTHONPATH": str(tmp_path)}
+    args = ["serve", "--app", "retryapp:app"]
+    with ServerProcess(args, cwd=tmp_path, env=env) as server:
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            resp = client.post("/workflows/down/execute", json={"inputs": {}, "mode": "async"})
+            execution_id = resp.json()["workflow_id"]
+            deadline = time.monotonic() + 10
+            while True:  # until it has failed once and waits, queued, for its next attempt
+                record = client.get(f"/executions/{execution_id}").json()
+                if record["status"] == "queued" and record["started_at"] is not None:
+                    break
+                assert time.monotonic() < deadline, "the run never reached its backoff"
+                time.sleep(0.05)
+        server.stop(signal.SIGTERM)
+    with ServerProcess(args, cwd=tmp_path, env=env) as server:
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            record = client.get(f"/executions/{execution_id}").json()
+            events = parse_sse(client.get(f"/executions/{execution_id}/events").text)
+    assert record["status"] == "interrupted" and record["attempts"] == 1
+    assert [kind for _, kind, _ in events] == ["start", "retry", "error"]
