@@ -131,7 +131,7 @@ def cluster(tmp_path: Path, redis_server: Any) -> Iterator[Any]:
         c.stop()
 
 
-def wait_until(predicate: Any, seconds: float = 15) -> None:
+def wait_until(predicate: Any, seconds: float = 40) -> None:
     deadline = time.monotonic() + seconds
     while not predicate():
         assert time.monotonic() < deadline, "condition not met in time"
@@ -141,7 +141,7 @@ def wait_until(predicate: Any, seconds: float = 15) -> None:
 def test_flaky_run_succeeds_on_its_third_arq_try_with_two_retry_events(cluster: Any) -> None:
     c = cluster()
     execution_id = c.submit("flaky", key="a")
-    record = c.record(execution_id, wait=15)
+    record = c.record(execution_id, wait=40)
     assert record["status"] == "succeeded", record
     assert record["attempts"] == 3 and record["result"] == {"attempt": 3}
     assert c.attempts_made("a") == 3
@@ -157,7 +157,7 @@ def test_flaky_run_succeeds_on_its_third_arq_try_with_two_retry_events(cluster: 
 def test_arq_run_gives_up_after_max_attempts_keeping_the_last_error(cluster: Any) -> None:
     c = cluster()
     execution_id = c.submit("flaky", key="b", failures=10)
-    record = c.record(execution_id, wait=15)
+    record = c.record(execution_id, wait=40)
     assert record["status"] == "failed", record
     assert record["attempts"] == 3
     assert record["error"]["type"] == "WorkflowExecutionError"
@@ -179,7 +179,7 @@ def test_arq_backoff_holds_no_job_slot_and_can_be_cancelled(cluster: Any) -> Non
     assert c.record(waiting)["attempts"] == 1
     # the worker's only job slot is free during the 60 s backoff
     other = c.submit("quick")
-    assert c.record(other, wait=10)["status"] == "succeeded"
+    assert c.record(other, wait=40)["status"] == "succeeded"
     resp = requests.delete(f"{c.server.url}/executions/{waiting}", timeout=10)
     assert resp.status_code == 200, resp.text
     wait_until(lambda: c.record(waiting)["status"] == "cancelled")
