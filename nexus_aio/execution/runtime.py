@@ -427,23 +427,25 @@ class Runtime:
     async def _park(self, sub: Submission, live: LiveExecution, delay: float) -> None:
         """An async run between attempts: it holds no slot, its record says ``queued``. Its
         executor runs it again after ``delay``; without one (a queue worker's run) the run is
-        released here with ``retry_in`` set, for the caller to re-queue."""
+        released here with ``retry_in`` set, for the caller to re-queue.
+
+        The hand-over comes before the first ``await``: from the failed attempt to here nothing
+        yields, so a cancel or a shutdown finds the run either running or with its executor."""
+        live.task = None
+        requeue = live.on_retry
+        if requeue is not None:
+            requeue(sub, live, delay)
+        else:
+            live.retry_in = delay
+            live.log.finish()
+            self.live.pop(live.record.id, None)
         try:
             await asyncio.shield(self._save(live.record, live.log, durable=True))
-        except asyncio.CancelledError:  # cancelled while parking: it ends here
-            self._fail(live.record, live.log, Cancelled())
-            await self.settle(live, durable=True)
-            return
         except Exception:
             log.exception("could not store execution %s", live.record.id)
-        live.task = None  # from here on its executor cancels it
-        if live.on_retry is not None:
-            live.on_retry(sub, live, delay)
-            return
-        live.retry_in = delay
-        live.log.finish()
-        self.live.pop(live.record.id, None)
-        live.done.set()
+        finally:
+            if requeue is None:
+                live.done.set()
 
     async def settle(self, live: LiveExecution, *, durable: bool) -> None:
         """The final save of a tracked run; then followers and waiters are released (its
