@@ -21,10 +21,17 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from nexus_aio.envelope import error_envelope, new_execution_id
-from nexus_aio.errors import ConfigurationError, NexusError, ValidationError, WorkflowNotFound
+from nexus_aio.errors import (
+    ConfigurationError,
+    NexusError,
+    ValidationError,
+    WorkerLost,
+    WorkflowNotFound,
+)
 from nexus_aio.execution.events import closing_event
 from nexus_aio.execution.executor import Executor, LocalExecutor
 from nexus_aio.execution.idempotency import Idempotency
+from nexus_aio.execution.retry import retry_data
 from nexus_aio.execution.runtime import (
     Cleanup,
     LiveExecution,
@@ -311,10 +318,13 @@ class ExecutionService:
         attempt: int = 1,
         context: dict[str, Any] | None = None,
         actor: Any = None,
-    ) -> ExecutionRecord:
+    ) -> tuple[ExecutionRecord, float | None]:
         """Queue workers: run here, to its end, an async run another process accepted (its
-        ``queued`` record is in the shared store); returns the final record. A later attempt
-        (the previous worker died) continues the stored log after a ``retry`` event."""
+        ``queued`` record is in the shared store); returns the final record and None. A later
+        try continues the stored log, after a ``retry`` event when the previous worker died.
+
+        When the attempt failed and the workflow's ``RetryPolicy`` asks for another, the record
+        is left ``queued`` and the seconds to wait come second: the caller queues it again."""
         runtime = self.runtime
         request = RunRequest(
             record.workflow,
@@ -331,15 +341,16 @@ class ExecutionService:
         except NexusError as exc:  # e.g. this worker runs another version of the app
             live = runtime.track_record(record)
             await runtime.drop(live, exc)
-            return live.record
+            return live.record, None
         live = runtime.track_record(record)
         live.log.events.extend(await self.executions.events(record.id))
-        if attempt > 1:
-            live.log.push("retry", {"workflow_id": record.id, "attempt": attempt})
+        if attempt > 1 and record.status == "running":  # the worker running it was lost
+            lost = WorkerLost("The worker running this attempt stopped before it ended")
+            live.log.push("retry", retry_data(record, sub.workflow.retry, lost, 0.0))
         runtime.running += 1  # the queue bounds how many runs a worker takes
         runtime.launch(sub, live)
         await live.done.wait()
-        return live.record
+        return live.record, live.retry_in
 
     # -- executions ---------------------------------------------------------------------------
     async def get(self, execution_id: str, *, settled: bool = True) -> ExecutionRecord | None:

@@ -99,6 +99,7 @@ class ExecutionRecord:
     session_id: str | None = None
     request_id: str | None = None
     actor: str | None = None  # actor id, for scoping
+    attempts: int = 1  # the current (or last) attempt: 1 until a retry policy runs it again
     #: Fields a listing left out (None here) because their JSON is above its size limit.
     truncated: tuple[str, ...] = ()
 
@@ -118,6 +119,7 @@ class ExecutionRecord:
             self.session_id,
             self.request_id,
             self.actor,
+            self.attempts,
             self.truncated,
         )
 
@@ -135,6 +137,7 @@ class ExecutionRecord:
             "name": self.workflow,
             "mode": self.mode,
             "status": self.status,
+            "attempts": self.attempts,
             "inputs": self.inputs,
         }
         if self.status == "succeeded":

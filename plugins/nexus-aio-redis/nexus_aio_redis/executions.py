@@ -107,6 +107,7 @@ _FIELDS = (
     "session_id",
     "request_id",
     "actor",
+    "attempts",  # last: a record stored before this field loads with the default (1)
 )
 _END_EVENTS = frozenset({"complete", "error"})
 _FETCH_BYTES = 4 * 1024 * 1024  # records read at once by a bounded list()
