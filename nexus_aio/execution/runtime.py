@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -43,6 +45,7 @@ from nexus_aio.execution.locks import SessionLocks
 from nexus_aio.execution.retry import RetryLater, retry_data, retry_delay
 from nexus_aio.stores.executions import ExecutionRecord, ExecutionStore
 from nexus_aio.stores.sessions import Session, SessionStore
+from nexus_aio.tracing import continue_trace, current_trace
 from nexus_aio.workflows.results import check_result
 
 if TYPE_CHECKING:
@@ -53,6 +56,9 @@ if TYPE_CHECKING:
 __all__ = ["Cleanup", "LiveExecution", "Runtime", "Submission", "actor_id", "run_cleanups"]
 
 log = logging.getLogger("nexus_aio.runtime")
+# This process, as the owner of the runs it executes: a parent replacing a dead worker marks the
+# runs it owned interrupted (``serve --workers``).
+INSTANCE = f"{socket.gethostname()}:{os.getpid()}"
 
 
 Cleanup = Callable[[], object]
@@ -84,6 +90,9 @@ class Submission:
     timeout: float = 30.0  # seconds; the workflow's own, else request_timeout or run_timeout
     # Run once when the run ends, whatever the mode and outcome (uploaded files are deleted).
     cleanups: list[Cleanup] = field(default_factory=list)
+    trigger: str | None = None  # "schedule" when a schedule started it
+    schedule_id: str | None = None
+    trace_id: str | None = None  # the W3C trace of the request that asked for it
 
 
 def actor_id(actor: Any) -> str | None:
@@ -185,6 +194,10 @@ class Runtime:
             session_id=sub.session_id,
             request_id=sub.request_id,
             actor=actor_id(sub.actor),
+            trace_id=sub.trace_id,
+            trigger=sub.trigger,
+            schedule_id=sub.schedule_id,
+            owner=INSTANCE,
         )
 
     def _finish(
@@ -226,6 +239,10 @@ class Runtime:
         A retryable failure logs ``retry`` and, ``in_place``, waits and runs again (all attempts
         within ``sub.timeout``); otherwise it leaves the record ``queued`` and raises
         :class:`RetryLater`: calling this again runs the next attempt."""
+        if record.trace_id is not None:  # logs of a run outside its request name its trace
+            trace = current_trace.get()
+            if trace is None or trace.trace_id != record.trace_id:
+                current_trace.set(continue_trace(record.trace_id))
         if record.started_at is None:
             record.started_at = time.time()
             events.push("start", start_data(record, record.started_at))

@@ -50,6 +50,7 @@ from nexus_aio.stores.executions import (
 )
 from nexus_aio.stores.sessions import SessionStore, validate_session_id
 from nexus_aio.stores.webhooks import MemoryWebhookOutbox, WebhookOutbox
+from nexus_aio.tracing import current_trace
 from nexus_aio.workflows.files import has_files, recorded_inputs
 
 if TYPE_CHECKING:
@@ -219,6 +220,9 @@ class ExecutionService:
             req.request_id,
             timeout,
             req.cleanups,
+            req.trigger,
+            req.schedule_id,
+            trace.trace_id if (trace := current_trace.get()) is not None else None,
         )
 
     async def admit(self, req: RunRequest) -> Submission:

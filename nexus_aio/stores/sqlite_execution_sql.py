@@ -26,11 +26,11 @@ from nexus_aio.stores.executions import (
 
 _T = TypeVar("_T")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 COMPONENT = "executions"
 RECORD_COLUMNS = (
     "id, workflow, mode, status, inputs, created_at, result, error, started_at, finished_at,"
-    " session_id, request_id, actor, attempts"
+    " session_id, request_id, actor, attempts, trace_id, trigger, schedule_id, owner"
 )
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS nexus_schema (
@@ -51,7 +51,11 @@ CREATE TABLE IF NOT EXISTS executions (
     session_id TEXT,
     request_id TEXT,
     actor TEXT,
-    attempts INTEGER NOT NULL DEFAULT 1
+    attempts INTEGER NOT NULL DEFAULT 1,
+    trace_id TEXT,
+    trigger TEXT,
+    schedule_id TEXT,
+    owner TEXT
 );
 CREATE INDEX IF NOT EXISTS executions_by_created ON executions (created_at, id);
 CREATE INDEX IF NOT EXISTS executions_by_workflow ON executions (workflow, created_at, id);
@@ -78,8 +82,12 @@ CREATE INDEX IF NOT EXISTS idempotency_by_expiry ON idempotency_keys (expires_at
 INSERT OR IGNORE INTO nexus_schema (component, version) VALUES ('{COMPONENT}', {SCHEMA_VERSION});
 """
 # What brings a file of version ``v - 1`` to version ``v`` (files keep their data).
-_MIGRATIONS = {
-    2: "ALTER TABLE executions ADD COLUMN attempts INTEGER NOT NULL DEFAULT 1",
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    2: ("ALTER TABLE executions ADD COLUMN attempts INTEGER NOT NULL DEFAULT 1",),
+    3: tuple(
+        f"ALTER TABLE executions ADD COLUMN {column} TEXT"
+        for column in ("trace_id", "trigger", "schedule_id", "owner")
+    ),
 }
 _UPSERT_RECORD = (
     f"INSERT INTO executions ({RECORD_COLUMNS}) VALUES {{values}}"
@@ -87,7 +95,9 @@ _UPSERT_RECORD = (
     " status=excluded.status, inputs=excluded.inputs, created_at=excluded.created_at,"
     " result=excluded.result, error=excluded.error, started_at=excluded.started_at,"
     " finished_at=excluded.finished_at, session_id=excluded.session_id,"
-    " request_id=excluded.request_id, actor=excluded.actor, attempts=excluded.attempts"
+    " request_id=excluded.request_id, actor=excluded.actor, attempts=excluded.attempts,"
+    " trace_id=excluded.trace_id, trigger=excluded.trigger, schedule_id=excluded.schedule_id,"
+    " owner=excluded.owner"
 )
 # Events are immutable and numbered by the caller, so rewriting one (a retried flush) is harmless.
 _INSERT_EVENT = (
@@ -138,6 +148,10 @@ def record_row(r: ExecutionRecord) -> tuple[Any, ...]:
         r.request_id,
         r.actor,
         r.attempts,
+        r.trace_id,
+        r.trigger,
+        r.schedule_id,
+        r.owner,
     )
 
 
@@ -157,6 +171,10 @@ def row_record(row: tuple[Any, ...]) -> ExecutionRecord:
         row[11],
         row[12],
         row[13],
+        row[14],
+        row[15],
+        row[16],
+        row[17],
     )
 
 
@@ -186,7 +204,8 @@ def create_schema(conn: sqlite3.Connection) -> None:
         version = _schema_version(conn)
         if version is not None:
             for target in range(version + 1, SCHEMA_VERSION + 1):
-                conn.execute(_MIGRATIONS[target])
+                for statement in _MIGRATIONS[target]:
+                    conn.execute(statement)
             conn.execute(
                 "UPDATE nexus_schema SET version = ? WHERE component = ?",
                 (SCHEMA_VERSION, COMPONENT),
@@ -241,16 +260,17 @@ def write_batch(
     transaction(conn, work)
 
 
-def mark_interrupted(conn: sqlite3.Connection, now: float) -> int:
+def mark_interrupted(conn: sqlite3.Connection, now: float, owner: str | None) -> int:
     error = json_text(INTERRUPTED_ERROR)
 
     def work(conn: sqlite3.Connection) -> int:
-        cur = conn.execute(
+        sql = (
             "UPDATE executions SET status = 'interrupted', finished_at = ?, error = ?"
-            " WHERE status IN ('queued', 'running')",
-            (now, error),
+            " WHERE status IN ('queued', 'running')"
         )
-        return cur.rowcount
+        if owner is None:
+            return conn.execute(sql, (now, error)).rowcount
+        return conn.execute(sql + " AND owner = ?", (now, error, owner)).rowcount
 
     return transaction(conn, work)
 

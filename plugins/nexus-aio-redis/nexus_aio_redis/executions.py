@@ -107,7 +107,11 @@ _FIELDS = (
     "session_id",
     "request_id",
     "actor",
-    "attempts",  # last: a record stored before this field loads with the default (1)
+    "attempts",  # from here on: a record stored before a field loads with its default
+    "trace_id",
+    "trigger",
+    "schedule_id",
+    "owner",
 )
 _END_EVENTS = frozenset({"complete", "error"})
 _FETCH_BYTES = 4 * 1024 * 1024  # records read at once by a bounded list()
@@ -174,7 +178,7 @@ class RedisExecutionStore(ExecutionStore):
         if self._owns_client:
             await self._client.aclose()
 
-    async def mark_interrupted(self) -> int:
+    async def mark_interrupted(self, owner: str | None = None) -> int:
         """Nothing: the store is shared, so a starting instance cannot tell a run another live
         instance (or worker) is executing from one orphaned by a crash. Runs owned by a worker
         are recovered by arq's retry instead."""
