@@ -1006,7 +1006,14 @@ def render(cfg: Config, command: str, facts: dict[str, str], res: dict[str, Any]
     if "redis" in res:
         lines += _render_redis(res["redis"])
     if goals:
-        lines += ["## Goals", "", *goals, ""]
+        lines += ["## Goals", ""]
+        if cfg.quick:
+            lines += [
+                "Quick mode: shorter runs, fewer streams, requests and seconds than the goals"
+                " name; the marks only show the harness works.",
+                "",
+            ]
+        lines += [*goals, ""]
     return "\n".join(lines)
 
 
@@ -1062,14 +1069,14 @@ def _render_execute(ex: dict[str, Any], goals: list[str]) -> list[str]:
             p99 = r.p99_ms / bare16.p99_ms
             goals.append(
                 f"- {_goal(p99 <= GOALS['p99_c16'])} {label} p99 at c=16: {r.p99_ms:.2f} ms ="
-                f" {p99:.1f}x the floor's {bare16.p99_ms:.2f} ms (goal <= {GOALS['p99_c16']:g}x)"
+                f" {p99:.2f}x the floor's {bare16.p99_ms:.2f} ms (goal <= {GOALS['p99_c16']:g}x)"
             )
         r64 = peer(name, 64)
         if r64 and bare64:
             p99 = r64.p99_ms / bare64.p99_ms
             goals.append(
                 f"- {_goal(p99 <= GOALS['p99_c64'])} {label} p99 at c=64: {r64.p99_ms:.2f} ms ="
-                f" {p99:.1f}x the floor's {bare64.p99_ms:.2f} ms (goal <= {GOALS['p99_c64']:g}x)"
+                f" {p99:.2f}x the floor's {bare64.p99_ms:.2f} ms (goal <= {GOALS['p99_c64']:g}x)"
             )
         if name != "nexus":
             continue
@@ -1105,8 +1112,8 @@ def _render_health(he: dict[str, Any]) -> list[str]:
     lines += [
         "",
         "The bodies differ: nexus_aio's health reports version, uptime, workflow count and active"
-        " sessions (a store query); the bare server answers a constant; Kailash Nexus reports"
-        " per-workflow health.",
+        " sessions (a store query); the bare server and FastAPI answer a constant; Kailash Nexus"
+        " reports per-workflow health.",
         "",
     ]
     return lines
@@ -1143,8 +1150,9 @@ def _render_sse(cfg: Config, sse: dict[str, Any], goals: list[str]) -> list[str]
         if name in sse["rows"]:
             r = sse["rows"][name]
             ok = r["rss_open"] < GOALS["sse_mb"] and r["opened"] == n
+            mark = _goal(ok) if name in NEXUS_SERVERS else "(reported)"
             goals.append(
-                f"- {_goal(ok)} {sse['labels'][name]} with {r['opened']:,}/{n:,} SSE streams"
+                f"- {mark} {sse['labels'][name]} with {r['opened']:,}/{n:,} SSE streams"
                 f" open: {r['rss_open']:.1f} MB RSS (goal: all {n:,} open, < {GOALS['sse_mb']:.0f}"
                 " MB)"
             )
@@ -1176,8 +1184,11 @@ def _render_memory(cfg: Config, mem: dict[str, Any], goals: list[str]) -> list[s
         if name in mem["rows"]:
             r = mem["rows"][name]
             growth = r["after"] - r["warm"]
+            ok = abs(growth) <= GOALS["leak_mb"]
+            # The memory store keeps records up to memory_executions_max_bytes by design.
+            mark = _goal(ok) if name in NEXUS_SERVERS else "(reported)"
             goals.append(
-                f"- {_goal(abs(growth) <= GOALS['leak_mb'])} {mem['labels'][name]} RSS over"
+                f"- {mark} {mem['labels'][name]} RSS over"
                 f" {r['requests']:,} requests after the warm-up: {r['warm']:.1f} ->"
                 f" {r['after']:.1f} MB = {growth:+.1f} MB (goal: within"
                 f" {GOALS['leak_mb']:.0f} MB of the warmed-up figure; idle was {r['idle']:.1f} MB)"

@@ -275,6 +275,6 @@ def test_report_marks_each_goal_pass_or_fail(tmp_path: Path) -> None:
     assert "**PASS** nexus req/s at c=16 vs bare aiohttp: 0.75" in goals
     assert "**FAIL** nexus-sync req/s at c=16 vs bare aiohttp: 0.50" in goals
     assert "**PASS** nexus req/s at c=16 vs FastAPI: 1.88x" in goals
-    assert "**PASS** nexus p99 at c=16: 1.50 ms = 1.5x" in goals
+    assert "**PASS** nexus p99 at c=16: 1.50 ms = 1.50x" in goals
     assert "**FAIL** `--workers 2` at c=64 vs one process: 1.50x" in goals
     assert "(not measured) nexus vs Kailash Nexus" in goals
