@@ -986,6 +986,10 @@ def render(cfg: Config, command: str, facts: dict[str, str], res: dict[str, Any]
         " of that run.",
         "- RSS is `VmRSS` of the server process from `/proc/<pid>/status` (MB = 2^20 bytes).",
         "- Goals are issue 13's; each is marked **PASS** or **FAIL** in the Goals section.",
+        "- Regression guard (`make test` runs `tests/test_bench_guard.py`; the same check is"
+        " `scripts/bench.py --guard`): nexus_aio / bare aiohttp req/s at c=16, median of 3"
+        f" alternating 1 s rounds, must stay >= {GUARD_THRESHOLD:.2f} (wrk when installed, else"
+        " an aiohttp client load generator).",
     ]
     if cfg.quick:
         lines.append("- **Quick mode** (`--quick`): one short run per case; a smoke test only.")
