@@ -63,8 +63,10 @@ LUA = SCRIPTS / "wrk_unique_body.lua"
 KAILASH_VENV = ROOT / ".bench" / "kailash-venv"
 FASTAPI_VENV = ROOT / ".bench" / "fastapi-venv"
 FASTAPI_PACKAGES = ("fastapi", "uvicorn[standard]", "orjson")  # uvloop + httptools come with it
+TOOLS_VENV = ROOT / ".bench" / "tools-venv"  # py-spy, for --profile
 EXECUTE_PATH = "/workflows/sum/execute"
-ALL_CASES = ("execute", "health", "sse", "memory", "workers", "async", "redis")
+ALL_CASES = ("execute", "health", "sse", "memory", "workers", "async", "redis", "profile")
+DEFAULT_CASES = ALL_CASES[:-1]  # profile: with --profile (needs py-spy and ptrace rights)
 CONCURRENCY = (1, 16, 64)
 MAIN_CONCURRENCY = 16
 NEXUS_SERVERS = ("nexus", "nexus-sync")  # the goals are about these (SQLite, default settings)
@@ -195,6 +197,13 @@ class Server:
         """CPU time (user + system) the server process and its live children have used."""
         return process_tree_cpu_seconds(self.proc.pid)
 
+    def main_thread_cpu_seconds(self) -> float:
+        """CPU time of the process's main thread alone (the event loop, for every server here):
+        the rest of :meth:`cpu_seconds` is other threads (nexus_aio's SQLite writer, thread
+        pool) and child processes."""
+        stat = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/stat").read_text()
+        return parse_proc_stat(stat)[1] / CLOCK_TICKS
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -274,6 +283,7 @@ class WrkResult:
     p99_ms: float
     errors: int  # socket errors + non-2xx/3xx answers
     cpu_us: float | None = None  # server CPU microseconds per request over the run
+    cpu_main_us: float | None = None  # the part of cpu_us spent in the main (event-loop) thread
 
     @property
     def rps(self) -> float:
@@ -328,10 +338,14 @@ class Wrk:
             *args,
         ]
         cpu_before = server.cpu_seconds() if server else 0.0
+        main_before = server.main_thread_cpu_seconds() if server else 0.0
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
         result = parse_wrk(out)
         if server is not None:
             result.cpu_us = cpu_per_request_us(server.cpu_seconds() - cpu_before, result.requests)
+            result.cpu_main_us = cpu_per_request_us(
+                server.main_thread_cpu_seconds() - main_before, result.requests
+            )
         return result
 
 
@@ -485,7 +499,7 @@ def run_execute(cfg: Config, wrk: Wrk, log: Any) -> dict[str, Any]:
                     log(
                         f"execute c={conc} run {i + 1}/{runs} {server.spec.label}: "
                         f"{res.rps:,.0f} req/s p50 {res.p50_ms:.2f} ms p99 {res.p99_ms:.2f} ms"
-                        f" CPU {_us(res.cpu_us)} us/req"
+                        f" CPU {_us(res.cpu_us)} us/req ({_us(res.cpu_main_us)} main thread)"
                     )
             for name, results in per.items():
                 out["rows"][(name, conc)] = {
@@ -656,6 +670,131 @@ def run_workers(cfg: Config, wrk: Wrk, log: Any) -> dict[str, Any]:
             res = median_run(results)
             out["rows"][workers] = res
             log(f"workers={workers}: {res.rps:,.0f} req/s at c=64, CPU {_us(res.cpu_us)} us/req")
+    return out
+
+
+# -- profile ---------------------------------------------------------------------------------------
+# Frames every sample of a thread shares (process and thread entry points): no information.
+_ROOT_FRAMES = {
+    "_run_module_as_main",
+    "_run_code",
+    "<module>",
+    "main",
+    "cmd_serve",
+    "Nexus.start",
+    "serve",
+    "run_app",
+    "Thread._bootstrap",
+    "Thread._bootstrap_inner",
+    "Thread.run",
+}
+
+
+def summarise_pyspy(raw: str, top: int = 15) -> dict[str, Any]:
+    """Shares of a ``py-spy record --format raw -t`` profile (collapsed stacks, one per line:
+    ``thread (tid): name;func (file:line);... count``): per thread, per function (inclusive, the
+    function anywhere on the stack) and per line (self, the innermost frame), in % of samples.
+    Files are shown from the package folder on (``nexus_aio/web/app.py``)."""
+    threads: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
+    own: dict[str, int] = {}
+    total = 0
+    for line in raw.splitlines():
+        stack, _, count = line.rstrip().rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = stack.split(";")
+        thread = frames[0].split(":", 1)[-1].strip() or frames[0]
+        threads[thread] = threads.get(thread, 0) + n
+        funcs = set()
+        for frame in frames[1:]:
+            func, _, where = frame.partition(" (")
+            path = where.rstrip(")")
+            short = "/".join(path.split("/")[-2:])
+            funcs.add(f"{func} ({short.rsplit(':', 1)[0]})" if func not in _ROOT_FRAMES else "")
+        for func in funcs - {""}:
+            inclusive[func] = inclusive.get(func, 0) + n
+        if len(frames) > 1:
+            func, _, where = frames[-1].partition(" (")
+            key = f"{func} ({'/'.join(where.rstrip(')').split('/')[-2:])})"
+            own[key] = own.get(key, 0) + n
+
+    def shares(counts: dict[str, int]) -> list[tuple[str, float]]:
+        ranked = sorted(counts.items(), key=lambda kv: -kv[1])[:top]
+        return [(k, 100 * v / total) for k, v in ranked] if total else []
+
+    return {
+        "samples": total,
+        "threads": shares(threads),
+        "inclusive": shares(inclusive),
+        "self": shares(own),
+    }
+
+
+def ensure_pyspy(log: Any) -> Path:
+    """``pip install py-spy`` into ``.bench/tools-venv`` once; the path of its binary."""
+    binary = TOOLS_VENV / "bin" / "py-spy"
+    if not binary.exists():
+        log(f"installing py-spy into {TOOLS_VENV.relative_to(ROOT)} ...")
+        TOOLS_VENV.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "venv", str(TOOLS_VENV)], check=True)
+        pip = [str(TOOLS_VENV / "bin" / "python"), "-m", "pip", "install", "-q", "py-spy"]
+        subprocess.run(pip, check=True)
+    return binary
+
+
+def thread_cpu_seconds(pid: int) -> dict[int, float]:
+    """CPU seconds of each thread of ``pid`` (``/proc/<pid>/task/<tid>/stat``)."""
+    out: dict[int, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            out[int(task.name)] = parse_proc_stat((task / "stat").read_text())[1] / CLOCK_TICKS
+    return out
+
+
+def run_profile(cfg: Config, wrk: Wrk, log: Any) -> dict[str, Any]:
+    """py-spy over one c=16 wrk run of each nexus_aio workflow kind, and each thread's CPU."""
+    pyspy = ensure_pyspy(log)
+    out: dict[str, Any] = {"rows": {}, "labels": {}}
+    for name in NEXUS_SERVERS:
+        specs = server_specs([name], cfg.workdir)
+        with running(specs, cfg.workdir) as servers:
+            server = servers[name]
+            out["labels"][name] = server.spec.label
+            wrk.run(server.url + EXECUTE_PATH, MAIN_CONCURRENCY, cfg.warmup)
+            raw_path = cfg.workdir / f"profile-{name}.txt"
+            seconds = str(max(round(cfg.duration), 1) + 1)
+            argv = [str(pyspy), "record", "--pid", str(server.proc.pid), "--format", "raw"]
+            spy = subprocess.Popen(
+                [*argv, "--nonblocking", "-t", "-r", "100", "-d", seconds, "-o", str(raw_path)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            time.sleep(0.5)  # py-spy attaches
+            before = thread_cpu_seconds(server.proc.pid)
+            res = wrk.run(server.url + EXECUTE_PATH, MAIN_CONCURRENCY, cfg.duration, server=server)
+            after = thread_cpu_seconds(server.proc.pid)
+            _, err = spy.communicate(timeout=60)
+            pid = server.proc.pid
+            per_thread = sorted(
+                ((after[t] - before.get(t, 0.0)) * 1e6 / max(res.requests, 1), t) for t in after
+            )
+            main_us = next(us for us, t in per_thread if t == pid)
+            others = [us for us, t in reversed(per_thread) if t != pid and us > 0]
+            row: dict[str, Any] = {"wrk": res, "main_us": main_us, "other_us": others}
+            if spy.returncode == 0 and raw_path.exists():
+                row.update(summarise_pyspy(raw_path.read_text()))
+            else:
+                row["error"] = f"py-spy failed ({spy.returncode}): {err.strip()[-300:]}"
+            out["rows"][name] = row
+            busiest = ", ".join(f"{u:,.0f}" for u in others[:4])
+            log(
+                f"profile {server.spec.label}: {res.rps:,.0f} req/s under py-spy; CPU us/req main"
+                f" thread {main_us:,.0f}, other threads {busiest}"
+            )
     return out
 
 
@@ -874,6 +1013,7 @@ def run_redis(cfg: Config, wrk: Wrk, log: Any) -> dict[str, Any]:
 
 
 CASES = {
+    "profile": run_profile,
     "redis": run_redis,
     "async": run_async,
     "execute": run_execute,
@@ -983,7 +1123,9 @@ def render(cfg: Config, command: str, facts: dict[str, str], res: dict[str, Any]
         " and Kailash Nexus; nexus_aio's INFO access line is silenced by `--log-level warning`).",
         "- Server CPU us/request: utime + stime of the server process (and its children for"
         " `--workers`) from `/proc/<pid>/stat`, before and after each wrk run, over the requests"
-        " of that run.",
+        " of that run; in parentheses the part of it spent in the main (event-loop) thread"
+        " (`/proc/<pid>/task/<pid>/stat`), the rest being other threads (nexus_aio's SQLite"
+        " writer and thread pool, Kailash's runtime threads).",
         "- RSS is `VmRSS` of the server process from `/proc/<pid>/status` (MB = 2^20 bytes).",
         "- Goals are issue 13's; each is marked **PASS** or **FAIL** in the Goals section.",
         "- Regression guard (`make test` runs `tests/test_bench_guard.py`; the same check is"
@@ -1009,6 +1151,8 @@ def render(cfg: Config, command: str, facts: dict[str, str], res: dict[str, Any]
         lines += _render_async(res["async"], goals)
     if "redis" in res:
         lines += _render_redis(res["redis"])
+    if "profile" in res:
+        lines += _render_profile(res["profile"])
     if goals:
         lines += ["## Goals", ""]
         if cfg.quick:
@@ -1028,7 +1172,7 @@ def _render_execute(ex: dict[str, Any], goals: list[str]) -> list[str]:
         "",
         "Ratios: req/s and p99 of the row over the same figure of the peer at the same c.",
         "",
-        "| server | c | req/s | p50 ms | p99 ms | CPU us/req | errors | vs floor |"
+        "| server | c | req/s | p50 ms | p99 ms | CPU us/req (main thread) | errors | vs floor |"
         " p99 vs floor | vs FastAPI | vs Kailash Nexus |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -1047,7 +1191,8 @@ def _render_execute(ex: dict[str, Any], goals: list[str]) -> list[str]:
             vs_k = _ratio(r.rps, kailash.rps) if kailash and name != "kailash" else ""
             lines.append(
                 f"| {label} | {conc} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} |"
-                f" {_us(r.cpu_us)} | {r.errors} | {vs_bare} | {p99_bare} | {vs_f} | {vs_k} |"
+                f" {_us(r.cpu_us)} ({_us(r.cpu_main_us)}) | {r.errors} | {vs_bare} | {p99_bare} |"
+                f" {vs_f} | {vs_k} |"
             )
     lines += ["", "All c=16 runs (req/s):", ""]
     for name, label in labels.items():
@@ -1280,6 +1425,48 @@ def _render_redis(ro: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def _render_profile(pr: dict[str, Any]) -> list[str]:
+    lines = [
+        "## Profile (py-spy, execute `sum` at c=16)",
+        "",
+        "`py-spy record --pid P --format raw -t -r 100` over one wrk run (the sampler slows the"
+        " server: the req/s here are lower than above). Thread CPU is from `/proc/<pid>/task`"
+        " over the same run, per request. Shares are % of all samples (threads not waiting"
+        " count); inclusive: the function anywhere on the stack; self: the innermost frame (time"
+        " in C code, e.g. the event loop's `epoll` or SQLite, shows on the Python line calling"
+        " it).",
+        "",
+    ]
+    for name, label in pr["labels"].items():
+        row = pr["rows"][name]
+        r: WrkResult = row["wrk"]
+        others = ", ".join(f"{u:,.0f}" for u in row["other_us"][:6]) or "none"
+        lines += [
+            f"### {label}",
+            "",
+            f"{r.rps:,.0f} req/s under the profiler; CPU us/request: main thread"
+            f" {row['main_us']:,.0f}, other threads (busiest first) {others}.",
+            "",
+        ]
+        if "error" in row:
+            lines += [row["error"], ""]
+            continue
+        lines.append(
+            f"Samples: {row['samples']:,}; threads: "
+            + ", ".join(f"{t} {pct:.1f}%" for t, pct in row["threads"])
+        )
+        lines += ["", "| inclusive % | function | | self % | line |", "|---:|---|---|---:|---|"]
+        for i in range(max(len(row["inclusive"]), len(row["self"]))):
+            inc = row["inclusive"][i] if i < len(row["inclusive"]) else ("", None)
+            own = row["self"][i] if i < len(row["self"]) else ("", None)
+            lines.append(
+                f"| {'' if inc[1] is None else f'{inc[1]:.1f}'} | `{inc[0]}` | |"
+                f" {'' if own[1] is None else f'{own[1]:.1f}'} | `{own[0]}` |"
+            )
+        lines.append("")
+    return lines
+
+
 # -- main -----------------------------------------------------------------------------------------
 def ensure_kailash(log: Any) -> None:
     """``pip install kailash-nexus`` into ``.bench/kailash-venv`` (ignored by git) once."""
@@ -1313,7 +1500,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--duration", type=float, help="seconds per wrk run (default 10; quick 3)")
     parser.add_argument("--runs", type=int, help="runs of the c=16 case (default 3; quick 1)")
     parser.add_argument(
-        "--cases", default=",".join(ALL_CASES), help=f"comma list of {', '.join(ALL_CASES)}"
+        "--cases", default=",".join(DEFAULT_CASES), help=f"comma list of {', '.join(ALL_CASES)}"
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="add the profile case (py-spy into .bench/tools-venv; needs ptrace rights)",
     )
     parser.add_argument(
         "--servers",
@@ -1339,6 +1531,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def make_config(args: argparse.Namespace, workdir: Path) -> Config:
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+    if getattr(args, "profile", False) and "profile" not in cases:
+        cases.append("profile")
     unknown = set(cases) - set(ALL_CASES)
     if unknown:
         raise SystemExit(f"unknown case(s): {', '.join(sorted(unknown))}")

@@ -278,3 +278,21 @@ def test_report_marks_each_goal_pass_or_fail(tmp_path: Path) -> None:
     assert "**PASS** nexus p99 at c=16: 1.50 ms = 1.50x" in goals
     assert "**FAIL** `--workers 2` at c=64 vs one process: 1.50x" in goals
     assert "(not measured) nexus vs Kailash Nexus" in goals
+
+
+def test_summarise_pyspy_ranks_functions_lines_and_threads() -> None:
+    bench = load_script("bench")
+    raw = (
+        "thread (1): MainThread;<module> (nexus_aio/__main__.py:3);run_app (aiohttp/web.py:502) 6\n"
+        "thread (1): MainThread;run_app (aiohttp/web.py:502);handle (/x/nexus_aio/web/app.py:80);"
+        "dumps (/x/nexus_aio/web/responses.py:41) 2\n"
+        "thread (2): nexus-sqlite_0;_worker (/usr/lib/concurrent/futures/thread.py:81) 2\n"
+    )
+    out = bench.summarise_pyspy(raw)
+    assert out["samples"] == 10
+    assert out["threads"] == [("MainThread", 80.0), ("nexus-sqlite_0", 20.0)]
+    inclusive = dict(out["inclusive"])
+    assert "run_app (aiohttp/web.py)" not in inclusive  # an entry point: on every stack
+    assert inclusive["handle (web/app.py)"] == 20.0
+    assert inclusive["_worker (futures/thread.py)"] == 20.0
+    assert out["self"][0] == ("run_app (aiohttp/web.py:502)", 60.0)
