@@ -34,8 +34,10 @@ format: install
 docs: install
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -d site
 
+# The figures of docs/benchmarks.md (the FastAPI peer installs into .bench/ on first use);
+# BENCH_ARGS adds options, e.g. BENCH_ARGS=--with-kailash or BENCH_ARGS=--quick (a temp report).
 bench: install
-	$(BIN)/python scripts/bench.py
+	$(BIN)/python scripts/bench.py --with-fastapi $(BENCH_ARGS)
 
 soak: install
 	$(BIN)/python scripts/soak.py $(SOAK_ARGS)

@@ -21,6 +21,7 @@ from nexus_aio.nexus import Nexus
 from nexus_aio.query import Query
 from nexus_aio.settings import Setting
 from nexus_aio.workflows.files import File
+from nexus_aio.workflows.retry import RetryPolicy
 from nexus_aio.workflows.workflow import Workflow
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "NexusError",
     "Query",
     "RateLimitExceeded",
+    "RetryPolicy",
     "ServiceUnavailable",
     "Setting",
     "Timeout",

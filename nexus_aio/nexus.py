@@ -14,6 +14,7 @@ from nexus_aio.errors import NexusError, RegistrationError, WorkflowNotFound
 from nexus_aio.execution.service import ExecutionService, RunRequest
 from nexus_aio.plugins import Hooks, build_plugin_manager
 from nexus_aio.settings import Settings, initial_value
+from nexus_aio.workflows.retry import RetryPolicy
 from nexus_aio.workflows.workflow import CompiledWorkflow, Workflow, compile_workflow
 
 if TYPE_CHECKING:
@@ -109,8 +110,10 @@ class Nexus:
         rate_limit: int | None = None,
         rate_limit_burst: int | None = None,
         schedule: str | None = None,
+        retry: RetryPolicy | None = None,
     ) -> CompiledWorkflow:
-        """Register a function (sync, async, async generator) or a ``Workflow`` DAG.
+        """Register a function (sync, async, async generator) or a ``Workflow`` DAG; ``retry``
+        runs it again after a failure (see :class:`~nexus_aio.workflows.retry.RetryPolicy`).
 
         ``schedule`` (a cron expression) also runs it on that schedule, with no inputs, as the
         schedule ``sch-decl-<name>`` (see docs/schedules.md)."""
@@ -125,6 +128,7 @@ class Nexus:
             timeout=timeout,
             rate_limit=rate_limit,
             rate_limit_burst=rate_limit_burst,
+            retry=retry,
         )
         if schedule is not None:
             self._declare_schedule(compiled, schedule)

@@ -60,6 +60,12 @@ def new_trace() -> TraceContext:
     return TraceContext(f"{_bits(128) or 1:032x}", _span_id())
 
 
+def continue_trace(trace_id: str) -> TraceContext:
+    """A new span in the trace ``trace_id`` (a run resumed outside the request that started it:
+    a queued run, a worker's, a retry)."""
+    return TraceContext(trace_id, _span_id())
+
+
 def _is_hex(value: str, length: int) -> bool:
     return len(value) == length and _HEX.issuperset(value)
 

@@ -125,3 +125,174 @@ def test_median_run_keeps_the_latencies_of_the_median_run() -> None:
     runs.append(bench.WrkResult(200, 1.0, 2.0, 4.0, 0))
     median = bench.median_run(runs)
     assert (median.rps, median.p50_ms) == (200.0, 2.0)
+
+
+# -- the peers and the bench-only app -------------------------------------------------------------
+async def test_fastapi_peer_envelope_has_nexus_aio_fields(
+    nexus_server, http: aiohttp.ClientSession
+) -> None:
+    """The FastAPI peer builds its answer with ``envelope()`` (importable without FastAPI here;
+    ``bench.py`` also checks the live answer's fields before measuring)."""
+    import time
+
+    url = await nexus_server(make_app())
+    async with http.post(f"{url}/workflows/sum/execute", json={"inputs": {"a": 3, "b": 5}}) as r:
+        ours = await r.json()
+    peer = load_script("bench_fastapi_app").envelope(8, time.perf_counter())
+    assert set(peer) == set(ours) == load_script("bench").ENVELOPE_FIELDS
+    assert peer["success"] is True and peer["result"] == ours["result"] == 8
+    assert peer["workflow_id"].startswith("wf-") and len(peer["workflow_id"]) == 27
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", peer["timestamp"])
+    assert isinstance(peer["execution_time"], float) and peer["execution_time"] >= 0
+
+
+async def test_bench_sync_app_serves_a_plain_def_sum(
+    nexus_server, http: aiohttp.ClientSession
+) -> None:
+    import inspect
+
+    sync_app = load_script("bench_sync_app")
+    assert not inspect.iscoroutinefunction(sync_app.sum_)
+    url = await nexus_server(sync_app.app)
+    async with http.post(f"{url}/workflows/sum/execute", data=lua_bodies(40, 1)[0]) as resp:
+        data = await resp.json()
+    assert resp.status == 200 and data["result"] == 41
+    assert set(data) == load_script("bench").ENVELOPE_FIELDS
+
+
+# -- CPU microseconds per request ------------------------------------------------------------------
+def test_parse_proc_stat_counts_fields_after_the_command_name() -> None:
+    bench = load_script("bench")
+    # pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime
+    line = "4242 (py (x) y) S 17 4242 4242 0 -1 4194304 900 0 0 0 250 30 0 0 20 0 3 0 99 1 2\n"
+    assert bench.parse_proc_stat(line) == (17, 280)
+    assert bench.cpu_per_request_us(0.5, 1000) == 500.0
+    assert bench.cpu_per_request_us(0.5, 0) is None
+
+
+def test_process_tree_cpu_counts_a_busy_child() -> None:
+    """``serve --workers`` forks: the CPU of live children counts for the server."""
+    import subprocess
+
+    bench = load_script("bench")
+    child = (
+        "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass\n"
+        "print('busy done', flush=True)\ntime.sleep(30)\n"
+    )
+    parent = (
+        "import subprocess, sys, time\n"
+        f"p = subprocess.Popen([sys.executable, '-c', {child!r}])\n"
+        "print(p.pid, flush=True)\n"
+        "time.sleep(30)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", parent], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    child_pid = int(proc.stdout.readline())
+    try:
+        assert proc.stdout.readline().strip() == "busy done"  # the child shares the pipe
+        cpu = bench.process_tree_cpu_seconds(proc.pid)
+        assert cpu >= 0.25, cpu
+        own = bench.parse_proc_stat(Path(f"/proc/{proc.pid}/stat").read_text())[1]
+        assert own / bench.CLOCK_TICKS < 0.25  # the parent alone did not burn it
+    finally:
+        subprocess.run(["kill", str(child_pid)], check=False)
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+
+
+# -- async runs accounting -------------------------------------------------------------------------
+def _record(status: str, result: object, created: str, started: str, finished: str) -> dict:
+    return {
+        "status": status,
+        "result": result,
+        "created_at": created,
+        "started_at": started,
+        "finished_at": finished,
+    }
+
+
+def test_account_runs_counts_every_run_and_measures_queue_delay() -> None:
+    bench = load_script("bench")
+    t = "2026-12-06T07:00:00."
+    submitted = [("wf-1", 1, 2), ("wf-2", 3, 4)]
+    records = {
+        "wf-1": _record("succeeded", 3, t + "000Z", t + "010Z", t + "020Z"),
+        "wf-2": _record("succeeded", 7, t + "100Z", t + "130Z", t + "500Z"),
+    }
+    out = bench.account_runs(submitted, records)
+    assert out["all_accounted"] and (out["accepted"], out["succeeded"]) == (2, 2)
+    assert out["span_s"] == pytest.approx(0.5)
+    assert out["runs_per_s"] == pytest.approx(4.0)
+    assert out["queue_p99_ms"] == pytest.approx(30.0, abs=0.01)
+    assert out["queue_p50_ms"] == pytest.approx(10.0, abs=0.01)
+    # a lost run, a wrong answer and a failure are each not accounted for
+    records["wf-2"] = _record("succeeded", 8, t + "100Z", t + "130Z", t + "500Z")
+    assert bench.account_runs(submitted, records)["wrong_result"] == 1
+    records["wf-2"] = _record("failed", None, t + "100Z", t + "130Z", t + "500Z")
+    out = bench.account_runs(submitted, records)
+    assert not out["all_accounted"] and out["statuses"] == {"succeeded": 1, "failed": 1}
+    out = bench.account_runs([*submitted, ("wf-3", 0, 0)], {**records, "wf-3": None})
+    assert out["missing"] == 1 and not out["all_accounted"]
+
+
+async def test_async_runs_submits_and_accounts_for_every_run(nexus_server) -> None:
+    bench = load_script("bench")
+    url = await nexus_server(make_app())
+    out = await bench.async_runs(url, seconds=0.3, submitters=4)
+    assert out["accepted"] > 0 and out["rejected"] == 0
+    assert out["all_accounted"], out
+    assert out["succeeded"] == out["accepted"]
+    assert out["runs_per_s"] > 0 and out["submit_p99_ms"] >= out["submit_p50_ms"] > 0
+
+
+# -- the guard's fallback load generator and the report -------------------------------------------
+async def test_aiohttp_load_generator_sends_unique_valid_bodies(bare_url: str) -> None:
+    bench = load_script("bench")
+    res = await bench._aiohttp_load(f"{bare_url}/workflows/sum/execute", 4, 0.3, start=1)
+    assert res.requests > 0 and res.errors == 0
+    assert res.rps > 0 and res.p99_ms >= res.p50_ms > 0
+
+
+def test_report_marks_each_goal_pass_or_fail(tmp_path: Path) -> None:
+    bench = load_script("bench")
+    cfg = bench.make_config(bench.build_parser().parse_args(["--quick"]), tmp_path)
+    w = bench.WrkResult
+    rows = {}
+    figures = {"nexus": (7500, 1.5), "nexus-sync": (5000, 1.5), "bare": (10000, 1.0)}
+    figures["fastapi"] = (4000, 2.0)
+    for name, (rps, p99) in figures.items():
+        for conc in bench.CONCURRENCY:
+            rows[(name, conc)] = {"median": w(rps, 1.0, 0.5, p99, 0, 100.0), "all": [rps]}
+    execute = {
+        "rows": rows,
+        "labels": {n: n for n in figures},
+        "rss": {n: {"idle": 1.0, "loaded": 2.0} for n in figures},
+    }
+    workers = {"rows": {1: w(1000, 1.0, 1, 2, 0), 2: w(1500, 1.0, 1, 2, 0)}}
+    report = bench.render(cfg, "cmd", {}, {"execute": execute, "workers": workers})
+    goals = report.split("## Goals", 1)[1]
+    assert "**PASS** nexus req/s at c=16 vs bare aiohttp: 0.75" in goals
+    assert "**FAIL** nexus-sync req/s at c=16 vs bare aiohttp: 0.50" in goals
+    assert "**PASS** nexus req/s at c=16 vs FastAPI: 1.88x" in goals
+    assert "**PASS** nexus p99 at c=16: 1.50 ms = 1.50x" in goals
+    assert "**FAIL** `--workers 2` at c=64 vs one process: 1.50x" in goals
+    assert "(not measured) nexus vs Kailash Nexus" in goals
+
+
+def test_summarise_pyspy_ranks_functions_lines_and_threads() -> None:
+    bench = load_script("bench")
+    raw = (
+        "thread (1): MainThread;<module> (nexus_aio/__main__.py:3);run_app (aiohttp/web.py:502) 6\n"
+        "thread (1): MainThread;run_app (aiohttp/web.py:502);handle (/x/nexus_aio/web/app.py:80);"
+        "dumps (/x/nexus_aio/web/responses.py:41) 2\n"
+        "thread (2): nexus-sqlite_0;_worker (/usr/lib/concurrent/futures/thread.py:81) 2\n"
+    )
+    out = bench.summarise_pyspy(raw)
+    assert out["samples"] == 10
+    assert out["threads"] == [("MainThread", 80.0), ("nexus-sqlite_0", 20.0)]
+    inclusive = dict(out["inclusive"])
+    assert "run_app (aiohttp/web.py)" not in inclusive  # an entry point: on every stack
+    assert inclusive["handle (web/app.py)"] == 20.0
+    assert inclusive["_worker (futures/thread.py)"] == 20.0
+    assert out["self"][0] == ("run_app (aiohttp/web.py:502)", 60.0)

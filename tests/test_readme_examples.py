@@ -35,6 +35,7 @@ NUMBER = r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?"
 VOLATILE: list[tuple[re.Pattern[str], Callable[[re.Match[str]], str]]] = [
     (re.compile(r"wf-[0-9a-f]{24}"), lambda m: r"wf-[0-9a-f]{24}"),
     (re.compile(r"req-[0-9a-f]{16}"), lambda m: r"req-[0-9a-f]{16}"),
+    (re.compile(r'"trace_id":"[0-9a-f]{32}"'), lambda m: r'"trace_id":"[0-9a-f]{32}"'),
     (
         re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z"),
         lambda m: r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z",

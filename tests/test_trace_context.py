@@ -104,3 +104,34 @@ def test_log_lines_name_the_trace(server_process, tmp_path):
         output = server.stop()
     lines = [line for line in output.splitlines() if CALLER_TRACE in line]
     assert any('"trace_id":"' + CALLER_TRACE in line for line in lines), output[-2000:]
+
+
+async def test_the_record_and_the_stream_start_event_carry_the_trace_id(nexus_server, http):
+    from nexus_aio.testing import read_sse
+
+    url = await nexus_server(make_app())
+    caller = f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"
+    async with http.post(
+        f"{url}/workflows/countdown/execute",
+        json={"inputs": {"start": 2}, "mode": "stream"},
+        headers={"traceparent": caller},
+    ) as resp:
+        events = await read_sse(resp)
+    start = next(data for _, kind, data in events if kind == "start")
+    assert start["trace_id"] == CALLER_TRACE
+    async with http.get(f"{url}/executions/{start['workflow_id']}?wait=5") as resp:
+        record = await resp.json()
+    assert record["trace_id"] == CALLER_TRACE
+
+
+async def test_an_async_run_keeps_the_trace_of_the_request_that_submitted_it(nexus_server, http):
+    url = await nexus_server(make_app())
+    async with http.post(
+        f"{url}/workflows/sum/execute",
+        json={"inputs": {"a": 1, "b": 2}, "mode": "async"},
+        headers={"traceparent": f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"},
+    ) as resp:
+        execution_id = (await resp.json())["workflow_id"]
+    async with http.get(f"{url}/executions/{execution_id}?wait=5") as resp:
+        record = await resp.json()
+    assert (record["status"], record["trace_id"]) == ("succeeded", CALLER_TRACE)

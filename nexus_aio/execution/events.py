@@ -70,7 +70,10 @@ class EventLog:
 
 
 def start_data(record: ExecutionRecord, at: float) -> dict[str, Any]:
-    return {"workflow_id": record.id, "name": record.workflow, "timestamp": iso_timestamp(at)}
+    data = {"workflow_id": record.id, "name": record.workflow, "timestamp": iso_timestamp(at)}
+    if record.trace_id is not None:
+        data["trace_id"] = record.trace_id
+    return data
 
 
 def envelope_for(record: ExecutionRecord) -> tuple[int, dict[str, Any]]:

@@ -5,10 +5,14 @@ accepted run is never lost silently), waits in a bounded queue for one of the
 ``max_concurrent_requests`` running slots, and runs under ``run_timeout`` (or the workflow's own
 ``timeout``). A plugin may supply another executor through the ``executor`` hook (the Redis
 plugin hands async runs to arq workers); it implements the same :class:`Executor` protocol.
+
+A run whose attempt failed and whose ``RetryPolicy`` asks for another waits out its backoff here,
+``queued`` and without a slot, then joins the queue again like a new run.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from collections.abc import AsyncIterator
 from typing import Protocol, runtime_checkable
@@ -46,18 +50,22 @@ class Executor(Protocol):
 
 class LocalExecutor:
     """Async runs in this process: a FIFO of runs waiting for a slot, bounded by
-    ``max_queued_runs``; a slot freed by any run goes to the oldest waiting one."""
+    ``max_queued_runs`` (runs waiting out a retry backoff count too); a slot freed by any run
+    goes to the oldest waiting one."""
 
     def __init__(self, runtime: Runtime, max_queued: int) -> None:
         self.runtime = runtime
         self.max_queued = max_queued
         self._waiting: deque[tuple[Submission, LiveExecution]] = deque()
         self._reserved = 0  # submissions between the capacity check and joining the queue
+        # Runs between two attempts, by id: the timer that queues them again.
+        self._backoff: dict[str, tuple[asyncio.TimerHandle, LiveExecution]] = {}
         runtime.on_slot_free = self._hand_over
 
     async def submit(self, sub: Submission) -> ExecutionRecord:
         runtime = self.runtime
-        if len(self._waiting) + self._reserved >= self.max_queued and not runtime.has_free_slot:
+        queued = len(self._waiting) + len(self._backoff) + self._reserved
+        if queued >= self.max_queued and not runtime.has_free_slot:
             raise ServiceUnavailable(
                 f"The queue of async runs is full ({self.max_queued} waiting); retry soon",
                 headers={"Retry-After": "1"},
@@ -70,12 +78,27 @@ class LocalExecutor:
         finally:
             self._reserved -= 1
         live = runtime.track(sub, record)
+        live.on_retry = self._retry_later
+        self._enqueue(sub, live)
+        return record
+
+    def _enqueue(self, sub: Submission, live: LiveExecution) -> None:
+        runtime = self.runtime
         if not self._waiting and runtime.has_free_slot:
             runtime.running += 1
             runtime.launch(sub, live)
         else:
             self._waiting.append((sub, live))
-        return record
+
+    def _retry_later(self, sub: Submission, live: LiveExecution, delay: float) -> None:
+        """The runtime parked ``live`` after a failed attempt: queue it again in ``delay`` s."""
+        execution_id = live.record.id
+        timer = asyncio.get_running_loop().call_later(delay, self._retry_due, sub, live)
+        self._backoff[execution_id] = (timer, live)
+
+    def _retry_due(self, sub: Submission, live: LiveExecution) -> None:
+        if self._backoff.pop(live.record.id, None) is not None:
+            self._enqueue(sub, live)
 
     def _hand_over(self) -> bool:
         """A slot is free: start the oldest waiting run on it (the slot stays taken)."""
@@ -93,6 +116,11 @@ class LocalExecutor:
                 self._waiting.remove(entry)
                 await self.runtime.drop(entry[1], Cancelled())
                 return True
+        parked = self._backoff.pop(execution_id, None)
+        if parked is not None:
+            parked[0].cancel()
+            await self.runtime.drop(parked[1], Cancelled())
+            return True
         return await self.runtime.executions.request_cancel(execution_id)
 
     def follow(self, execution_id: str, after_seq: int = 0) -> AsyncIterator[ExecutionEvent]:
@@ -100,5 +128,8 @@ class LocalExecutor:
 
     async def close(self) -> None:
         waiting, self._waiting = self._waiting, deque()
-        for _, live in waiting:
+        parked, self._backoff = self._backoff, {}
+        for timer, _ in parked.values():
+            timer.cancel()
+        for live in [live for _, live in waiting] + [live for _, live in parked.values()]:
             await self.runtime.drop(live, Interrupted())

@@ -8,12 +8,18 @@ Sync code runs in a bounded thread pool so nothing blocks the event loop.
 Running executions are capped by ``max_concurrent_requests``: a sync or stream request beyond it
 is refused at once (503); async runs wait for a slot in the executor's queue, and a slot freed
 by any run goes to the oldest waiting one first (:meth:`Runtime.on_slot_free`).
+
+A workflow with a ``RetryPolicy`` runs again after a retryable failure (``execution.retry``):
+sync and stream runs wait in place, under the same overall timeout; an async run gives its slot
+back and its executor runs it again once the delay has passed (``LiveExecution.on_retry``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -36,8 +42,10 @@ from nexus_aio.errors import (
 from nexus_aio.execution.deadlines import Deadlines
 from nexus_aio.execution.events import EventLog, start_data
 from nexus_aio.execution.locks import SessionLocks
+from nexus_aio.execution.retry import RetryLater, retry_data, retry_delay
 from nexus_aio.stores.executions import ExecutionRecord, ExecutionStore
 from nexus_aio.stores.sessions import Session, SessionStore
+from nexus_aio.tracing import continue_trace, current_trace
 from nexus_aio.workflows.results import check_result
 
 if TYPE_CHECKING:
@@ -48,6 +56,9 @@ if TYPE_CHECKING:
 __all__ = ["Cleanup", "LiveExecution", "Runtime", "Submission", "actor_id", "run_cleanups"]
 
 log = logging.getLogger("nexus_aio.runtime")
+# This process, as the owner of the runs it executes: a parent replacing a dead worker marks the
+# runs it owned interrupted (``serve --workers``).
+INSTANCE = f"{socket.gethostname()}:{os.getpid()}"
 
 
 Cleanup = Callable[[], object]
@@ -79,6 +90,9 @@ class Submission:
     timeout: float = 30.0  # seconds; the workflow's own, else request_timeout or run_timeout
     # Run once when the run ends, whatever the mode and outcome (uploaded files are deleted).
     cleanups: list[Cleanup] = field(default_factory=list)
+    trigger: str | None = None  # "schedule" when a schedule started it
+    schedule_id: str | None = None
+    trace_id: str | None = None  # the W3C trace of the request that asked for it
 
 
 def actor_id(actor: Any) -> str | None:
@@ -92,7 +106,7 @@ def actor_id(actor: Any) -> str | None:
 class LiveExecution:
     """An execution this process owns: queued (no task yet), then running in ``task``."""
 
-    __slots__ = ("cleanups", "done", "log", "record", "task")
+    __slots__ = ("cleanups", "done", "log", "on_retry", "record", "retry_in", "task")
 
     def __init__(self, record: ExecutionRecord, log_: EventLog, done: asyncio.Event) -> None:
         self.record = record
@@ -100,6 +114,11 @@ class LiveExecution:
         self.task: asyncio.Task[Any] | None = None
         self.done = done  # set once the final record and log are saved
         self.cleanups: list[Cleanup] = []  # the submission's, run when it ends
+        # Set by the executor that queued the run: called when an attempt failed and the retry
+        # policy asks for another, with the seconds to wait (the executor runs it again then).
+        # Without it (a queue worker's run) ``retry_in`` tells the caller of ``run_queued``.
+        self.on_retry: Callable[[Submission, LiveExecution, float], None] | None = None
+        self.retry_in: float | None = None
 
 
 class Runtime:
@@ -185,6 +204,10 @@ class Runtime:
             session_id=sub.session_id,
             request_id=sub.request_id,
             actor=actor_id(sub.actor),
+            trace_id=sub.trace_id,
+            trigger=sub.trigger,
+            schedule_id=sub.schedule_id,
+            owner=INSTANCE,
         )
 
     def _finish(
@@ -218,39 +241,85 @@ class Runtime:
 
     # -- one execution ------------------------------------------------------------------------
     async def _run(
-        self, sub: Submission, record: ExecutionRecord, events: EventLog
+        self, sub: Submission, record: ExecutionRecord, events: EventLog, *, in_place: bool = True
     ) -> dict[str, Any]:
         """Log ``start``, run, log ``complete`` or ``error``; returns the success envelope or
-        raises the ``NexusError`` (``Cancelled`` when the task was cancelled from outside)."""
+        raises the ``NexusError`` (``Cancelled`` when the task was cancelled from outside).
+
+        A retryable failure logs ``retry`` and, ``in_place``, waits and runs again (all attempts
+        within ``sub.timeout``); otherwise it leaves the record ``queued`` and raises
+        :class:`RetryLater`: calling this again runs the next attempt."""
+        if record.trace_id is not None:  # logs of a run outside its request name its trace
+            trace = current_trace.get()
+            if trace is None or trace.trace_id != record.trace_id:
+                current_trace.set(continue_trace(record.trace_id))
+        if record.started_at is None:
+            record.started_at = time.time()
+            events.push("start", start_data(record, record.started_at))
+        else:  # the next attempt of a parked run
+            record.attempts += 1
         record.status = "running"
-        record.started_at = time.time()
-        events.push("start", start_data(record, record.started_at))
         started = time.perf_counter()
+        policy = sub.workflow.retry
+        timeout = sub.timeout
+        deadline = started + timeout if policy is not None and in_place else None
+        while True:
+            try:
+                result = await self._execute(sub, record, events, timeout)
+                break
+            except NexusError as exc:
+                delay = None if policy is None else retry_delay(policy, exc, record.attempts)
+                if delay is not None and deadline is not None:
+                    timeout = deadline - time.perf_counter() - delay
+                    if timeout <= 0:  # the next attempt could not start in time
+                        delay = None
+                if delay is None:
+                    self._fail(record, events, exc)
+                    raise
+                if not in_place:  # queued from the retry event on (a snapshot published with it)
+                    record.status = "queued"
+                events.push("retry", retry_data(record, policy, exc, delay))
+                if not in_place:
+                    raise RetryLater(delay) from None
+                try:
+                    await asyncio.sleep(delay)
+                except asyncio.CancelledError:
+                    self._fail(record, events, self._cancelled())
+                    raise
+                record.attempts += 1
+            except asyncio.CancelledError:
+                self._fail(record, events, self._cancelled())
+                raise
         try:
-            result = await self._execute(sub, record, events)
             check_result(result)  # a result no response could carry fails the run
         except NexusError as exc:
             self._fail(record, events, exc)
             raise
-        except asyncio.CancelledError:
-            self._fail(record, events, Interrupted() if self.interrupting else Cancelled())
-            raise
         self._finish(record, events, result)
-        envelope = success_envelope(
-            result, record.id, time.perf_counter() - started, record.finished_at
-        )
+        if record.attempts == 1:
+            elapsed = time.perf_counter() - started
+        else:  # from the first attempt's start, backoffs included
+            elapsed = (record.finished_at or 0) - record.started_at
+        envelope = success_envelope(result, record.id, elapsed, record.finished_at)
         if sub.session_id:
             envelope["session_id"] = sub.session_id
         events.push("complete", envelope)
         return envelope
+
+    def _cancelled(self) -> NexusError:
+        """Why a run whose task was cancelled ended: the server stopping, or a cancellation."""
+        return Interrupted() if self.interrupting else Cancelled()
 
     def _fail(self, record: ExecutionRecord, events: EventLog, error: NexusError) -> None:
         self._finish(record, events, error=error)
         error.at = record.finished_at  # the response and the stored event show one timestamp
         events.push("error", error_envelope(error, record.id))
 
-    async def _execute(self, sub: Submission, record: ExecutionRecord, sink: Any) -> Any:
-        """Run ``sub`` inside its session (if any) under its deadline; returns the result."""
+    async def _execute(
+        self, sub: Submission, record: ExecutionRecord, sink: Any, seconds: float
+    ) -> Any:
+        """Run ``sub`` inside its session (if any) within ``seconds``; returns the result
+        (``seconds`` is ``sub.timeout`` less what earlier attempts and their backoffs took)."""
         wf = sub.workflow
         ctx = Context(
             sub.execution_id,
@@ -262,11 +331,11 @@ class Runtime:
         )
         if sub.mode != "sync":  # deferred write: history filters and other processes see it
             await self.executions.save(record)
-        if self._observe_started:
+        if self._observe_started and record.attempts == 1:
             self.hooks.execution_started(record)
         task = asyncio.current_task()
         assert task is not None
-        self.deadlines.add(task, sub.timeout)
+        self.deadlines.add(task, seconds)
         try:
             if sub.session_id is None:
                 return await wf.run(sub.inputs, ctx, self.run_sync_fn)
@@ -386,13 +455,42 @@ class Runtime:
         return live
 
     async def _run_background(self, sub: Submission, live: LiveExecution) -> None:
+        retry_in: float | None = None
         try:
-            await self._run(sub, live.record, live.log)
+            await self._run(sub, live.record, live.log, in_place=sub.mode != "async")
+        except RetryLater as later:
+            retry_in = later.delay
         except (NexusError, asyncio.CancelledError):
             pass  # recorded and logged by _run
         finally:
             self.release()
-            await self.settle(live, durable=sub.mode == "async")
+            if retry_in is None:
+                await self.settle(live, durable=sub.mode == "async")
+        if retry_in is not None:
+            await self._park(sub, live, retry_in)
+
+    async def _park(self, sub: Submission, live: LiveExecution, delay: float) -> None:
+        """An async run between attempts: it holds no slot, its record says ``queued``. Its
+        executor runs it again after ``delay``; without one (a queue worker's run) the run is
+        released here with ``retry_in`` set, for the caller to re-queue.
+
+        The hand-over comes before the first ``await``: from the failed attempt to here nothing
+        yields, so a cancel or a shutdown finds the run either running or with its executor."""
+        live.task = None
+        requeue = live.on_retry
+        if requeue is not None:
+            requeue(sub, live, delay)
+        else:
+            live.retry_in = delay
+            live.log.finish()
+            self.live.pop(live.record.id, None)
+        try:
+            await asyncio.shield(self._save(live.record, live.log, durable=True))
+        except Exception:
+            log.exception("could not store execution %s", live.record.id)
+        finally:
+            if requeue is None:
+                live.done.set()
 
     async def settle(self, live: LiveExecution, *, durable: bool) -> None:
         """The final save of a tracked run; then followers and waiters are released (its

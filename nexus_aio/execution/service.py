@@ -26,11 +26,13 @@ from nexus_aio.errors import (
     Interrupted,
     NexusError,
     ValidationError,
+    WorkerLost,
     WorkflowNotFound,
 )
 from nexus_aio.execution.events import closing_event
 from nexus_aio.execution.executor import Executor, LocalExecutor
 from nexus_aio.execution.idempotency import Idempotency
+from nexus_aio.execution.retry import retry_data
 from nexus_aio.execution.runtime import (
     Cleanup,
     LiveExecution,
@@ -49,6 +51,7 @@ from nexus_aio.stores.executions import (
 )
 from nexus_aio.stores.sessions import SessionStore, validate_session_id
 from nexus_aio.stores.webhooks import MemoryWebhookOutbox, WebhookOutbox
+from nexus_aio.tracing import current_trace
 from nexus_aio.workflows.files import has_files, recorded_inputs
 
 if TYPE_CHECKING:
@@ -245,6 +248,9 @@ class ExecutionService:
             req.request_id,
             timeout,
             req.cleanups,
+            req.trigger,
+            req.schedule_id,
+            trace.trace_id if (trace := current_trace.get()) is not None else None,
         )
 
     async def admit(self, req: RunRequest) -> Submission:
@@ -344,10 +350,13 @@ class ExecutionService:
         attempt: int = 1,
         context: dict[str, Any] | None = None,
         actor: Any = None,
-    ) -> ExecutionRecord:
+    ) -> tuple[ExecutionRecord, float | None]:
         """Queue workers: run here, to its end, an async run another process accepted (its
-        ``queued`` record is in the shared store); returns the final record. A later attempt
-        (the previous worker died) continues the stored log after a ``retry`` event."""
+        ``queued`` record is in the shared store); returns the final record and None. A later
+        try continues the stored log, after a ``retry`` event when the previous worker died.
+
+        When the attempt failed and the workflow's ``RetryPolicy`` asks for another, the record
+        is left ``queued`` and the seconds to wait come second: the caller queues it again."""
         runtime = self.runtime
         request = RunRequest(
             record.workflow,
@@ -364,15 +373,16 @@ class ExecutionService:
         except NexusError as exc:  # e.g. this worker runs another version of the app
             live = runtime.track_record(record)
             await runtime.drop(live, exc)
-            return live.record
+            return live.record, None
         live = runtime.track_record(record)
         live.log.events.extend(await self.executions.events(record.id))
-        if attempt > 1:
-            live.log.push("retry", {"workflow_id": record.id, "attempt": attempt})
+        if attempt > 1 and record.status == "running":  # the worker running it was lost
+            lost = WorkerLost("The worker running this attempt stopped before it ended")
+            live.log.push("retry", retry_data(record, sub.workflow.retry, lost, 0.0))
         runtime.running += 1  # the queue bounds how many runs a worker takes
         runtime.launch(sub, live)
         await live.done.wait()
-        return live.record
+        return live.record, live.retry_in
 
     # -- executions ---------------------------------------------------------------------------
     async def get(self, execution_id: str, *, settled: bool = True) -> ExecutionRecord | None:

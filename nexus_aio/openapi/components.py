@@ -120,6 +120,7 @@ COMPONENT_SCHEMAS: dict[str, dict[str, Any]] = {
                     "interrupted",
                 ],
             },
+            "attempts": {"type": "integer", "minimum": 1},
             "inputs": {},
             "result": {},
             "error": {},

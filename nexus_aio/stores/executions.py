@@ -99,6 +99,11 @@ class ExecutionRecord:
     session_id: str | None = None
     request_id: str | None = None
     actor: str | None = None  # actor id, for scoping
+    attempts: int = 1  # the current (or last) attempt: 1 until a retry policy runs it again
+    trace_id: str | None = None  # the W3C trace of the request that started it
+    trigger: str | None = None  # "schedule" when a schedule started it (None: a client)
+    schedule_id: str | None = None
+    owner: str | None = None  # the process running it ("host:pid"), for recovery after a crash
     #: Fields a listing left out (None here) because their JSON is above its size limit.
     truncated: tuple[str, ...] = ()
 
@@ -118,6 +123,11 @@ class ExecutionRecord:
             self.session_id,
             self.request_id,
             self.actor,
+            self.attempts,
+            self.trace_id,
+            self.trigger,
+            self.schedule_id,
+            self.owner,
             self.truncated,
         )
 
@@ -135,6 +145,7 @@ class ExecutionRecord:
             "name": self.workflow,
             "mode": self.mode,
             "status": self.status,
+            "attempts": self.attempts,
             "inputs": self.inputs,
         }
         if self.status == "succeeded":
@@ -146,6 +157,10 @@ class ExecutionRecord:
         data["finished_at"] = iso_or_none(self.finished_at)
         data["session_id"] = self.session_id
         data["request_id"] = self.request_id
+        data["trace_id"] = self.trace_id
+        if self.trigger is not None:
+            data["trigger"] = self.trigger
+            data["schedule_id"] = self.schedule_id
         if self.truncated:
             data["truncated"] = list(self.truncated)
         return data
@@ -392,8 +407,9 @@ class ExecutionStore(ABC):
         """Events with ``seq > after_seq`` in order, deferred ones included."""
 
     @abstractmethod
-    async def mark_interrupted(self) -> int:
-        """At startup: records left queued/running become ``interrupted``; returns how many."""
+    async def mark_interrupted(self, owner: str | None = None) -> int:
+        """At startup: records left queued/running become ``interrupted``; returns how many.
+        ``owner``: only those of that (dead) process (``serve --workers`` replacing a worker)."""
 
     @abstractmethod
     async def purge(self, *, max_age: float | None = None, max_count: int | None = None) -> int:
@@ -636,9 +652,13 @@ class MemoryExecutionStore(ExecutionStore):
     async def events(self, execution_id: str, after_seq: int = 0) -> builtins.list[ExecutionEvent]:
         return [e.event() for e in self._events.get(execution_id, ()) if e.seq > after_seq]
 
-    async def mark_interrupted(self) -> int:
+    async def mark_interrupted(self, owner: str | None = None) -> int:
         now = self._clock()
-        active = [s for s in self._records.values() if s.status in ACTIVE]
+        active = [
+            s
+            for s in self._records.values()
+            if s.status in ACTIVE and (owner is None or s.fields.owner == owner)
+        ]
         for stored in active:
             interrupt(stored.fields, now)
             stored.error = json_bytes(stored.fields.error)

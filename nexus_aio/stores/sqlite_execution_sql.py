@@ -26,11 +26,11 @@ from nexus_aio.stores.executions import (
 
 _T = TypeVar("_T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 3
 COMPONENT = "executions"
 RECORD_COLUMNS = (
     "id, workflow, mode, status, inputs, created_at, result, error, started_at, finished_at,"
-    " session_id, request_id, actor"
+    " session_id, request_id, actor, attempts, trace_id, trigger, schedule_id, owner"
 )
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS nexus_schema (
@@ -50,7 +50,12 @@ CREATE TABLE IF NOT EXISTS executions (
     finished_at REAL,
     session_id TEXT,
     request_id TEXT,
-    actor TEXT
+    actor TEXT,
+    attempts INTEGER NOT NULL DEFAULT 1,
+    trace_id TEXT,
+    trigger TEXT,
+    schedule_id TEXT,
+    owner TEXT
 );
 CREATE INDEX IF NOT EXISTS executions_by_created ON executions (created_at, id);
 CREATE INDEX IF NOT EXISTS executions_by_workflow ON executions (workflow, created_at, id);
@@ -76,13 +81,23 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
 CREATE INDEX IF NOT EXISTS idempotency_by_expiry ON idempotency_keys (expires_at);
 INSERT OR IGNORE INTO nexus_schema (component, version) VALUES ('{COMPONENT}', {SCHEMA_VERSION});
 """
+# What brings a file of version ``v - 1`` to version ``v`` (files keep their data).
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    2: ("ALTER TABLE executions ADD COLUMN attempts INTEGER NOT NULL DEFAULT 1",),
+    3: tuple(
+        f"ALTER TABLE executions ADD COLUMN {column} TEXT"
+        for column in ("trace_id", "trigger", "schedule_id", "owner")
+    ),
+}
 _UPSERT_RECORD = (
     f"INSERT INTO executions ({RECORD_COLUMNS}) VALUES {{values}}"
     " ON CONFLICT(id) DO UPDATE SET workflow=excluded.workflow, mode=excluded.mode,"
     " status=excluded.status, inputs=excluded.inputs, created_at=excluded.created_at,"
     " result=excluded.result, error=excluded.error, started_at=excluded.started_at,"
     " finished_at=excluded.finished_at, session_id=excluded.session_id,"
-    " request_id=excluded.request_id, actor=excluded.actor"
+    " request_id=excluded.request_id, actor=excluded.actor, attempts=excluded.attempts,"
+    " trace_id=excluded.trace_id, trigger=excluded.trigger, schedule_id=excluded.schedule_id,"
+    " owner=excluded.owner"
 )
 # Events are immutable and numbered by the caller, so rewriting one (a retried flush) is harmless.
 _INSERT_EVENT = (
@@ -132,6 +147,11 @@ def record_row(r: ExecutionRecord) -> tuple[Any, ...]:
         r.session_id,
         r.request_id,
         r.actor,
+        r.attempts,
+        r.trace_id,
+        r.trigger,
+        r.schedule_id,
+        r.owner,
     )
 
 
@@ -150,6 +170,11 @@ def row_record(row: tuple[Any, ...]) -> ExecutionRecord:
         row[10],
         row[11],
         row[12],
+        row[13],
+        row[14],
+        row[15],
+        row[16],
+        row[17],
     )
 
 
@@ -169,22 +194,36 @@ def transaction(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], _
 
 
 def create_schema(conn: sqlite3.Connection) -> None:
-    """Create the tables unless they exist at this version (then a read-only file still opens)."""
-    try:
-        if not _schema_is_current(conn):
-            conn.executescript("BEGIN IMMEDIATE;" + _SCHEMA + "COMMIT;")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
+    """Create the tables, or migrate an older file, unless it is at this version (then a read-only
+    file still opens). The version is read again under the write lock: another process opening
+    the same file may have migrated it meanwhile."""
+    if _schema_version(conn) == SCHEMA_VERSION:
+        return
+
+    def work(conn: sqlite3.Connection) -> None:
+        version = _schema_version(conn)
+        if version is not None:
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in _MIGRATIONS[target]:
+                    conn.execute(statement)
+            conn.execute(
+                "UPDATE nexus_schema SET version = ? WHERE component = ?",
+                (SCHEMA_VERSION, COMPONENT),
+            )
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+
+    transaction(conn, work)
 
 
-def _schema_is_current(conn: sqlite3.Connection) -> bool:
+def _schema_version(conn: sqlite3.Connection) -> int | None:
+    """The file's version of this component (None: no tables yet); refuses a newer one."""
     exists = conn.execute(
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'nexus_schema'"
     ).fetchone()
     if exists is None:
-        return False
+        return None
     row = conn.execute(
         "SELECT version FROM nexus_schema WHERE component = ?", (COMPONENT,)
     ).fetchone()
@@ -192,7 +231,7 @@ def _schema_is_current(conn: sqlite3.Connection) -> bool:
         raise sqlite3.DatabaseError(
             f"schema version {row[0]} is newer than this nexus_aio ({SCHEMA_VERSION})"
         )
-    return row is not None and row[0] == SCHEMA_VERSION
+    return None if row is None else int(row[0])
 
 
 def query(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[Any]:
@@ -221,16 +260,17 @@ def write_batch(
     transaction(conn, work)
 
 
-def mark_interrupted(conn: sqlite3.Connection, now: float) -> int:
+def mark_interrupted(conn: sqlite3.Connection, now: float, owner: str | None) -> int:
     error = json_text(INTERRUPTED_ERROR)
 
     def work(conn: sqlite3.Connection) -> int:
-        cur = conn.execute(
+        sql = (
             "UPDATE executions SET status = 'interrupted', finished_at = ?, error = ?"
-            " WHERE status IN ('queued', 'running')",
-            (now, error),
+            " WHERE status IN ('queued', 'running')"
         )
-        return cur.rowcount
+        if owner is None:
+            return conn.execute(sql, (now, error)).rowcount
+        return conn.execute(sql + " AND owner = ?", (now, error, owner)).rowcount
 
     return transaction(conn, work)
 

@@ -325,9 +325,9 @@ class SQLiteExecutionStore(ExecutionStore):
         return stored
 
     # -- maintenance ---------------------------------------------------------------------------
-    async def mark_interrupted(self) -> int:
+    async def mark_interrupted(self, owner: str | None = None) -> int:
         await self.flush()
-        return await self._db.write(sql.mark_interrupted, self._clock())
+        return await self._db.write(sql.mark_interrupted, self._clock(), owner)
 
     async def purge(self, *, max_age: float | None = None, max_count: int | None = None) -> int:
         await self.flush()

@@ -22,6 +22,7 @@ from nexus_aio.workflows.hints import callable_hints
 from nexus_aio.workflows.inputs import InputField, InputSchema
 from nexus_aio.workflows.jsontypes import MISSING
 from nexus_aio.workflows.models import involves_models, iterated_type, output_converter
+from nexus_aio.workflows.retry import RetryPolicy
 
 # Runs a sync callable off the event loop; supplied by the runtime (its thread pool).
 SyncRunner = Callable[[Callable[[], Any]], Awaitable[Any]]
@@ -230,6 +231,7 @@ class CompiledWorkflow:
         rate_limit_burst: int | None = None,
         nodes: list[str] | None = None,
         source: Any = None,
+        retry: RetryPolicy | None = None,
     ) -> None:
         self.name = name
         self.description = description
@@ -242,6 +244,7 @@ class CompiledWorkflow:
         self.rate_limit_burst = rate_limit_burst
         self.nodes = nodes or []
         self.source = source
+        self.retry = retry  # None: a failure ends the run
 
     def describe(self, prefix: str = "") -> dict[str, Any]:
         return {
@@ -265,6 +268,7 @@ def compile_workflow(
     timeout: float | None = None,
     rate_limit: int | None = None,
     rate_limit_burst: int | None = None,
+    retry: RetryPolicy | None = None,
 ) -> CompiledWorkflow:
     if not isinstance(name, str) or not name or "/" in name or name != name.strip():
         raise RegistrationError(f"Invalid workflow name {name!r}: use a non-empty name without '/'")
@@ -272,10 +276,15 @@ def compile_workflow(
         raise RegistrationError(f"Workflow {name!r}: timeout must be positive")
     if rate_limit is not None and rate_limit <= 0:
         raise RegistrationError(f"Workflow {name!r}: rate_limit must be positive")
+    if retry is not None and not isinstance(retry, RetryPolicy):
+        raise RegistrationError(
+            f"Workflow {name!r}: retry must be a RetryPolicy, got {type(retry).__name__}"
+        )
     extra: dict[str, Any] = {
         "timeout": timeout,
         "rate_limit": rate_limit,
         "rate_limit_burst": rate_limit_burst,
+        "retry": retry,
     }
     if isinstance(target, Workflow):
         return _compile_dag(name, target, description or target.description, extra)

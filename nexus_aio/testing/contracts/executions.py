@@ -113,6 +113,7 @@ class ExecutionStoreContract(StoreContract):
             session_id="sess-1",
             request_id="req-1",
             actor="alice",
+            attempts=3,
         )
         await store.save(original)
         assert await store.get("ex-1") == original

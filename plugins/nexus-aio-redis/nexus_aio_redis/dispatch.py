@@ -15,6 +15,10 @@ Redis stream as they happen, so any instance can stream them.
   expires, then another worker retries it (at-least-once, same execution id; event numbering
   continues after a ``retry`` event). After ``redis_max_tries`` tries the execution is ``failed``
   with error type ``WorkerLost``, never left running.
+* A workflow with a ``RetryPolicy`` whose attempt failed: the worker leaves the run ``queued``
+  and raises arq's ``Retry(defer=...)``, so arq runs the job again after the backoff (on any
+  worker, holding no job slot meanwhile). Each retry uses one arq try: a job may take
+  ``redis_max_tries + max_attempts - 1`` tries in all.
 """
 
 from __future__ import annotations
@@ -116,10 +120,11 @@ async def run_job(
     if record is None or record.status in TERMINAL:
         return "skipped"
     job_try = int(ctx.get("job_try", 1))
-    if job_try > max_tries:
+    tries = max_tries + _retries(service, record.workflow)
+    if job_try > tries:
         lost = WorkerLost(
             f"The worker running this execution stopped {max_tries} times; giving up",
-            details={"tries": max_tries},
+            details={"tries": tries},
         )
         await _end_before_start(store, record, lost)
         return "lost"
@@ -127,10 +132,24 @@ async def run_job(
         await _end_before_start(store, record, Cancelled())
         return "cancelled"
     try:  # the store hands this run's cancel requests to the service while it runs
-        record = await service.run_queued(record, attempt=job_try, context=context, actor=actor)
+        record, retry_in = await service.run_queued(
+            record, attempt=job_try, context=context, actor=actor
+        )
     finally:
         await store.flush_published()
+        store.disown(execution_id)  # ended, or back in the queue for a retry: not ours now
+    if retry_in is not None:
+        from arq.worker import Retry
+
+        raise Retry(defer=retry_in)
     return record.status
+
+
+def _retries(service: ExecutionService, workflow: str) -> int:
+    """The arq tries a workflow's ``RetryPolicy`` may use beyond the first."""
+    compiled = service.nexus.workflows.get(workflow)
+    policy = None if compiled is None else compiled.retry
+    return 0 if policy is None else policy.max_attempts - 1
 
 
 def build_worker(nexus: Nexus, service: ExecutionService, *, burst: bool = False) -> Any:
@@ -146,10 +165,15 @@ def build_worker(nexus: Nexus, service: ExecutionService, *, burst: bool = False
         raise ConfigurationError("the worker needs redis_url (NEXUS_REDIS_URL)")
     settings = nexus.settings
     max_tries = settings.redis_max_tries
+    retries = max(
+        (wf.retry.max_attempts - 1 for wf in nexus.workflows.values() if wf.retry), default=0
+    )
     longest = max([wf.timeout or 0 for wf in nexus.workflows.values()] + [settings.run_timeout])
     job_timeout = longest + 1
     worker = Worker(
-        functions=[func(run_job, name=JOB_NAME, max_tries=max_tries + 1, timeout=job_timeout)],
+        functions=[
+            func(run_job, name=JOB_NAME, max_tries=max_tries + retries + 1, timeout=job_timeout)
+        ],
         queue_name=queue_name(_prefix(nexus)),
         redis_settings=RedisSettings.from_dsn(url),
         ctx={"nexus_service": service, "nexus_max_tries": max_tries},

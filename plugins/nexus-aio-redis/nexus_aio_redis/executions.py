@@ -148,6 +148,11 @@ _FIELDS = (
     "session_id",
     "request_id",
     "actor",
+    "attempts",  # from here on: a record stored before a field loads with its default
+    "trace_id",
+    "trigger",
+    "schedule_id",
+    "owner",
 )
 _END_EVENTS = frozenset({"complete", "error"})
 _FETCH_BYTES = 4 * 1024 * 1024  # records read at once by a bounded list()
@@ -254,7 +259,7 @@ class RedisExecutionStore(ExecutionStore):
         if self._owns_client:
             await self._client.aclose()
 
-    async def mark_interrupted(self) -> int:
+    async def mark_interrupted(self, owner: str | None = None) -> int:
         """Nothing: the store is shared, so a starting instance cannot tell a run another live
         instance (or worker) is executing from one orphaned by a crash. Runs owned by a worker
         are recovered by arq's retry instead."""
@@ -557,6 +562,11 @@ class RedisExecutionStore(ExecutionStore):
         return True
 
     # -- owned runs: cancel requests and leases; the sweeper of dead owners' runs ----------
+    def disown(self, execution_id: str) -> None:
+        """This process no longer runs ``execution_id`` (e.g. queued again for a retry)."""
+        self._owned.discard(execution_id)
+        self._handed_over.discard(execution_id)
+
     def _hand_over(self, execution_id: str) -> None:
         """Stop a run of this process (once): :attr:`on_cancel_request` in a task."""
         callback = self.on_cancel_request
