@@ -10,13 +10,24 @@ stored ``next_run`` text, so of the instances that see a tick due exactly one fi
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, cast
 
 import orjson
 import redis.asyncio as aioredis
 
 from nexus_aio.stores.schedules import Schedule, ScheduleStore
 from nexus_aio_redis.client import Guard
+
+
+def _hash(reply: Any) -> Awaitable[dict[bytes, bytes]]:
+    """redis-py types hash replies as "awaitable or not" for its sync and async clients alike."""
+    return cast("Awaitable[dict[bytes, bytes]]", reply)
+
+
+def _done(reply: Any) -> Awaitable[Any]:
+    return cast("Awaitable[Any]", reply)
+
 
 __all__ = ["RedisScheduleStore"]
 
@@ -87,7 +98,7 @@ class RedisScheduleStore(ScheduleStore):
 
     async def get(self, schedule_id: str) -> Schedule | None:
         with self._guard:
-            raw = await self._client.hgetall(self._key(schedule_id))
+            raw = await _hash(self._client.hgetall(self._key(schedule_id)))
         return _decode(raw) if raw else None
 
     async def _many(self, ids: list[bytes]) -> list[Schedule]:
@@ -140,4 +151,4 @@ class RedisScheduleStore(ScheduleStore):
         with self._guard:
             if await self._client.exists(key):
                 mapping = {"last_execution_id": execution_id or "", "last_error": error or ""}
-                await self._client.hset(key, mapping=mapping)
+                await _done(self._client.hset(key, mapping=mapping))

@@ -9,12 +9,19 @@ it due again when the lease runs out.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 
 from nexus_aio.stores.webhooks import FINAL_STATES, Delivery, WebhookOutbox
 from nexus_aio_redis.client import Guard
+
+
+def _hash(reply: Any) -> Awaitable[dict[bytes, bytes]]:
+    """redis-py types hash replies as "awaitable or not" for its sync and async clients alike."""
+    return cast("Awaitable[dict[bytes, bytes]]", reply)
+
 
 __all__ = ["RedisWebhookOutbox"]
 
@@ -114,7 +121,7 @@ class RedisWebhookOutbox(WebhookOutbox):
             out = []
             for raw_id in ids:
                 execution_id = raw_id.decode()
-                raw = await self._client.hgetall(self._key(execution_id))
+                raw = await _hash(self._client.hgetall(self._key(execution_id)))
                 if raw:
                     out.append(_decode(execution_id, raw))
                 else:
@@ -139,7 +146,7 @@ class RedisWebhookOutbox(WebhookOutbox):
 
     async def get(self, execution_id: str) -> Delivery | None:
         with self._guard:
-            raw = await self._client.hgetall(self._key(execution_id))
+            raw = await _hash(self._client.hgetall(self._key(execution_id)))
         return _decode(execution_id, raw) if raw else None
 
     async def purge(self, finished_before: float) -> int:
