@@ -25,6 +25,10 @@ if TYPE_CHECKING:
     from nexus_aio.nexus import Nexus
 
 EXIT_MARGIN = 2.0  # seconds past shutdown_timeout a worker may take to exit
+# A worker that dies is replaced, unless workers keep dying: this many deaths within the window
+# stop the whole server (exit 1) instead of restarting in a loop.
+MAX_DEATHS = 5
+DEATH_WINDOW = 60.0
 CHILD_ENV = WORKER_CHILD_ENV  # set in workers: skip start-up recovery, bind with SO_REUSEPORT
 
 
@@ -42,6 +46,28 @@ def _recover_once(app: Nexus) -> None:
             pass
 
     asyncio.run(recover())
+
+
+def _recover_worker(app: Nexus, pid: int) -> int:
+    """Mark the runs a dead worker left queued or running ``interrupted`` (they are recorded
+    with the worker as their owner); how many."""
+    import socket
+
+    async def recover() -> int:
+        store = await app.hooks.storage_backend("executions")
+        if store is None:
+            return 0
+        await store.open()
+        try:
+            return int(await store.mark_interrupted(owner=f"{socket.gethostname()}:{pid}"))
+        finally:
+            await store.close()
+
+    try:
+        return asyncio.run(recover())
+    except Exception as exc:  # the replacement must start even if the store is unwell
+        print(f"could not recover the runs of worker {pid}: {exc}", file=sys.stderr, flush=True)
+        return 0
 
 
 def _shared_sessions(app: Nexus) -> bool:
@@ -95,10 +121,11 @@ def serve_workers(app: Nexus, args: Namespace, host: str, port: int) -> int:
     if "--port" not in argv:
         argv += ["--port", str(port)]
     env = {**os.environ, CHILD_ENV: "1"}
-    procs = [
-        subprocess.Popen([sys.executable, "-m", "nexus_aio", *argv], env=env)
-        for _ in range(workers)
-    ]
+
+    def start() -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-m", "nexus_aio", *argv], env=env)
+
+    procs = [start() for _ in range(workers)]
     print(f"started {workers} workers: {', '.join(str(p.pid) for p in procs)}", flush=True)
 
     stopping = False
@@ -113,9 +140,34 @@ def serve_workers(app: Nexus, args: Namespace, host: str, port: int) -> int:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    while not stopping and all(p.poll() is None for p in procs):
+    deaths: list[float] = []
+    died_alone = False
+    while not stopping:
         time.sleep(0.2)
-    died_alone = not stopping
+        for index, proc in enumerate(procs):
+            if stopping or proc.poll() is None:
+                continue
+            now = time.monotonic()
+            deaths = [t for t in deaths if now - t < DEATH_WINDOW] + [now]
+            if len(deaths) >= MAX_DEATHS:
+                print(
+                    f"worker {proc.pid} exited with {proc.returncode}: {len(deaths)} deaths "
+                    f"within {DEATH_WINDOW:g} s, stopping",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                died_alone = True
+                break
+            interrupted = _recover_worker(app, proc.pid)
+            procs[index] = start()
+            print(
+                f"worker {proc.pid} exited with {proc.returncode}: {interrupted} of its runs "
+                f"marked interrupted, replaced by worker {procs[index].pid}",
+                file=sys.stderr,
+                flush=True,
+            )
+        if died_alone:
+            break
     if died_alone:  # a worker died on its own: stop the others, report failure
         forward(signal.SIGTERM, None)
     # Each worker is done by shutdown_timeout + ~0.5 s (its runs are interrupted then); one

@@ -325,6 +325,25 @@ class ExecutionStoreContract(StoreContract):
         assert done == record(3, status="succeeded", finished_at=T0 + 3)
         assert await store.mark_interrupted() == 0
 
+    async def test_mark_interrupted_of_an_owner_ends_only_that_processs_runs(
+        self, store: ExecutionStore, clock: ManualClock
+    ) -> None:
+        dead, alive = record(1, status="running"), record(2, status="running")
+        dead.owner, alive.owner = "host:111", "host:222"
+        await store.save(dead, durable=True)
+        await store.save(alive, durable=True)
+        clock.now = T0 + 100
+        if not self.marks_interrupted:
+            assert await store.mark_interrupted(owner="host:111") == 0
+            return
+        assert await store.mark_interrupted(owner="host:111") == 1
+        got_dead, got_alive = await store.get("ex-0001"), await store.get("ex-0002")
+        assert got_dead is not None and got_dead.status == "interrupted"
+        assert got_alive is not None and (got_alive.status, got_alive.owner) == (
+            "running",
+            "host:222",
+        )
+
     async def test_purge_by_age_deletes_old_finished_records_with_their_events(
         self, store: ExecutionStore, clock: ManualClock
     ) -> None:
