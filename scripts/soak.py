@@ -214,6 +214,7 @@ class Soak:
         kinds, weights = list(mix), list(mix.values())
         while time.monotonic() < deadline:
             kind = rng.choices(kinds, weights)[0]
+            started = time.monotonic()
             try:
                 if self.hostile and kind in HOSTILE_WEIGHTS:
                     await self.hostile.one(kind, http, rng)
@@ -232,7 +233,7 @@ class Soak:
                 else:
                     await self.fault(http, rng)
             except (aiohttp.ClientError, OSError, TimeoutError, orjson.JSONDecodeError) as exc:
-                if self.hostile and excusable(self.hostile.tally, exc):
+                if self.hostile and excusable(self.hostile.tally, exc, started):
                     self.hostile.tally.excused += 1
                 else:
                     self.tally.lose(f"{kind}: {type(exc).__name__}: {exc}")
@@ -289,7 +290,11 @@ def parse_sse(raw: bytes) -> list[tuple[int, str, Any]]:
             fields[name] = value
         if "event" in fields and fields["event"] != "keepalive":
             events.append(
-                (int(fields.get("id", "0")), fields["event"], orjson.loads(fields["data"]))
+                (
+                    int(fields.get("id", "0").rpartition(":")[2]),  # "<workflow_id>:<n>"
+                    fields["event"],
+                    orjson.loads(fields["data"]),
+                )
             )
     return events
 
@@ -439,6 +444,8 @@ def summary(tally: Tally, args: argparse.Namespace, elapsed: float, rss: list[fl
         if h.killed_pid:
             print(f"worker {h.killed_pid} SIGKILLed: {h.excused} in-flight requests excused, "
                   f"{h.interrupted} acknowledged runs ended interrupted")  # fmt: skip
+    quarters = [rss[min(len(rss) - 1, len(rss) * q // 4)] for q in (1, 2, 3)]
+    print("server RSS MB at 1/4, 1/2, 3/4 of the run: " + ", ".join(f"{r:.1f}" for r in quarters))
     print(f"server RSS MB: start {start:.1f}, end {end:.1f}, peak {peak:.1f} "
           f"(limit {args.rss_peak_limit:g}), growth {end - start:+.1f} "
           f"(limit {args.rss_limit:g})")  # fmt: skip
