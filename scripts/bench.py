@@ -72,6 +72,7 @@ MAIN_CONCURRENCY = 16
 NEXUS_SERVERS = ("nexus", "nexus-sync")  # the goals are about these (SQLite, default settings)
 ENVELOPE_FIELDS = {"success", "result", "workflow_id", "execution_time", "timestamp"}
 # Issue 13's goals.
+SOAK_MARKER = "<!-- soak: written by scripts/soak.py --report, kept by scripts/bench.py -->"
 GOALS = {
     "floor_ratio": {"nexus": 0.70, "nexus-sync": 0.60},
     "fastapi_ratio": 1.5,
@@ -1605,7 +1606,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         output = ROOT / "docs" / "benchmarks.md"
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(report + "\n")
+    kept = output.read_text().split(SOAK_MARKER, 1) if output.exists() else [""]
+    soak = SOAK_MARKER + kept[1] if len(kept) == 2 else ""  # make soak's section stays
+    output.write_text(report + "\n" + ("\n" + soak if soak else ""))
     print(report)
     log(f"written to {output}")
     return 0

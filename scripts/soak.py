@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import io
 import os
 import random
 import signal
@@ -36,6 +38,7 @@ import tempfile
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -536,10 +539,64 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--body-timeout", type=float, default=2.0, help="the server's body_timeout with --hostile"
     )
+    parser.add_argument(
+        "--report",
+        help="also write the summary into this markdown file's soak section (docs/benchmarks.md)",
+    )
     args = parser.parse_args(argv)
     if args.workers is None:
         args.workers = 2 if args.hostile else 1
-    return 0 if asyncio.run(soak(args)) else 1
+    shown = io.StringIO()
+    with contextlib.redirect_stdout(Tee(sys.stdout, shown)):
+        passed = asyncio.run(soak(args))
+    if args.report:
+        write_report(
+            Path(args.report), argv if argv is not None else sys.argv[1:], shown.getvalue()
+        )
+    return 0 if passed else 1
+
+
+class Tee(io.TextIOBase):
+    """Writes to both streams (the summary is shown and kept for ``--report``)."""
+
+    def __init__(self, *streams: Any) -> None:
+        self.streams = streams
+
+    def write(self, text: str) -> int:
+        for stream in self.streams:
+            stream.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        for stream in self.streams:
+            stream.flush()
+
+
+SOAK_MARKER = "<!-- soak: written by scripts/soak.py --report, kept by scripts/bench.py -->"
+
+
+def write_report(path: Path, argv: list[str], shown: str) -> None:
+    """Replace (or add) the soak section at the end of ``path``."""
+    existing = path.read_text() if path.exists() else ""
+    head = existing.split(SOAK_MARKER, 1)[0].rstrip()
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    section = "\n".join(
+        [
+            SOAK_MARKER,
+            "## Soak (`make soak`)",
+            "",
+            f"Command: `.venv/bin/python scripts/soak.py {' '.join(argv)}` ({stamp}). Every answer",
+            "is checked; with `--hostile` the mix adds slow bodies, 512 KB records and list pages,",
+            "integers beyond 64 bits, cross-site posts, cancel storms, malformed wire input and a",
+            "SIGKILL of one of the two workers half-way ([Testing](testing.md)).",
+            "",
+            "```text",
+            shown.strip(),
+            "```",
+            "",
+        ]
+    )
+    path.write_text((head + "\n\n" if head else "") + section)
 
 
 if __name__ == "__main__":

@@ -296,3 +296,16 @@ def test_summarise_pyspy_ranks_functions_lines_and_threads() -> None:
     assert inclusive["handle (web/app.py)"] == 20.0
     assert inclusive["_worker (futures/thread.py)"] == 20.0
     assert out["self"][0] == ("run_app (aiohttp/web.py:502)", 60.0)
+
+
+def test_soak_report_replaces_its_own_section_and_keeps_the_rest(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(SCRIPTS))  # soak.py imports its sibling soak_hostile.py
+    soak = load_script("soak")
+    report = tmp_path / "benchmarks.md"
+    report.write_text("# Benchmarks\n\nfigures\n")
+    soak.write_report(report, ["--hostile"], "first run\nPASS\n")
+    soak.write_report(report, ["--hostile", "--duration", "5"], "second run\nPASS\n")
+    text = report.read_text()
+    assert text.startswith("# Benchmarks\n\nfigures\n")
+    assert text.count(soak.SOAK_MARKER) == 1 and "second run" in text and "first run" not in text
+    assert load_script("bench").SOAK_MARKER == soak.SOAK_MARKER  # bench.py keeps this section
