@@ -254,3 +254,50 @@ def test_each_tick_fires_once_across_workers(tmp_path):
     )
     gaps = [b - a for a, b in itertools.pairwise(started)]
     assert min(gaps) > 0.5, gaps  # two runs for one tick would be milliseconds apart
+
+
+async def test_a_schedules_runs_are_delivered_to_its_webhook(nexus_server, http):
+    import base64
+
+    from aiohttp import web
+    from standardwebhooks.webhooks import Webhook
+
+    secret = "whsec_" + base64.b64encode(b"w" * 32).decode()
+    payloads = []
+
+    async def hook(request):
+        payloads.append(Webhook(secret).verify(await request.read(), dict(request.headers)))
+        return web.Response()
+
+    receiver = web.Application()
+    receiver.router.add_post("/hook", hook)
+    runner = web.AppRunner(receiver)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    try:
+        url = await nexus_server(
+            make_app(webhook_secret=secret, webhook_allowed_hosts=["127.0.0.1"])
+        )
+        status, created = await post(
+            http,
+            url,
+            "/schedules",
+            {
+                "workflow": "sum",
+                "inputs": {"a": 2, "b": 2},
+                "every": 1,
+                "webhook": f"http://127.0.0.1:{port}/hook",
+            },
+        )
+        assert status == 201 and created["webhook"].endswith("/hook")
+
+        async def delivered():
+            return payloads
+
+        (first, *_) = await wait_for(delivered)
+    finally:
+        await runner.cleanup()
+    assert (first["status"], first["result"]) == ("succeeded", 4)
+    assert (first["trigger"], first["schedule_id"]) == ("schedule", created["id"])

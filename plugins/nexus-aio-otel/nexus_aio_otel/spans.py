@@ -37,7 +37,7 @@ from opentelemetry.trace import (
 )
 
 from nexus_aio.errors import ConfigurationError
-from nexus_aio.tracing import TraceContext
+from nexus_aio.tracing import TraceContext, continue_trace
 
 log = logging.getLogger("nexus_aio.otel")
 
@@ -182,10 +182,20 @@ class Telemetry:
     ) -> None:
         """The CLIENT span of one webhook delivery attempt, in its execution's trace."""
         trace_id = getattr(record, "trace_id", None)
-        context = _remote_parent(trace_id, "0" * 15 + "1") if trace_id else None
-        span = self.tracer.start_span(
+        # A root span of the run's own trace (the request that started the run has long ended).
+        token = _core_span.set(continue_trace(trace_id) if trace_id else None)
+        try:
+            span = self._start_delivery_span(delivery, started_at)
+        finally:
+            _core_span.reset(token)
+        if delivery.state != "delivered":
+            span.set_status(Status(StatusCode.ERROR, str(delivery.last_error or "not delivered")))
+        span.end(end_time=_nanos(finished_at))
+
+    def _start_delivery_span(self, delivery: Any, started_at: float) -> Any:
+        return self.tracer.start_span(
             "webhook delivery",
-            context=context,
+            context=Context(),
             kind=SpanKind.CLIENT,
             attributes={
                 "nexus.execution_id": delivery.execution_id,
@@ -196,9 +206,6 @@ class Telemetry:
             },
             start_time=_nanos(started_at),
         )
-        if delivery.state != "delivered":
-            span.set_status(Status(StatusCode.ERROR, str(delivery.last_error or "not delivered")))
-        span.end(end_time=_nanos(finished_at))
 
     def shutdown(self) -> None:
         self.provider.shutdown()

@@ -104,3 +104,78 @@ def test_an_unknown_exporter_stops_startup():
     app = make_app(enable_otel=True, otel_exporter="zipkin")
     with pytest.raises(ConfigurationError, match="otel_exporter"):
         app.create_app()
+
+
+async def test_retries_are_events_on_the_execution_span(nexus_server, http):
+    from nexus_aio import RetryPolicy
+
+    app = traced_app()
+    calls = []
+
+    async def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise RuntimeError(f"attempt {len(calls)} failed")
+        return "ok"
+
+    app.register("flaky", flaky, retry=RetryPolicy(max_attempts=3, initial_delay=0.01))
+    url = await nexus_server(app)
+    async with http.post(f"{url}/workflows/flaky/execute", json={"inputs": {}}) as resp:
+        assert resp.status == 200, await resp.text()
+    (execution,) = [
+        s for s in memory_exporter(app).get_finished_spans() if s.name == "execution flaky"
+    ]
+    retries = [e for e in execution.events if e.name == "retry"]
+    assert [e.attributes["attempt"] for e in retries] == ["1", "2"]
+    assert execution.attributes["nexus.attempts"] == 3
+
+
+async def test_each_webhook_delivery_attempt_is_a_client_span_in_the_runs_trace(nexus_server, http):
+    import asyncio
+    import base64
+
+    from aiohttp import web
+
+    hits = []
+
+    async def hook(request):
+        hits.append(request.headers["webhook-id"])
+        return web.Response(status=500 if len(hits) == 1 else 200)
+
+    receiver = web.Application()
+    receiver.router.add_post("/hook", hook)
+    runner = web.AppRunner(receiver)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    secret = "whsec_" + base64.b64encode(b"s" * 32).decode()
+    app = traced_app(
+        webhook_secret=secret, webhook_allowed_hosts=["127.0.0.1"], webhook_initial_delay=0.05
+    )
+    url = await nexus_server(app)
+    try:
+        body = {
+            "inputs": {"a": 1, "b": 2},
+            "mode": "async",
+            "webhook": f"http://127.0.0.1:{port}/hook",
+        }
+        async with http.post(
+            f"{url}/workflows/sum/execute",
+            json=body,
+            headers={"traceparent": f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"},
+        ) as resp:
+            assert resp.status == 202
+        for _ in range(200):
+            deliveries = [
+                s for s in memory_exporter(app).get_finished_spans() if s.name == "webhook delivery"
+            ]
+            if len(deliveries) == 2:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await runner.cleanup()
+    assert [s.kind for s in deliveries] == [SpanKind.CLIENT, SpanKind.CLIENT]
+    assert [s.attributes["http.response.status_code"] for s in deliveries] == [500, 200]
+    assert [s.status.status_code for s in deliveries] == [StatusCode.ERROR, StatusCode.UNSET]
+    assert {hex_ids(s)[0] for s in deliveries} == {CALLER_TRACE}
