@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Final, NoReturn
+from urllib.parse import urlsplit
 
-from nexus_aio.errors import SecurityError
+from nexus_aio.errors import ConfigurationError, SecurityError
 
 __all__ = [
     "DANGEROUS_KEYS",
@@ -22,7 +23,22 @@ __all__ = [
     "SecurityLimits",
     "check_payload",
     "is_dangerous_key",
+    "normalize_origin",
 ]
+
+
+def normalize_origin(origin: str, setting: str = "trusted origin") -> str:
+    """``scheme://host[:port]`` in lower case, as browsers send it; ``*`` stays ``*``. Anything
+    else is a configuration error naming ``setting`` (origins come from settings)."""
+    if origin == "*":
+        return origin
+    parts = urlsplit(origin.strip().rstrip("/"))
+    if not parts.scheme or not parts.netloc or parts.path or parts.query or parts.fragment:
+        raise ConfigurationError(
+            f"{setting}: {origin!r} is not an origin (expected scheme://host[:port] or '*')"
+        )
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
 
 DANGEROUS_KEYS: Final[frozenset[str]] = frozenset(
     {

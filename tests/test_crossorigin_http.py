@@ -17,8 +17,9 @@ import pytest
 
 from nexus_aio import Nexus, hookimpl
 from nexus_aio.errors import ConfigurationError
+from nexus_aio.security import normalize_origin
 from nexus_aio.testing import make_app
-from nexus_aio.web.crossorigin import CrossOriginPolicy, normalize_origin
+from nexus_aio.web.crossorigin import CrossOriginPolicy
 
 EVIL = "https://evil.example"
 CROSS_SITE = {"Sec-Fetch-Site": "cross-site", "Origin": EVIL}

@@ -26,11 +26,11 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from aiohttp import hdrs, web
 
-from nexus_aio.errors import ConfigurationError, Forbidden
+from nexus_aio.errors import Forbidden
+from nexus_aio.security import normalize_origin
 
 if TYPE_CHECKING:
     from nexus_aio.nexus import Nexus
@@ -51,18 +51,6 @@ STATE_CHANGING_GETS = ("/workflows/{name}/execute",)
 ALLOWED_FETCH_SITES = frozenset({"same-origin", "none"})
 SEC_FETCH_SITE = hdrs.istr("Sec-Fetch-Site")  # istr: no case folding per lookup
 DEFAULT_PORTS = {"http": "80", "https": "443"}
-
-
-def normalize_origin(origin: str) -> str:
-    """``scheme://host[:port]`` in lower case, as browsers send it; ``*`` stays ``*``."""
-    if origin == "*":
-        return origin
-    parts = urlsplit(origin.strip().rstrip("/"))
-    if not parts.scheme or not parts.netloc or parts.path or parts.query or parts.fragment:
-        raise ConfigurationError(
-            f"trusted origin {origin!r} is not an origin (expected scheme://host[:port] or '*')"
-        )
-    return f"{parts.scheme}://{parts.netloc}".lower()
 
 
 class CrossOriginPolicy:

@@ -20,13 +20,13 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import aiohttp_cors
 from aiohttp import hdrs, web
 
 from nexus_aio import Setting, hookimpl
 from nexus_aio.errors import ConfigurationError
+from nexus_aio.security import normalize_origin
 
 if TYPE_CHECKING:
     from nexus_aio import Nexus
@@ -111,18 +111,6 @@ def split_list(value: Any) -> list[str]:
     return [str(p).strip() for p in parts if str(p).strip()]
 
 
-def normalize_origin(origin: str) -> str:
-    """``scheme://host[:port]`` in lower case, as browsers send it; anything else fails startup."""
-    if origin == "*":
-        return origin
-    parts = urlsplit(origin.strip().rstrip("/"))
-    if not parts.scheme or not parts.netloc or parts.path or parts.query or parts.fragment:
-        raise ConfigurationError(
-            f"cors_origins: {origin!r} is not an origin (expected scheme://host[:port] or '*')"
-        )
-    return f"{parts.scheme}://{parts.netloc}".lower()
-
-
 @dataclass(frozen=True, slots=True)
 class CorsSettings:
     """Validated CORS settings (see docs/security.md)."""
@@ -136,7 +124,7 @@ class CorsSettings:
 
     @classmethod
     def from_settings(cls, settings: Any) -> CorsSettings:
-        origins = [normalize_origin(o) for o in split_list(settings.cors_origins)]
+        origins = [normalize_origin(o, "cors_origins") for o in split_list(settings.cors_origins)]
         if not origins or ANY_ORIGIN in origins:
             origins = [ANY_ORIGIN]
         max_age = settings.cors_max_age
