@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from nexus_aio import Context, Nexus
-from nexus_aio.testing import ServerProcess, make_app
+from nexus_aio.testing import ServerProcess, http_receiver, make_app
 from nexus_aio.web.schedules import SCHEDULER
 
 
@@ -269,14 +269,7 @@ async def test_a_schedules_runs_are_delivered_to_its_webhook(nexus_server, http)
         payloads.append(Webhook(secret).verify(await request.read(), dict(request.headers)))
         return web.Response()
 
-    receiver = web.Application()
-    receiver.router.add_post("/hook", hook)
-    runner = web.AppRunner(receiver)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    try:
+    async with http_receiver(hook) as hook_url:
         url = await nexus_server(
             make_app(webhook_secret=secret, webhook_allowed_hosts=["127.0.0.1"])
         )
@@ -288,7 +281,7 @@ async def test_a_schedules_runs_are_delivered_to_its_webhook(nexus_server, http)
                 "workflow": "sum",
                 "inputs": {"a": 2, "b": 2},
                 "every": 1,
-                "webhook": f"http://127.0.0.1:{port}/hook",
+                "webhook": hook_url,
             },
         )
         assert status == 201 and created["webhook"].endswith("/hook")
@@ -297,7 +290,5 @@ async def test_a_schedules_runs_are_delivered_to_its_webhook(nexus_server, http)
             return payloads
 
         (first, *_) = await wait_for(delivered)
-    finally:
-        await runner.cleanup()
     assert (first["status"], first["result"]) == ("succeeded", 4)
     assert (first["trigger"], first["schedule_id"]) == ("schedule", created["id"])

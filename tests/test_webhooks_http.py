@@ -20,7 +20,7 @@ from aiohttp import web
 from standardwebhooks.webhooks import Webhook
 
 from nexus_aio.errors import ConfigurationError
-from nexus_aio.testing import ServerProcess, make_app
+from nexus_aio.testing import ServerProcess, http_receiver, make_app
 from nexus_aio.web.webhooks import GuardedResolver, RefusedTarget
 
 SECRET = "whsec_" + base64.b64encode(b"k" * 32).decode()
@@ -61,16 +61,8 @@ class Receiver:
 @pytest.fixture
 async def receiver():
     recv = Receiver()
-    app = web.Application()
-    app.router.add_post("/hook", recv.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    recv.url = f"http://127.0.0.1:{port}/hook"
-    yield recv
-    await runner.cleanup()
+    async with http_receiver(recv.handle) as recv.url:
+        yield recv
 
 
 async def execute(http, url, body):

@@ -57,6 +57,7 @@ from nexus_aio.testing.contracts import (  # noqa: E402 - after the rewrite hook
     WebhookOutboxContract,
     opened,
 )
+from nexus_aio.testing.receiver import http_receiver  # noqa: E402
 from nexus_aio.testing.sse import SSEEvent, event_ids, parse_sse, read_sse  # noqa: E402
 
 if TYPE_CHECKING:
@@ -76,6 +77,7 @@ __all__ = [
     "WebhookOutboxContract",
     "event_ids",
     "free_port",
+    "http_receiver",
     "make_app",
     "nexus_server",
     "nexus_thread_server",

@@ -7,7 +7,7 @@ from nexus_aio_otel import memory_exporter
 from opentelemetry.trace import SpanKind, StatusCode
 
 from nexus_aio.errors import ConfigurationError
-from nexus_aio.testing import make_app
+from nexus_aio.testing import http_receiver, make_app
 
 CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER_SPAN = "00f067aa0ba902b7"
@@ -142,24 +142,13 @@ async def test_each_webhook_delivery_attempt_is_a_client_span_in_the_runs_trace(
         hits.append(request.headers["webhook-id"])
         return web.Response(status=500 if len(hits) == 1 else 200)
 
-    receiver = web.Application()
-    receiver.router.add_post("/hook", hook)
-    runner = web.AppRunner(receiver)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
     secret = "whsec_" + base64.b64encode(b"s" * 32).decode()
     app = traced_app(
         webhook_secret=secret, webhook_allowed_hosts=["127.0.0.1"], webhook_initial_delay=0.05
     )
     url = await nexus_server(app)
-    try:
-        body = {
-            "inputs": {"a": 1, "b": 2},
-            "mode": "async",
-            "webhook": f"http://127.0.0.1:{port}/hook",
-        }
+    async with http_receiver(hook) as hook_url:
+        body = {"inputs": {"a": 1, "b": 2}, "mode": "async", "webhook": hook_url}
         async with http.post(
             f"{url}/workflows/sum/execute",
             json=body,
@@ -173,8 +162,6 @@ async def test_each_webhook_delivery_attempt_is_a_client_span_in_the_runs_trace(
             if len(deliveries) == 2:
                 break
             await asyncio.sleep(0.05)
-    finally:
-        await runner.cleanup()
     assert [s.kind for s in deliveries] == [SpanKind.CLIENT, SpanKind.CLIENT]
     assert [s.attributes["http.response.status_code"] for s in deliveries] == [500, 200]
     assert [s.status.status_code for s in deliveries] == [StatusCode.ERROR, StatusCode.UNSET]

@@ -15,7 +15,13 @@ from aiohttp import web
 from nexus_aio_redis.client import connect
 from nexus_aio_redis.webhooks import RedisWebhookOutbox
 
-from nexus_aio.testing import WebhookOutboxContract, make_app, opened, start_server
+from nexus_aio.testing import (
+    WebhookOutboxContract,
+    http_receiver,
+    make_app,
+    opened,
+    start_server,
+)
 
 SECRET = "whsec_" + base64.b64encode(b"r" * 32).decode()
 
@@ -34,39 +40,32 @@ async def test_two_instances_on_redis_deliver_each_run_once(redis_server: Any) -
         received.append(request.headers["webhook-id"])
         return web.Response()
 
-    receiver = web.Application()
-    receiver.router.add_post("/hook", hook)
-    runner = web.AppRunner(receiver)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    hook_url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/hook"  # type: ignore[union-attr]
-    settings = {
-        "redis_url": redis_server.url,
-        "webhook_secret": SECRET,
-        "webhook_allowed_hosts": ["127.0.0.1"],
-    }
-    servers = [await start_server(make_app(**settings)) for _ in range(2)]
-    try:
-        ids = []
-        async with aiohttp.ClientSession() as http:
-            for i in range(20):
-                url = servers[i % 2].url
-                body = {"inputs": {"a": i, "b": 0}, "mode": "async", "webhook": hook_url}
-                async with http.post(f"{url}/workflows/sum/execute", json=body) as resp:
-                    assert resp.status == 202, await resp.text()
-                    ids.append((await resp.json())["workflow_id"])
-            deadline = time.monotonic() + 20
-            for execution_id in ids:
-                while True:
-                    async with http.get(f"{servers[0].url}/executions/{execution_id}") as resp:
-                        state = (await resp.json()).get("webhook", {}).get("state")
-                    if state == "delivered":
-                        break
-                    assert time.monotonic() < deadline, (execution_id, state)
-                    await asyncio.sleep(0.05)
-        assert sorted(received) == sorted(f"msg_{i}" for i in ids)
-    finally:
-        for server in servers:
-            await server.stop()
-        await runner.cleanup()
+    async with http_receiver(hook) as hook_url:
+        settings = {
+            "redis_url": redis_server.url,
+            "webhook_secret": SECRET,
+            "webhook_allowed_hosts": ["127.0.0.1"],
+        }
+        servers = [await start_server(make_app(**settings)) for _ in range(2)]
+        try:
+            ids = []
+            async with aiohttp.ClientSession() as http:
+                for i in range(20):
+                    url = servers[i % 2].url
+                    body = {"inputs": {"a": i, "b": 0}, "mode": "async", "webhook": hook_url}
+                    async with http.post(f"{url}/workflows/sum/execute", json=body) as resp:
+                        assert resp.status == 202, await resp.text()
+                        ids.append((await resp.json())["workflow_id"])
+                deadline = time.monotonic() + 20
+                for execution_id in ids:
+                    while True:
+                        async with http.get(f"{servers[0].url}/executions/{execution_id}") as resp:
+                            state = (await resp.json()).get("webhook", {}).get("state")
+                        if state == "delivered":
+                            break
+                        assert time.monotonic() < deadline, (execution_id, state)
+                        await asyncio.sleep(0.05)
+            assert sorted(received) == sorted(f"msg_{i}" for i in ids)
+        finally:
+            for server in servers:
+                await server.stop()
