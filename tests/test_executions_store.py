@@ -205,6 +205,18 @@ async def test_sqlite_durable_save_is_committed_on_return(
     assert db_rows(db_path, "SELECT id, status FROM executions") == [("ex-0001", "queued")]
 
 
+async def test_sqlite_concurrent_durable_saves_are_each_committed_in_shared_transactions(
+    sqlite: SQLiteExecutionStore, db_path: Path
+) -> None:
+    async def save(n: int) -> list[tuple[object, ...]]:
+        await sqlite.save(record(n, status="queued"), durable=True)
+        return db_rows(db_path, f"SELECT status FROM executions WHERE id = 'ex-{n:04d}'")
+
+    seen = await asyncio.gather(*(save(n) for n in range(1, 51)))
+    assert seen == [[("queued",)]] * 50  # each caller finds its row committed on return
+    assert sqlite._taken < 25  # white-box: waiting callers joined others' transactions
+
+
 def spy_on_flushes(store: SQLiteExecutionStore) -> asyncio.Event:
     """An event set after each flush the store runs (white-box: wraps the private method)."""
     flushed = asyncio.Event()
