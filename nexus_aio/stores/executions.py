@@ -19,6 +19,7 @@ import heapq
 import json
 import time
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -566,6 +567,9 @@ class MemoryExecutionStore(ExecutionStore):
         self._max_bytes = max_bytes
         self._clock = clock
         self._records: dict[str, _StoredRecord] = {}
+        # Ids in the order of their first save: eviction takes from the left (O(1) amortised;
+        # copying the record dict's keys on every save at the bound cost O(max_records)).
+        self._order: deque[str] = deque()
         self._events: dict[str, builtins.list[_StoredEvent]] = {}
         self._event_bytes: dict[str, int] = {}
         self._bytes = 0  # records and events held
@@ -585,6 +589,8 @@ class MemoryExecutionStore(ExecutionStore):
         previous = records.get(record.id)
         if previous is not None:
             self._bytes -= previous.size
+        else:
+            self._order.append(record.id)
         records[record.id] = stored
         self._bytes += stored.size
         self._evict(keep=record.id)
@@ -598,12 +604,18 @@ class MemoryExecutionStore(ExecutionStore):
         """Drop the oldest finished records (with their events) while over a bound."""
         if not self._over():
             return
-        for execution_id in builtins.list(self._records):
-            if not self._over():
-                return
-            if execution_id == keep or self._records[execution_id].status not in TERMINAL:
+        order, records = self._order, self._records
+        skipped: builtins.list[str] = []  # unfinished (or ``keep``): they keep their place
+        while order and self._over():
+            execution_id = order.popleft()
+            stored = records.get(execution_id)
+            if stored is None:
+                continue
+            if execution_id == keep or stored.status not in TERMINAL:
+                skipped.append(execution_id)
                 continue
             self._drop(execution_id)
+        order.extendleft(reversed(skipped))
 
     def _drop(self, execution_id: str) -> None:
         stored = self._records.pop(execution_id)
@@ -679,6 +691,8 @@ class MemoryExecutionStore(ExecutionStore):
             doomed.update(s.fields.id for s in ordered[max_count:] if s.status in TERMINAL)
         for execution_id in doomed:
             self._drop(execution_id)
+        if doomed:
+            self._order = deque(i for i in self._order if i in self._records)
         self._drop_expired_idempotency()
         return len(doomed)
 
