@@ -17,6 +17,7 @@ import pytest
 
 from nexus_aio import Nexus, RetryPolicy, ValidationError
 from nexus_aio.errors import RegistrationError
+from nexus_aio.stores.sqlite_execution_sql import SCHEMA_VERSION
 from nexus_aio.stores.sqlite_executions import SQLiteExecutionStore
 from nexus_aio.testing import ServerProcess, make_app, parse_sse, read_sse
 
@@ -392,9 +393,11 @@ async def test_a_version_1_sqlite_file_is_migrated_and_keeps_its_records(tmp_pat
             await store.close()
     with sqlite3.connect(path) as conn:
         version = conn.execute("SELECT version FROM nexus_schema").fetchone()[0]
-        stored = conn.execute("SELECT attempts FROM executions WHERE id = 'old-1'").fetchone()[0]
+        stored = conn.execute(
+            "SELECT attempts, trace_id, trigger FROM executions WHERE id = 'old-1'"
+        ).fetchone()
     conn.close()
-    assert (version, stored) == (2, 4)
+    assert (version, stored) == (SCHEMA_VERSION, (4, None, None))
 
 
 async def test_the_stream_of_a_retried_async_run_shows_retry_live(nexus_server, http):
