@@ -20,8 +20,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-import orjson
-
 from nexus_aio.errors import StoreUnavailable
 from nexus_aio.stores import sqlite_execution_sql as sql
 from nexus_aio.stores.executions import (
@@ -330,13 +328,7 @@ class SQLiteExecutionStore(ExecutionStore):
         buffered = self._buffered_events(execution_id)
         if buffered and buffered[0].seq <= after_seq + 1:
             return events_after(buffered, after_seq)  # all requested events are still buffered
-        rows = await self._db.read(
-            sql.query,
-            "SELECT seq, type, data, ts FROM execution_events"
-            " WHERE execution_id = ? AND seq > ? ORDER BY seq",
-            (execution_id, after_seq),
-        )
-        stored = [ExecutionEvent(seq, kind, orjson.loads(data), ts) for seq, kind, data, ts in rows]
+        stored = await self._db.read(sql.read_events, execution_id, after_seq)
         # A flush may have landed between taking the buffer and reading: skip what the DB has.
         last = stored[-1].seq if stored else after_seq
         stored.extend(e for e in buffered if e.seq > last)
