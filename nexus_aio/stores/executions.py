@@ -14,6 +14,7 @@ import asyncio
 import base64
 import binascii
 import builtins
+import dataclasses
 import enum
 import heapq
 import json
@@ -480,6 +481,12 @@ RECORD_OVERHEAD = 400
 EVENT_OVERHEAD = 120
 
 
+def _held_json(value: Any) -> bytes:
+    """:func:`json_bytes` for a value the store keeps: orjson's result keeps its whole output
+    buffer allocated (4 KiB for the smallest value), an exact copy only what it holds."""
+    return memoryview(json_bytes(value)).tobytes()
+
+
 class _StoredRecord:
     """A saved record with ``inputs``, ``result`` and ``error`` kept as JSON: a true snapshot,
     and its size is known, so the store can be bounded by bytes."""
@@ -489,9 +496,9 @@ class _StoredRecord:
     def __init__(self, record: ExecutionRecord) -> None:
         self.fields = record.copy()
         self.fields.inputs, self.fields.result, self.fields.error = {}, None, None
-        self.inputs = json_bytes(record.inputs)
-        self.result = None if record.result is None else json_bytes(record.result)
-        self.error = None if record.error is None else json_bytes(record.error)
+        self.inputs = _held_json(record.inputs)
+        self.result = None if record.result is None else _held_json(record.result)
+        self.error = None if record.error is None else _held_json(record.error)
         self.size = (
             RECORD_OVERHEAD
             + len(self.inputs)
@@ -527,7 +534,7 @@ class _StoredEvent:
     def __init__(self, event: ExecutionEvent) -> None:
         self.seq = event.seq
         self.type = event.type
-        self.data = json_bytes(event.data)
+        self.data = _held_json(event.data)
         self.ts = event.ts
 
     def event(self) -> ExecutionEvent:
@@ -673,7 +680,7 @@ class MemoryExecutionStore(ExecutionStore):
         ]
         for stored in active:
             interrupt(stored.fields, now)
-            stored.error = json_bytes(stored.fields.error)
+            stored.error = _held_json(stored.fields.error)
             stored.fields.error = None
         return len(active)
 
@@ -738,6 +745,8 @@ class MemoryExecutionStore(ExecutionStore):
                 or self._idempotency_bytes + size > self._max_idempotency_bytes
             ):
                 self._forget_idempotency(next(iter(entries)))
+        if entry.body:  # an exact copy: an answer from orjson keeps its whole output buffer
+            entry = dataclasses.replace(entry, body=memoryview(entry.body).tobytes())
         entries[entry.key] = entry
         self._idempotency_bytes += size
         return True
