@@ -119,6 +119,19 @@ async def test_memory_session_store_evicts_least_recently_saved_beyond_max_bytes
     assert await store.count_active() == 10
 
 
+async def test_memory_session_store_holds_small_states_in_little_memory() -> None:
+    store = MemorySessionStore()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for n in range(2_000):
+            await store.save(session(f"s-{n}", 10))
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert held < 2_000 * 2 * KB  # orjson's output as it is kept 4 KiB per state
+
+
 async def test_memory_session_store_refuses_a_state_larger_than_the_whole_bound() -> None:
     store = MemorySessionStore(max_bytes=64 * KB)
     await store.save(session("small", 1 * KB))
