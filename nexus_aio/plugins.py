@@ -75,15 +75,19 @@ class PluginManager(pluggy.PluginManager):
         self.builtin: set[str] = set()
         self.implemented_cache: dict[tuple[str, bool], bool] = {}
         self.call_order_cache: dict[str, list[pluggy.HookImpl]] = {}
+        self.observer_cache: dict[str, list[pluggy.HookImpl] | None] = {}
 
-    def register(self, plugin: Any, name: str | None = None) -> str | None:
+    def clear_caches(self) -> None:
         self.implemented_cache.clear()
         self.call_order_cache.clear()
+        self.observer_cache.clear()
+
+    def register(self, plugin: Any, name: str | None = None) -> str | None:
+        self.clear_caches()
         return super().register(plugin, name)
 
     def unregister(self, plugin: Any = None, name: str | None = None) -> Any:
-        self.implemented_cache.clear()
-        self.call_order_cache.clear()
+        self.clear_caches()
         return super().unregister(plugin, name)
 
 
@@ -152,8 +156,7 @@ class Hooks:
             else getattr(self.pm.hook, name)
             for name in self.REQUEST_HOOKS
         }
-        self.pm.implemented_cache.clear()
-        self.pm.call_order_cache.clear()
+        self.pm.clear_caches()
         for name in self.FIRST_RESULT_HOOKS:
             self._implementations(name)  # resolved now: a wrapper fails the build, not a request
 
@@ -188,6 +191,19 @@ class Hooks:
                     f"hook {name} takes no wrapper implementations ({', '.join(wrappers)})"
                 )
             self.pm.call_order_cache[name] = impls
+        return impls
+
+    def _observers(self, name: str) -> list[pluggy.HookImpl] | None:
+        """The implementations of an observer hook (every one called, results ignored) in
+        pluggy's call order, resolved once, so a per-execution call skips pluggy's per-call
+        argument checks; None when one is a wrapper (then pluggy's own loop calls them)."""
+        cache = self.pm.observer_cache
+        if name in cache:
+            return cache[name]
+        impls: list[pluggy.HookImpl] | None = getattr(self.pm.hook, name).get_hookimpls()[::-1]
+        if impls is not None and any(i.hookwrapper or i.wrapper for i in impls):
+            impls = None
+        cache[name] = impls
         return impls
 
     @staticmethod
@@ -285,10 +301,22 @@ class Hooks:
         )
 
     def execution_started(self, execution: Any) -> None:
-        self.pm.hook.execution_started(nexus=self.nexus, execution=execution)
+        impls = self._observers("execution_started")
+        if impls is None:
+            self.pm.hook.execution_started(nexus=self.nexus, execution=execution)
+            return
+        kwargs = {"nexus": self.nexus, "execution": execution}
+        for impl in impls:
+            self._call(impl, kwargs)
 
     def execution_finished(self, execution: Any, events: Sequence[Any] = ()) -> None:
-        self.pm.hook.execution_finished(nexus=self.nexus, execution=execution, events=events)
+        impls = self._observers("execution_finished")
+        if impls is None:
+            self.pm.hook.execution_finished(nexus=self.nexus, execution=execution, events=events)
+            return
+        kwargs = {"nexus": self.nexus, "execution": execution, "events": events}
+        for impl in impls:
+            self._call(impl, kwargs)
 
     def webhook_attempted(
         self, delivery: Any, execution: Any, started_at: float, finished_at: float

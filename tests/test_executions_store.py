@@ -27,6 +27,7 @@ from nexus_aio.stores.executions import (
     IdempotencyEntry,
     MemoryExecutionStore,
 )
+from nexus_aio.stores.sqlite_execution_sql import read_events
 from nexus_aio.stores.sqlite_executions import SQLiteExecutionStore
 from nexus_aio.testing import ExecutionStoreContract, ManualClock, opened
 
@@ -71,6 +72,15 @@ def db_rows(path: Path, sql: str) -> list[tuple[object, ...]]:
     conn = sqlite3.connect(path)
     try:
         return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+def db_events(path: Path, execution_id: str) -> list[ExecutionEvent]:
+    """The committed events of one execution (event rows and a log kept in its record's row)."""
+    conn = sqlite3.connect(path)
+    try:
+        return read_events(conn, execution_id, 0)
     finally:
         conn.close()
 
@@ -205,6 +215,50 @@ async def test_sqlite_durable_save_is_committed_on_return(
     assert db_rows(db_path, "SELECT id, status FROM executions") == [("ex-0001", "queued")]
 
 
+async def test_sqlite_concurrent_durable_saves_are_each_committed_in_shared_transactions(
+    sqlite: SQLiteExecutionStore, db_path: Path
+) -> None:
+    async def save(n: int) -> list[tuple[object, ...]]:
+        await sqlite.save(record(n, status="queued"), durable=True)
+        return db_rows(db_path, f"SELECT status FROM executions WHERE id = 'ex-{n:04d}'")
+
+    seen = await asyncio.gather(*(save(n) for n in range(1, 51)))
+    assert seen == [[("queued",)]] * 50  # each caller finds its row committed on return
+    assert sqlite._taken < 25  # white-box: waiting callers joined others' transactions
+
+
+async def test_sqlite_a_finished_runs_whole_log_is_kept_in_its_row_and_reads_the_same(
+    sqlite: SQLiteExecutionStore, db_path: Path
+) -> None:
+    log = [
+        ExecutionEvent(1, "start", {"workflow": "wf"}, T0),
+        ExecutionEvent(2, "chunk", {"odd": {1}, "big": 2**70}, T0 + 0.125),  # str() fallbacks
+        ExecutionEvent(3, "complete", {"result": "ok"}, T0 + 1 / 3),
+    ]
+    await sqlite.add_events("ex-0001", log)
+    await sqlite.save(record(1))
+    await sqlite.flush()
+    assert db_rows(db_path, "SELECT count(*) FROM execution_events") == [(0,)]  # in the run's row
+    reread = await sqlite.events("ex-0001")
+    assert [(e.seq, e.type, e.ts) for e in reread] == [(e.seq, e.type, e.ts) for e in log]
+    assert reread[1].data == {"odd": "{1}", "big": 2**70}
+    assert [e.seq for e in await sqlite.events("ex-0001", after_seq=2)] == [3]
+    # A later save without events keeps the log; later events are rows, read in order with it.
+    await sqlite.save(record(1))
+    await sqlite.add_events("ex-0001", events("note", start=4))
+    await sqlite.flush()
+    assert [e.seq for e in await sqlite.events("ex-0001")] == [1, 2, 3, 4]
+    assert [e.seq for e in await sqlite.events("ex-0001", after_seq=3)] == [4]
+    # A run still going keeps one row per event, as before.
+    await sqlite.save(record(2, status="running"))
+    await sqlite.add_events("ex-0002", events("start"))
+    await sqlite.flush()
+    assert db_rows(db_path, "SELECT execution_id, seq FROM execution_events ORDER BY 1, 2") == [
+        ("ex-0001", 4),
+        ("ex-0002", 1),
+    ]
+
+
 def spy_on_flushes(store: SQLiteExecutionStore) -> asyncio.Event:
     """An event set after each flush the store runs (white-box: wraps the private method)."""
     flushed = asyncio.Event()
@@ -251,7 +305,7 @@ async def test_sqlite_full_buffer_applies_backpressure_instead_of_failing(
     finally:
         await s.close()
     assert db_rows(db_path, "SELECT count(*) FROM executions") == [(50,)]
-    assert db_rows(db_path, "SELECT count(*) FROM execution_events") == [(100,)]
+    assert [len(db_events(db_path, f"ex-{n:04d}")) for n in range(50)] == [2] * 50
 
 
 async def test_sqlite_close_flushes_and_a_new_store_sees_everything(
@@ -405,7 +459,7 @@ async def test_sqlite_locked_db_keeps_rows_warns_once_and_recovers(
     locker.release()
     await sqlite.flush()
     assert db_rows(db_path, "SELECT id FROM executions ORDER BY id") == [("ex-0001",), ("ex-0002",)]
-    assert db_rows(db_path, "SELECT count(*) FROM execution_events") == [(1,)]
+    assert [e.seq for e in db_events(db_path, "ex-0001")] == [1]
     assert any("writable again" in r.getMessage() for r in caplog.records)
     await sqlite.ping()
 

@@ -462,6 +462,60 @@ async def test_hook_execution_finished(nexus_server, http):
     ]
 
 
+async def test_execution_observer_hooks_call_every_plugin_in_pluggy_order(nexus_server, http):
+    calls: list[str] = []
+
+    def observer(label: str, **opts: Any) -> Any:
+        class Plugin:
+            @hookimpl(**opts)
+            def execution_started(self, execution):  # a subset of the arguments, as pluggy allows
+                calls.append(f"{label} started {execution.status}")
+
+            @hookimpl(**opts)
+            def execution_finished(self, nexus, execution, events):
+                calls.append(f"{label} finished {execution.status} {len(events)}")
+
+        return Plugin()
+
+    app = make(observer("last", trylast=True), observer("first", tryfirst=True), observer("a"))
+    app.pm.register(observer("b"), name="b")  # registered later: called before "a"
+    url = await nexus_server(app)
+    status, _, _ = await execute(http, url, "add", {"a": 1})
+    assert status == 200
+    assert calls == [
+        "first started running",
+        "b started running",
+        "a started running",
+        "last started running",
+        "first finished succeeded 1",
+        "b finished succeeded 1",
+        "a finished succeeded 1",
+        "last finished succeeded 1",
+    ]
+
+
+async def test_execution_observer_hooks_keep_wrapper_implementations(nexus_server, http):
+    seen: list[str] = []
+
+    class Wrapper:
+        @hookimpl(wrapper=True)
+        def execution_finished(self, execution):
+            seen.append("before")
+            result = yield
+            seen.append(f"after {execution.status}")
+            return result
+
+    class Plain:
+        @hookimpl
+        def execution_finished(self, execution):
+            seen.append("plain")
+
+    url = await nexus_server(make(Plain(), Wrapper()))
+    status, _, _ = await execute(http, url, "add", {"a": 1})
+    assert status == 200
+    assert seen == ["before", "plain", "after succeeded"]
+
+
 async def test_hook_storage_backend(nexus_server, http):
     class CountingStore(MemoryExecutionStore):
         opened = 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -82,6 +83,25 @@ async def test_memory_execution_store_keeps_json_not_the_callers_objects() -> No
     assert store.size_bytes < 1 * KB
 
 
+async def test_memory_execution_store_holds_small_records_in_little_memory() -> None:
+    """What the store really allocates stays near what it counts: orjson's output keeps its
+    whole buffer (4 KiB for a small value) unless copied: 17 KiB for a run with two events."""
+    store = MemoryExecutionStore(max_records=2_000)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for n in range(4_000):  # the second half replaces the first (the bound)
+            await store.save(record(n))
+            await store.add_events(
+                f"ex-{n:04d}",
+                [ExecutionEvent(1, "start", {}, T0), ExecutionEvent(2, "complete", {"n": n}, T0)],
+            )
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert held < 2_000 * 2 * KB  # about 1 KiB per run here; 17 KiB before the copy
+
+
 # -- memory session store -------------------------------------------------------------------------
 def session(session_id: str, size: int) -> Session:
     return Session(session_id, {"blob": "z" * size}, T0, T0, T0)
@@ -97,6 +117,19 @@ async def test_memory_session_store_evicts_least_recently_saved_beyond_max_bytes
     assert await store.get("s0") is not None and await store.get("s10") is not None
     assert await store.get("s1") is None and await store.get("s2") is not None
     assert await store.count_active() == 10
+
+
+async def test_memory_session_store_holds_small_states_in_little_memory() -> None:
+    store = MemorySessionStore()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for n in range(2_000):
+            await store.save(session(f"s-{n}", 10))
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert held < 2_000 * 2 * KB  # orjson's output as it is kept 4 KiB per state
 
 
 async def test_memory_session_store_refuses_a_state_larger_than_the_whole_bound() -> None:

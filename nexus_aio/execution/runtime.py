@@ -41,6 +41,7 @@ from nexus_aio.errors import (
 )
 from nexus_aio.execution.deadlines import Deadlines
 from nexus_aio.execution.events import EventLog, start_data
+from nexus_aio.execution.handoff import ThreadHandoff
 from nexus_aio.execution.locks import SessionLocks
 from nexus_aio.execution.retry import RetryLater, retry_data, retry_delay
 from nexus_aio.stores.executions import ExecutionRecord, ExecutionStore
@@ -140,6 +141,7 @@ class Runtime:
         self.pool = ThreadPoolExecutor(
             max_workers=settings.sync_workers, thread_name_prefix="nexus-sync"
         )
+        self._handoff: ThreadHandoff | None = None
         self.running = 0
         self.max_running = settings.max_concurrent_requests
         self.live: dict[str, LiveExecution] = {}
@@ -152,7 +154,11 @@ class Runtime:
 
     # -- plumbing -------------------------------------------------------------------------
     async def run_sync_fn(self, fn: Callable[[], Any]) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self.pool, fn)
+        """``fn()`` in the thread pool; results reach the loop in batches (``ThreadHandoff``)."""
+        handoff = self._handoff
+        if handoff is None or handoff.loop is not asyncio.get_running_loop():
+            handoff = self._handoff = ThreadHandoff(asyncio.get_running_loop(), self.pool)
+        return await handoff.run(fn)
 
     @property
     def has_free_slot(self) -> bool:

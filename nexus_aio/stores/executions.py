@@ -14,11 +14,13 @@ import asyncio
 import base64
 import binascii
 import builtins
+import dataclasses
 import enum
 import heapq
 import json
 import time
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -479,6 +481,12 @@ RECORD_OVERHEAD = 400
 EVENT_OVERHEAD = 120
 
 
+def _held_json(value: Any) -> bytes:
+    """:func:`json_bytes` for a value the store keeps: orjson's result keeps its whole output
+    buffer allocated (4 KiB for the smallest value), an exact copy only what it holds."""
+    return memoryview(json_bytes(value)).tobytes()
+
+
 class _StoredRecord:
     """A saved record with ``inputs``, ``result`` and ``error`` kept as JSON: a true snapshot,
     and its size is known, so the store can be bounded by bytes."""
@@ -488,9 +496,9 @@ class _StoredRecord:
     def __init__(self, record: ExecutionRecord) -> None:
         self.fields = record.copy()
         self.fields.inputs, self.fields.result, self.fields.error = {}, None, None
-        self.inputs = json_bytes(record.inputs)
-        self.result = None if record.result is None else json_bytes(record.result)
-        self.error = None if record.error is None else json_bytes(record.error)
+        self.inputs = _held_json(record.inputs)
+        self.result = None if record.result is None else _held_json(record.result)
+        self.error = None if record.error is None else _held_json(record.error)
         self.size = (
             RECORD_OVERHEAD
             + len(self.inputs)
@@ -526,7 +534,7 @@ class _StoredEvent:
     def __init__(self, event: ExecutionEvent) -> None:
         self.seq = event.seq
         self.type = event.type
-        self.data = json_bytes(event.data)
+        self.data = _held_json(event.data)
         self.ts = event.ts
 
     def event(self) -> ExecutionEvent:
@@ -566,6 +574,9 @@ class MemoryExecutionStore(ExecutionStore):
         self._max_bytes = max_bytes
         self._clock = clock
         self._records: dict[str, _StoredRecord] = {}
+        # Ids in the order of their first save: eviction takes from the left (O(1) amortised;
+        # copying the record dict's keys on every save at the bound cost O(max_records)).
+        self._order: deque[str] = deque()
         self._events: dict[str, builtins.list[_StoredEvent]] = {}
         self._event_bytes: dict[str, int] = {}
         self._bytes = 0  # records and events held
@@ -585,6 +596,8 @@ class MemoryExecutionStore(ExecutionStore):
         previous = records.get(record.id)
         if previous is not None:
             self._bytes -= previous.size
+        else:
+            self._order.append(record.id)
         records[record.id] = stored
         self._bytes += stored.size
         self._evict(keep=record.id)
@@ -598,12 +611,18 @@ class MemoryExecutionStore(ExecutionStore):
         """Drop the oldest finished records (with their events) while over a bound."""
         if not self._over():
             return
-        for execution_id in builtins.list(self._records):
-            if not self._over():
-                return
-            if execution_id == keep or self._records[execution_id].status not in TERMINAL:
+        order, records = self._order, self._records
+        skipped: builtins.list[str] = []  # unfinished (or ``keep``): they keep their place
+        while order and self._over():
+            execution_id = order.popleft()
+            stored = records.get(execution_id)
+            if stored is None:
+                continue
+            if execution_id == keep or stored.status not in TERMINAL:
+                skipped.append(execution_id)
                 continue
             self._drop(execution_id)
+        order.extendleft(reversed(skipped))
 
     def _drop(self, execution_id: str) -> None:
         stored = self._records.pop(execution_id)
@@ -661,7 +680,7 @@ class MemoryExecutionStore(ExecutionStore):
         ]
         for stored in active:
             interrupt(stored.fields, now)
-            stored.error = json_bytes(stored.fields.error)
+            stored.error = _held_json(stored.fields.error)
             stored.fields.error = None
         return len(active)
 
@@ -679,6 +698,8 @@ class MemoryExecutionStore(ExecutionStore):
             doomed.update(s.fields.id for s in ordered[max_count:] if s.status in TERMINAL)
         for execution_id in doomed:
             self._drop(execution_id)
+        if doomed:
+            self._order = deque(i for i in self._order if i in self._records)
         self._drop_expired_idempotency()
         return len(doomed)
 
@@ -724,6 +745,8 @@ class MemoryExecutionStore(ExecutionStore):
                 or self._idempotency_bytes + size > self._max_idempotency_bytes
             ):
                 self._forget_idempotency(next(iter(entries)))
+        if entry.body:  # an exact copy: an answer from orjson keeps its whole output buffer
+            entry = dataclasses.replace(entry, body=memoryview(entry.body).tobytes())
         entries[entry.key] = entry
         self._idempotency_bytes += size
         return True

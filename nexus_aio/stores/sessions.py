@@ -213,7 +213,7 @@ SESSION_OVERHEAD = 300
 
 class _Stored:
     """A saved session with its state kept as JSON, so later mutation by a caller is not a write
-    (exact-size ``bytes`` from orjson: no growth buffer is kept)."""
+    (an exact copy: orjson's own ``bytes`` keep its whole output buffer, 4 KiB or more)."""
 
     __slots__ = ("actor", "created_at", "expires_at", "state", "updated_at")
 
@@ -225,7 +225,7 @@ class _Stored:
         expires_at: float,
         actor: str | None,
     ) -> None:
-        self.state = state
+        self.state = memoryview(state).tobytes()
         self.created_at = created_at
         self.updated_at = updated_at
         self.expires_at = expires_at

@@ -26,7 +26,7 @@ from nexus_aio.stores.executions import (
 
 _T = TypeVar("_T")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 COMPONENT = "executions"
 RECORD_COLUMNS = (
     "id, workflow, mode, status, inputs, created_at, result, error, started_at, finished_at,"
@@ -55,7 +55,8 @@ CREATE TABLE IF NOT EXISTS executions (
     trace_id TEXT,
     trigger TEXT,
     schedule_id TEXT,
-    owner TEXT
+    owner TEXT,
+    events TEXT
 );
 CREATE INDEX IF NOT EXISTS executions_by_created ON executions (created_at, id);
 CREATE INDEX IF NOT EXISTS executions_by_workflow ON executions (workflow, created_at, id);
@@ -88,16 +89,19 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         f"ALTER TABLE executions ADD COLUMN {column} TEXT"
         for column in ("trace_id", "trigger", "schedule_id", "owner")
     ),
+    4: ("ALTER TABLE executions ADD COLUMN events TEXT",),
 }
+# ``events``: a whole event log written with its run's final record (see ``write_batch``); a later
+# write without one keeps it.
 _UPSERT_RECORD = (
-    f"INSERT INTO executions ({RECORD_COLUMNS}) VALUES {{values}}"
+    f"INSERT INTO executions ({RECORD_COLUMNS}, events) VALUES {{values}}"
     " ON CONFLICT(id) DO UPDATE SET workflow=excluded.workflow, mode=excluded.mode,"
     " status=excluded.status, inputs=excluded.inputs, created_at=excluded.created_at,"
     " result=excluded.result, error=excluded.error, started_at=excluded.started_at,"
     " finished_at=excluded.finished_at, session_id=excluded.session_id,"
     " request_id=excluded.request_id, actor=excluded.actor, attempts=excluded.attempts,"
     " trace_id=excluded.trace_id, trigger=excluded.trigger, schedule_id=excluded.schedule_id,"
-    " owner=excluded.owner"
+    " owner=excluded.owner, events=coalesce(excluded.events, executions.events)"
 )
 # Events are immutable and numbered by the caller, so rewriting one (a retried flush) is harmless.
 _INSERT_EVENT = (
@@ -238,16 +242,45 @@ def query(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[Any
     return conn.execute(sql, params).fetchall()
 
 
+def _event_log_text(events: list[ExecutionEvent]) -> str:
+    """A whole event log as one JSON array of ``[seq, type, data, ts]`` (each ``data`` encoded
+    on its own, as an event row's is)."""
+    dumps = orjson.dumps
+    return (
+        "["
+        + ",".join(
+            f"[{e.seq},{dumps(e.type).decode()},{json_text(e.data)},{dumps(e.ts).decode()}]"
+            for e in events
+        )
+        + "]"
+    )
+
+
 def write_batch(
     conn: sqlite3.Connection,
     records: list[ExecutionRecord],
     events: dict[str, list[ExecutionEvent]],
 ) -> None:
-    """One transaction for a whole write-behind batch (serialised here, off the event loop)."""
-    record_rows = [record_row(r) for r in records]
+    """One transaction for a whole write-behind batch (serialised here, off the event loop).
+
+    A finished run whose whole event log (from seq 1) is in the batch with its record, as a
+    synchronous run's always is, keeps that log in its record's row: one row instead of one per
+    event (each row is an insert into the events table's B-tree, at a random place). Later
+    events, if any, go to the events table; :func:`read_events` merges both.
+    """
+    record_rows = []
+    logged: set[str] = set()
+    for r in records:
+        log = events.get(r.id)
+        if log and log[0].seq == 1 and r.status in TERMINAL:
+            record_rows.append((*record_row(r), _event_log_text(log)))
+            logged.add(r.id)
+        else:
+            record_rows.append((*record_row(r), None))
     event_rows = [
         (execution_id, e.seq, e.type, json_text(e.data), e.ts)
         for execution_id, evs in events.items()
+        if execution_id not in logged
         for e in evs
     ]
 
@@ -258,6 +291,28 @@ def write_batch(
             _insert_many(conn, _INSERT_EVENT, event_rows)
 
     transaction(conn, work)
+
+
+def read_events(
+    conn: sqlite3.Connection, execution_id: str, after_seq: int
+) -> list[ExecutionEvent]:
+    """The stored events of ``execution_id`` after ``after_seq``: the event rows merged with the
+    log kept in the record's row (by seq; both never disagree on one)."""
+    rows = conn.execute(
+        "SELECT seq, type, data, ts FROM execution_events"
+        " WHERE execution_id = ? AND seq > ? ORDER BY seq",
+        (execution_id, after_seq),
+    ).fetchall()
+    stored = [ExecutionEvent(seq, kind, orjson.loads(data), ts) for seq, kind, data, ts in rows]
+    kept = conn.execute("SELECT events FROM executions WHERE id = ?", (execution_id,)).fetchone()
+    if kept is None or kept[0] is None:
+        return stored
+    logged = [ExecutionEvent(*item) for item in orjson.loads(kept[0]) if item[0] > after_seq]
+    if not stored:
+        return logged
+    by_seq = {e.seq: e for e in logged}
+    by_seq.update((e.seq, e) for e in stored)
+    return [by_seq[seq] for seq in sorted(by_seq)]
 
 
 def mark_interrupted(conn: sqlite3.Connection, now: float, owner: str | None) -> int:

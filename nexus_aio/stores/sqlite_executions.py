@@ -20,8 +20,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-import orjson
-
 from nexus_aio.errors import StoreUnavailable
 from nexus_aio.stores import sqlite_execution_sql as sql
 from nexus_aio.stores.executions import (
@@ -88,6 +86,11 @@ class SQLiteExecutionStore(ExecutionStore):
         self._flusher: asyncio.Task[None] | None = None
         self._closing = False
         self._failures = 0  # consecutive failed flushes; > 0 means a failure streak
+        # Group commit: every flush that takes the buffer gets the next number; ``_committed`` is
+        # the last one written (everything taken before it is written too: a failed batch goes
+        # back into the buffer, so the next flush carries it).
+        self._taken = 0
+        self._committed = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def open(self) -> None:
@@ -172,38 +175,51 @@ class SQLiteExecutionStore(ExecutionStore):
         self._wrote()
 
     async def flush(self) -> None:
-        await self._flush()
+        """Return once everything written before the call is committed. Concurrent callers
+        share transactions: one whose rows another caller's flush took and committed while it
+        waited for the lock returns without a transaction of its own (group commit)."""
+        target = self._taken + 1  # the flush that takes what is buffered now
+        async with self._flush_lock:
+            if self._committed >= target:
+                return
+            await self._flush_locked()
 
     async def _flush(self) -> None:
         async with self._flush_lock:
-            self._dirty.clear()
-            self._full.clear()
-            if not self._pending_records and not self._pending_events:
+            await self._flush_locked()
+
+    async def _flush_locked(self) -> None:
+        self._dirty.clear()
+        self._full.clear()
+        if not self._pending_records and not self._pending_events:
+            self._wake_waiters()
+            return
+        records, events = self._pending_records, self._pending_events
+        self._pending_records, self._pending_events = {}, {}
+        self._pending_event_count = 0
+        self._inflight_records, self._inflight_events = records, events
+        self._taken += 1
+        taken = self._taken
+        self._wake_waiters()  # the buffer is empty again (the batch is in flight)
+        try:
+            await self._db.call(sql.write_batch, builtins.list(records.values()), events)
+        except BaseException as exc:
+            self._restore(records, events)
+            if isinstance(exc, sqlite3.Error):
+                self._flush_failed(exc)
                 self._wake_waiters()
-                return
-            records, events = self._pending_records, self._pending_events
-            self._pending_records, self._pending_events = {}, {}
-            self._pending_event_count = 0
-            self._inflight_records, self._inflight_events = records, events
-            self._wake_waiters()  # the buffer is empty again (the batch is in flight)
-            try:
-                await self._db.call(sql.write_batch, builtins.list(records.values()), events)
-            except BaseException as exc:
-                self._restore(records, events)
-                if isinstance(exc, sqlite3.Error):
-                    self._flush_failed(exc)
-                    self._wake_waiters()
-                    raise self._db.not_writable(exc) from exc
-                raise
-            finally:
-                self._inflight_records, self._inflight_events = {}, {}
-            if self._failures:
-                logger.info(
-                    "SQLite store at %s is writable again after %d failed flushes",
-                    self.path,
-                    self._failures,
-                )
-                self._failures = 0
+                raise self._db.not_writable(exc) from exc
+            raise
+        finally:
+            self._inflight_records, self._inflight_events = {}, {}
+        self._committed = taken
+        if self._failures:
+            logger.info(
+                "SQLite store at %s is writable again after %d failed flushes",
+                self.path,
+                self._failures,
+            )
+            self._failures = 0
 
     def _wake_waiters(self) -> None:
         drained, self._drained = self._drained, asyncio.Event()
@@ -312,13 +328,7 @@ class SQLiteExecutionStore(ExecutionStore):
         buffered = self._buffered_events(execution_id)
         if buffered and buffered[0].seq <= after_seq + 1:
             return events_after(buffered, after_seq)  # all requested events are still buffered
-        rows = await self._db.read(
-            sql.query,
-            "SELECT seq, type, data, ts FROM execution_events"
-            " WHERE execution_id = ? AND seq > ? ORDER BY seq",
-            (execution_id, after_seq),
-        )
-        stored = [ExecutionEvent(seq, kind, orjson.loads(data), ts) for seq, kind, data, ts in rows]
+        stored = await self._db.read(sql.read_events, execution_id, after_seq)
         # A flush may have landed between taking the buffer and reading: skip what the DB has.
         last = stored[-1].seq if stored else after_seq
         stored.extend(e for e in buffered if e.seq > last)
