@@ -72,6 +72,7 @@ MAIN_CONCURRENCY = 16
 NEXUS_SERVERS = ("nexus", "nexus-sync")  # the goals are about these (SQLite, default settings)
 ENVELOPE_FIELDS = {"success", "result", "workflow_id", "execution_time", "timestamp"}
 # Issue 13's goals.
+STREAM_RESUME_GRACE = 5.0  # nexus_aio's default (seconds)
 SOAK_MARKER = "<!-- soak: written by scripts/soak.py --report, kept by scripts/bench.py -->"
 GOALS = {
     "floor_ratio": {"nexus": 0.70, "nexus-sync": 0.60},
@@ -568,7 +569,9 @@ async def _sse_case(server: Server, name: str, samples: int, streams: int) -> di
             seconds, resp = await _first_event(session, url, body)
             ttfe.append(seconds * 1000)
             resp.close()
-        await asyncio.sleep(0.5)  # let the server notice the closed streams
+        # Let the server end the closed streams' runs: nexus_aio keeps a dropped stream's run
+        # for stream_resume_grace (5 s by default) in case its client reconnects.
+        await asyncio.sleep(STREAM_RESUME_GRACE + 1.0 if name.startswith("nexus") else 0.5)
         rss_before = server.rss_mb()
         opened = await asyncio.gather(
             *(_first_event(session, url, body) for _ in range(streams)), return_exceptions=True

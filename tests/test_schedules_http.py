@@ -48,7 +48,9 @@ async def test_an_every_schedule_fires_ordinary_async_runs(nexus_server, http):
     )
     assert status == 201, created
     assert created["id"].startswith("sch-") and created["next_run"]
-    assert datetime.fromisoformat(created["next_run"].replace("Z", "+00:00"))
+    due = datetime.fromisoformat(created["next_run"].replace("Z", "+00:00")).timestamp()
+    made = datetime.fromisoformat(created["created_at"].replace("Z", "+00:00")).timestamp()
+    assert 0.9 <= due - made <= 1.1  # every 1 s: the first tick one interval after creation
 
     async def fired():
         _, schedule = await get(http, url, f"/schedules/{created['id']}")
@@ -58,6 +60,11 @@ async def test_an_every_schedule_fires_ordinary_async_runs(nexus_server, http):
     _, record = await get(http, url, f"/executions/{execution_id}?wait=10")
     assert (record["status"], record["result"], record["mode"]) == ("succeeded", 5, "async")
     assert (record["trigger"], record["schedule_id"]) == ("schedule", created["id"])
+    first = min(
+        datetime.fromisoformat(r["created_at"].replace("Z", "+00:00")).timestamp()
+        for r in await scheduled_runs(http, url, created["id"])
+    )
+    assert due - 0.05 <= first <= due + 0.5  # the first tick fired on time
 
 
 async def test_a_seconds_cron_fires_every_second_and_stops_when_deleted(nexus_server, http):
