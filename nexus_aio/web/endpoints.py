@@ -34,7 +34,7 @@ from aiohttp.typedefs import DEFAULT_JSON_DECODER
 from nexus_aio.errors import ValidationError
 from nexus_aio.security import check_payload, limits_from
 from nexus_aio.web.keys import nexus_of
-from nexus_aio.web.request import read_body, read_json
+from nexus_aio.web.request import parse_json, read_body, read_json
 from nexus_aio.web.responses import json_response
 from nexus_aio.workflows.endpoint_params import (
     EndpointInfo,
@@ -44,7 +44,6 @@ from nexus_aio.workflows.endpoint_params import (
     plan_endpoint,
 )
 from nexus_aio.workflows.endpoint_problems import errors_of, problem, raise_problems
-from nexus_aio.workflows.intrange import check_json_ints
 from nexus_aio.workflows.jsontypes import MISSING
 
 if TYPE_CHECKING:
@@ -199,15 +198,7 @@ class VettedRequest(web.Request):
         if loads is None or loads is DEFAULT_JSON_DECODER:
             value = await read_json(self)
         else:
-            text = await self.text()
-            try:
-                value = loads(text)
-            except (ValueError, RecursionError) as exc:
-                raise ValidationError(
-                    f"Malformed JSON body: {exc}",
-                    details={"field": "body", "expected": "JSON", "received": "malformed JSON"},
-                ) from None
-            check_json_ints(text)
+            value = parse_json(await self.text(), "body", "body", loads=loads)
         check_payload(value, limits_from(nexus_of(self).settings), path="body")
         return value
 

@@ -8,6 +8,7 @@ import functools
 import hashlib
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING, Any, Final
@@ -61,6 +62,28 @@ async def read_body(request: web.Request) -> bytes:
         raise error from None
 
 
+def parse_json(
+    raw: str | bytes,
+    field: str,
+    where: str,
+    *,
+    check_ints: bool = True,
+    loads: Callable[[Any], Any] = orjson.loads,
+) -> Any:
+    """``raw`` parsed as JSON; malformed JSON (or, unless ``check_ints`` is false, an integer
+    outside the signed 64-bit range) is a 400 naming ``field`` ("Malformed JSON {where}")."""
+    try:
+        value = loads(raw)
+    except (ValueError, RecursionError) as exc:  # orjson's JSONDecodeError is a ValueError
+        raise ValidationError(
+            f"Malformed JSON {where}: {exc}",
+            details={"field": field, "expected": "JSON", "received": "malformed JSON"},
+        ) from None
+    if check_ints:
+        check_json_ints(raw, "" if field == "body" else field)
+    return value
+
+
 async def read_json(request: web.Request, *, empty: Any = None, check_ints: bool = True) -> Any:
     """The body parsed as JSON (any content type); ``empty`` when there is no body. An integer
     outside the signed 64-bit range is a 400 unless ``check_ints`` is false (the caller checks
@@ -68,16 +91,7 @@ async def read_json(request: web.Request, *, empty: Any = None, check_ints: bool
     raw = await read_body(request)
     if not raw or raw.isspace():
         return empty
-    try:
-        value = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise ValidationError(
-            f"Malformed JSON body: {exc}",
-            details={"field": "body", "expected": "JSON", "received": "malformed JSON"},
-        ) from None
-    if check_ints:
-        check_json_ints(raw)
-    return value
+    return parse_json(raw, "body", "body", check_ints=check_ints)
 
 
 @dataclass(slots=True)
@@ -119,15 +133,7 @@ def _query_body(request: web.Request) -> dict[str, Any]:
     text = request.query.get("inputs")
     if text is None:
         return {}
-    try:
-        inputs = orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
-        raise ValidationError(
-            f"Malformed JSON in the inputs query parameter: {exc}",
-            details={"field": "inputs", "expected": "JSON", "received": "malformed JSON"},
-        ) from None
-    check_json_ints(text, "inputs")
-    return {"inputs": inputs}
+    return {"inputs": parse_json(text, "inputs", "in the inputs query parameter")}
 
 
 def _merge_query(request: web.Request, workflow: CompiledWorkflow, body: Any) -> Any:
@@ -422,15 +428,7 @@ class _Upload:
     def field_value(name: str, text: str) -> Any:
         if name in ("mode", "session_id", "webhook"):
             return text
-        try:
-            value = orjson.loads(text)
-        except orjson.JSONDecodeError as exc:
-            raise ValidationError(
-                f"Malformed JSON in the {name} part: {exc}",
-                details={"field": name, "expected": "JSON", "received": "malformed JSON"},
-            ) from None
-        check_json_ints(text, name)
-        return value
+        return parse_json(text, name, f"in the {name} part")
 
     def count(self, size: int) -> None:
         self.received += size
