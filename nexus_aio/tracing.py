@@ -27,7 +27,10 @@ _HEX = frozenset("0123456789abcdef")
 _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
 MAX_TRACESTATE = 512  # the W3C limit is 32 list members; longer values are not passed on
-_bits = random.SystemRandom().getrandbits  # ids need no secrecy but must not repeat across forks
+# Trace and span ids need no secrecy (W3C asks for randomness, not unpredictability), so the
+# module's Mersenne Twister serves them without a getrandom() call each; ``random`` reseeds it in
+# a forked child (``serve --workers``), so workers never repeat each other's ids.
+_bits = random.getrandbits
 
 
 @dataclass(frozen=True, slots=True)

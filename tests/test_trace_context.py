@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
 
 from nexus_aio.testing import make_app
-from nexus_aio.tracing import parse_traceparent, trace_from_headers
+from nexus_aio.tracing import new_trace, parse_traceparent, trace_from_headers
 
 TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -68,6 +69,22 @@ async def test_an_invalid_traceparent_starts_a_new_trace(nexus_server, http, hea
     resp = await execute(http, url, {"traceparent": header})
     assert resp.status == 200
     assert ids(resp.headers["traceparent"])[0] != CALLER_TRACE
+
+
+def test_a_forked_worker_never_repeats_its_parents_trace_ids():
+    """``serve --workers`` forks: ids come from a generator the child reseeds."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next ids, through the pipe
+        os.close(read)
+        os.write(write, " ".join(new_trace().trace_id for _ in range(3)).encode())
+        os._exit(0)
+    os.close(write)
+    parent = {new_trace().trace_id for _ in range(3)}
+    with os.fdopen(read) as pipe:
+        child = set(pipe.read().split())
+    os.waitpid(pid, 0)
+    assert len(child) == 3 and not parent & child
 
 
 def test_a_later_version_may_carry_more_fields():

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from nexus_aio.logs import escape_controls
+from nexus_aio.logs import escape_controls, line_writer_for
 from nexus_aio.web.keys import REQUEST_ID, TRACE, WORKFLOW_NAME
 
 if TYPE_CHECKING:
@@ -24,10 +24,14 @@ ACCESS = logging.getLogger("nexus_aio.access")
 def access_logger(
     settings: Settings,
 ) -> Callable[[web.Request, web.StreamResponse, float], None] | None:
-    """The access-log writer, or None when it would print nothing (checked once, at build)."""
+    """The access-log writer, or None when it would print nothing (checked once, at build).
+
+    When the CLI's handler is where the line goes, the line is handed to it ready-made
+    (``line_writer_for``); otherwise it goes through ``logging`` (an embedding app's own setup)."""
     if not settings.access_log or not ACCESS.isEnabledFor(logging.INFO):
         return None
     log = ACCESS._log  # skip the per-call isEnabledFor: decided above
+    fast = line_writer_for(ACCESS)
     escape = escape_controls
     info = logging.INFO
 
@@ -38,6 +42,24 @@ def access_logger(
         trace_id = trace.trace_id if trace is not None else "-"
         ms = duration * 1000
         path = request.path
+        if fast is not None:
+            method = request.method
+            status = response.status
+            fast(
+                f"{rid} {escape(method)} {escape(path)} {escape(workflow)} {status} {ms:.2f}ms"
+                f" trace={trace_id}",
+                trace_id,
+                {
+                    "request_id": rid,
+                    "trace_id": trace_id,
+                    "method": method,
+                    "path": path,
+                    "workflow": workflow,
+                    "status": status,
+                    "duration_ms": round(ms, 3),
+                },
+            )
+            return
         log(
             info,
             "%s %s %s %s %d %.2fms trace=%s",

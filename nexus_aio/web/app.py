@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -24,7 +25,7 @@ from nexus_aio.web.body import (
     quiet_client_errors,
     watch_body,
 )
-from nexus_aio.web.crossorigin import make_cross_origin_middleware
+from nexus_aio.web.crossorigin import make_cross_origin_check
 from nexus_aio.web.keys import (
     ACTOR,
     EXECUTION_ID,
@@ -93,7 +94,10 @@ def _vary_on_encoding(response: web.StreamResponse) -> None:
 
 
 def make_core_middleware(nexus: Nexus) -> Any:
-    """Request id, actor, error rendering and the access log: one middleware for all of it."""
+    """Request id, trace, body watch, actor, cross-origin check, error rendering and the access
+    log: one middleware for all of it (each aiohttp middleware costs a wrapper call per request).
+    The cross-origin check runs before the plugins' middlewares: refused requests cost no budget."""
+    check_cross_origin = make_cross_origin_check(nexus)
     hooks = nexus.hooks
     resolve_actor = hooks.implemented("actor_from_request")
     custom_errors = hooks.implemented("handle_exception", builtin=False)
@@ -117,6 +121,7 @@ def make_core_middleware(nexus: Nexus) -> Any:
         try:
             if resolve_actor:
                 request[ACTOR] = await hooks.actor_from_request(request)
+            check_cross_origin(request)
             response = await handler(request)
         except web.HTTPException as exc:
             if exc.status < 400 or STREAM_RESPONSE in request:
@@ -191,11 +196,7 @@ def build_app(nexus: Nexus) -> web.Application:
     hooks = nexus.hooks
     hooks.resolve_request_hooks()
     quiet_client_errors()
-    middlewares = [
-        make_core_middleware(nexus),
-        make_cross_origin_middleware(nexus),  # before plugins: refused requests cost no budget
-        *hooks.register_middlewares(),
-    ]
+    middlewares = [make_core_middleware(nexus), *hooks.register_middlewares()]
     # aiohttp has no header-read timeout: its keep-alive timer (armed when a connection opens and
     # after each response, fired only while no complete request head has arrived) is the one
     # that cuts off slow-header (slowloris) clients, so ``header_timeout`` sets it.
@@ -269,6 +270,7 @@ def serve(
 ) -> None:
     """Serve until SIGINT/SIGTERM; in-flight requests get ``shutdown_timeout`` seconds."""
     app = nexus.create_app()
+    app.on_startup.append(_freeze_startup_heap)
     settings = nexus.settings
     if not settings.enable_auth:
         log.warning(NO_AUTH_WARNING)
@@ -286,6 +288,15 @@ def serve(
         print=print_fn,
         handle_signals=True,
     )
+
+
+async def _freeze_startup_heap(app: web.Application) -> None:
+    """What startup built (modules, plugins, routes, workflows, open stores) lives as long as the
+    server: ``gc.freeze`` moves it out of the collector's sight, so a full collection under load
+    walks what requests allocated instead of the ~120,000 objects of the startup heap (each one
+    had paused the event loop for tens of milliseconds: most of the SQLite p99 at c=16)."""
+    gc.collect()
+    gc.freeze()
 
 
 def _new_event_loop() -> asyncio.AbstractEventLoop:

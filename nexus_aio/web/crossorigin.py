@@ -24,8 +24,8 @@ Per request without those headers (every non-browser client) the check is two he
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from aiohttp import hdrs, web
 
@@ -39,11 +39,9 @@ __all__ = [
     "SAFE_METHODS",
     "STATE_CHANGING_GETS",
     "CrossOriginPolicy",
-    "make_cross_origin_middleware",
+    "make_cross_origin_check",
     "normalize_origin",
 ]
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 SAFE_METHODS = frozenset({hdrs.METH_GET, hdrs.METH_HEAD, hdrs.METH_OPTIONS})
 # Core GET routes that change state (paths below ``api_prefix``).
@@ -99,23 +97,22 @@ class CrossOriginPolicy:
         return default is not None and host == f"{netloc}:{default}"
 
 
-def make_cross_origin_middleware(nexus: Nexus) -> Any:
-    """The core's cross-origin middleware, trusting what the ``trusted_origins`` hook returns."""
+def make_cross_origin_check(nexus: Nexus) -> Callable[[web.Request], None]:
+    """The core's cross-origin check, trusting what the ``trusted_origins`` hook returns; the
+    core middleware calls it (one middleware less per request) and it raises ``Forbidden``."""
     policy = CrossOriginPolicy(nexus.hooks.trusted_origins(), nexus.settings.api_prefix)
 
-    @web.middleware
-    async def cross_origin_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    def check_cross_origin(request: web.Request) -> None:
         headers = request.headers
         site = headers.get(SEC_FETCH_SITE)
         origin = headers.get(hdrs.ORIGIN)
         if site is None and origin is None:  # not a browser: nothing to check
-            return await handler(request)
+            return
         reason = policy.refusal(request, site, origin)
         if reason is not None:
             raise Forbidden(
                 f"Cross-origin request refused: {request.method} {request.path}: {reason}",
                 details={"origin": origin, "sec_fetch_site": site},
             )
-        return await handler(request)
 
-    return cross_origin_middleware
+    return check_cross_origin
