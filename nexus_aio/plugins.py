@@ -15,11 +15,12 @@ to pluggy's ``firstresult``, which stops at the first awaitable even when it res
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import importlib.metadata
 import inspect
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -75,7 +76,7 @@ class PluginManager(pluggy.PluginManager):
         self.builtin: set[str] = set()
         self.implemented_cache: dict[tuple[str, bool], bool] = {}
         self.call_order_cache: dict[str, list[pluggy.HookImpl]] = {}
-        self.observer_cache: dict[str, list[pluggy.HookImpl] | None] = {}
+        self.observer_cache: dict[str, list[Callable[..., Any]] | None] = {}
 
     def clear_caches(self) -> None:
         self.implemented_cache.clear()
@@ -193,18 +194,42 @@ class Hooks:
             self.pm.call_order_cache[name] = impls
         return impls
 
-    def _observers(self, name: str) -> list[pluggy.HookImpl] | None:
+    def _observers(self, name: str, per_call: tuple[str, ...]) -> list[Callable[..., Any]] | None:
         """The implementations of an observer hook (every one called, results ignored) in
-        pluggy's call order, resolved once, so a per-execution call skips pluggy's per-call
-        argument checks; None when one is a wrapper (then pluggy's own loop calls them)."""
+        pluggy's call order, each bound once to ``nexus`` and taking the ``per_call`` arguments
+        it declares positionally, so a per-execution call skips pluggy's argument checks and
+        any per-call dict; None when one is a wrapper (then pluggy's own loop calls them)."""
         cache = self.pm.observer_cache
         if name in cache:
             return cache[name]
-        impls: list[pluggy.HookImpl] | None = getattr(self.pm.hook, name).get_hookimpls()[::-1]
-        if impls is not None and any(i.hookwrapper or i.wrapper for i in impls):
-            impls = None
-        cache[name] = impls
-        return impls
+        impls = getattr(self.pm.hook, name).get_hookimpls()[::-1]
+        bound: list[Callable[..., Any]] | None = None
+        if not any(i.hookwrapper or i.wrapper for i in impls):
+            bound = [self._bind(impl, per_call) for impl in impls]
+        cache[name] = bound
+        return bound
+
+    def _bind(self, impl: pluggy.HookImpl, per_call: tuple[str, ...]) -> Callable[..., Any]:
+        """``impl`` as a callable of all ``per_call`` arguments, in that order (it gets those
+        it declares, as pluggy would give them)."""
+        names = impl.argnames
+        fixed = (self.nexus,) if names[:1] == ("nexus",) else ()
+        takes = names[len(fixed) :]
+        function = impl.function
+        if not impl.kwargnames and "nexus" not in takes and takes == per_call[: len(takes)]:
+            first = functools.partial(function, *fixed)
+            if takes == per_call:
+                return first
+            width = len(takes)
+            return lambda *args: first(*args[:width])
+        accepted = {*names, *impl.kwargnames}
+        context = {"nexus": self.nexus}
+
+        def call(*args: Any) -> Any:
+            kwargs = {**context, **dict(zip(per_call, args, strict=True))}
+            return function(**{k: v for k, v in kwargs.items() if k in accepted})
+
+        return call
 
     @staticmethod
     def _call(impl: pluggy.HookImpl, kwargs: dict[str, Any]) -> Any:
@@ -301,22 +326,20 @@ class Hooks:
         )
 
     def execution_started(self, execution: Any) -> None:
-        impls = self._observers("execution_started")
-        if impls is None:
+        observers = self._observers("execution_started", ("execution",))
+        if observers is None:
             self.pm.hook.execution_started(nexus=self.nexus, execution=execution)
             return
-        kwargs = {"nexus": self.nexus, "execution": execution}
-        for impl in impls:
-            self._call(impl, kwargs)
+        for observer in observers:
+            observer(execution)
 
     def execution_finished(self, execution: Any, events: Sequence[Any] = ()) -> None:
-        impls = self._observers("execution_finished")
-        if impls is None:
+        observers = self._observers("execution_finished", ("execution", "events"))
+        if observers is None:
             self.pm.hook.execution_finished(nexus=self.nexus, execution=execution, events=events)
             return
-        kwargs = {"nexus": self.nexus, "execution": execution, "events": events}
-        for impl in impls:
-            self._call(impl, kwargs)
+        for observer in observers:
+            observer(execution, events)
 
     def webhook_attempted(
         self, delivery: Any, execution: Any, started_at: float, finished_at: float

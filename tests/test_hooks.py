@@ -494,6 +494,34 @@ async def test_execution_observer_hooks_call_every_plugin_in_pluggy_order(nexus_
     ]
 
 
+async def test_execution_observer_hooks_take_their_arguments_in_any_order(nexus_server, http):
+    seen: list[tuple[str, ...]] = []
+
+    class Plugin:
+        @hookimpl
+        def execution_finished(self, events, execution):  # order of its own
+            seen.append(("reversed", execution.status, str(len(events))))
+
+    class EventsOnly:
+        @hookimpl
+        def execution_finished(self, events):
+            seen.append(("events only", str(len(events))))
+
+    class NexusLast:
+        @hookimpl
+        def execution_started(self, execution, nexus):
+            seen.append(("nexus last", type(nexus).__name__, execution.status))
+
+    url = await nexus_server(make(Plugin(), EventsOnly(), NexusLast()))
+    status, _, _ = await execute(http, url, "add", {"a": 1})
+    assert status == 200
+    assert sorted(seen) == [
+        ("events only", "1"),
+        ("nexus last", "Nexus", "running"),
+        ("reversed", "succeeded", "1"),
+    ]
+
+
 async def test_execution_observer_hooks_keep_wrapper_implementations(nexus_server, http):
     seen: list[str] = []
 
