@@ -20,8 +20,9 @@ requests that run made.
 Load comes from ``wrk -t1`` with ``scripts/wrk_unique_body.lua``: every request body is unique,
 across runs too (Kailash Nexus answers repeated identical bodies from a cache). Runs alternate
 between servers (nexus, bare, nexus, bare...) and the main case (execute, c=16) takes the median of
-``--runs`` runs. Access logging is off everywhere: aiohttp's in the bare server, uvicorn's in
-Kailash's, and nexus_aio's own INFO access line is silenced by ``--log-level warning``.
+``--runs`` runs. nexus_aio runs with its default settings, its access log included (one line per
+request, to the server's log file); the peers run without one (aiohttp's is off in the bare
+server, uvicorn's in FastAPI's and Kailash's), as their fastest hand-written setups would.
 
 Cases: ``execute`` (c=1/16/64), ``health``, ``sse`` (time to first event; N streams held open:
 server RSS), ``memory`` (RSS after a warm-up and after 100,000 more requests), ``workers``
@@ -117,7 +118,7 @@ def server_specs(names: list[str], workdir: Path, extra_env: dict[str, str] | No
         if name in ("nexus", "nexus-memory"):
             db = ":memory:" if name == "nexus-memory" else str(workdir / f"nexus-{port}.db")
             env["NEXUS_DATABASE"] = db
-            argv = [py, "-m", "nexus_aio", "serve", "--port", str(port), "--log-level", "warning"]
+            argv = [py, "-m", "nexus_aio", "serve", "--port", str(port)]
             label = "nexus_aio async def (SQLite)" if name == "nexus" else "nexus_aio (:memory:)"
             spec = ServerSpec(name, label, argv, env)
         elif name == "nexus-sync":
@@ -126,7 +127,7 @@ def server_specs(names: list[str], workdir: Path, extra_env: dict[str, str] | No
                 p for p in (str(SCRIPTS), os.environ.get("PYTHONPATH", "")) if p
             )
             argv = [py, "-m", "nexus_aio", "serve", "--app", "bench_sync_app:app"]
-            argv += ["--port", str(port), "--log-level", "warning"]
+            argv += ["--port", str(port)]
             spec = ServerSpec(name, "nexus_aio def (SQLite)", argv, env)
         elif name == "bare":
             argv = [py, str(SCRIPTS / "bench_bare_aiohttp.py"), "--port", str(port)]
@@ -1113,7 +1114,7 @@ def render(cfg: Config, command: str, facts: dict[str, str], res: dict[str, Any]
         f"- Load: `wrk -t1 -cN -d{cfg.duration:g}s`, after a {cfg.warmup:g} s warm-up per server."
         f" Servers alternate within every round; c=16 is the median of {cfg.runs} run(s)"
         " (latencies from that median run), c=1 and c=64 one run each. No CPU pinning.",
-        "- nexus_aio: `python -m nexus_aio serve --port P --log-level warning` with the bundled"
+        "- nexus_aio: `python -m nexus_aio serve --port P` (default settings) with the bundled"
         " examples (`sum` is an `async def`) and every installed first-party plugin (auth off);"
         " SQLite is the default embedded store (a temporary file), `:memory:` is shown for"
         " comparison. `nexus_aio def` serves `scripts/bench_sync_app.py` (`--app`), whose `sum`"
@@ -1123,8 +1124,9 @@ def render(cfg: Config, command: str, facts: dict[str, str], res: dict[str, Any]
         "- FastAPI (`scripts/bench_fastapi_app.py`, `--with-fastapi`, installed into"
         " `.bench/fastapi-venv`): the hand-written peer; uvicorn with uvloop and httptools, a"
         " pydantic model (strict ints) validates the body, orjson answers the same envelope.",
-        "- Access logging is off in all servers (aiohttp's in the bare one, uvicorn's in FastAPI"
-        " and Kailash Nexus; nexus_aio's INFO access line is silenced by `--log-level warning`).",
+        "- Access log: nexus_aio's is on (its default: one line per request, to the server's log"
+        " file); the peers run without one (aiohttp's is off in the bare one, uvicorn's in FastAPI"
+        " and Kailash Nexus), as their fastest hand-written setups would.",
         "- Server CPU us/request: utime + stime of the server process (and its children for"
         " `--workers`) from `/proc/<pid>/stat`, before and after each wrk run, over the requests"
         " of that run; in parentheses the part of it spent in the main (event-loop) thread"

@@ -3,8 +3,8 @@
 It does the least a hand-written handler must do to give the same answer: parse JSON with orjson,
 check two ints, add them, make a random id and a timestamp, and return the same success envelope
 fields (``success, result, workflow_id, execution_time, timestamp``) with orjson. No middleware,
-no store, no request id. aiohttp's access log is OFF (as it is for nexus_aio in the bench, whose
-own access line is an INFO log that ``--log-level warning`` silences), to compare like with like.
+no store, no request id, and aiohttp's access log OFF: the least a server must do (nexus_aio runs
+in the bench with its defaults, its access log on).
 
 Also serves ``GET /health`` and ``POST /sse`` (one ``start`` event, then holds the stream open) so
 the health and SSE cases have a floor too.
