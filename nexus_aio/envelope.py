@@ -58,12 +58,17 @@ class _RandomHex:
 
 
 _random_hex = _RandomHex()
+_MS_MASK = (1 << 44) - 1
 os.register_at_fork(after_in_child=_random_hex.reset)
 
 
 def new_execution_id() -> str:
-    """``wf-`` + 24 hex characters (96 random bits): unique, unguessable, URL-safe."""
-    return "wf-" + _random_hex.take(12)
+    """``wf-`` + 24 hex characters: the time in milliseconds (11, modulo 2**44: 557 years), then
+    52 random bits (13). Ids made later sort later, so a store's index on ids grows at its end
+    instead of taking a write at a random page per run (in SQLite, half the pages a sync run
+    wrote). Unique and URL-safe; not a secret (every read of an execution checks the caller)."""
+    ms = int(time.time() * 1000) & _MS_MASK
+    return f"wf-{ms:011x}{_random_hex.take(7)[:13]}"
 
 
 def new_request_id() -> str:

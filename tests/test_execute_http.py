@@ -43,6 +43,19 @@ async def test_workflow_ids_are_unique_per_execution(nexus_server, http):
     assert len(ids) == 20
 
 
+async def test_workflow_ids_made_later_sort_later(nexus_server, http):
+    """The first 11 hex digits are the time in ms: a store's id index grows at its end."""
+    url = await nexus_server(make_app())
+    ids = []
+    for i in range(20):
+        _, _, data = await post(http, f"{url}/workflows/sum/execute", {"inputs": {"a": i, "b": 1}})
+        ids.append(data["workflow_id"])
+    assert all(re.fullmatch(r"wf-[0-9a-f]{24}", x) for x in ids), ids
+    stamps = [int(x[3:14], 16) for x in ids]
+    assert stamps == sorted(stamps) and stamps[-1] > stamps[0]  # 20 round trips take > 1 ms
+    assert len({x[14:] for x in ids}) == 20  # the random part differs within a millisecond too
+
+
 async def test_request_id_is_echoed_or_generated(nexus_server, http):
     url = await nexus_server(make_app())
     _, headers, _ = await post(
