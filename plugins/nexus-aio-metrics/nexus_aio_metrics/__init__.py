@@ -226,15 +226,16 @@ class MetricsCollector:
 
     def collect(self) -> Iterator[Metric]:
         # Copies (atomic under the GIL) so that a scrape from another thread never iterates a
-        # dict the loop is growing.
+        # dict the loop is growing; the counts first: a series' time is stored before its count.
         metrics = self.metrics()
         if metrics is None:
             return
         created = created_series_on()
 
         requests = CounterMetricFamily(*REQUESTS, labels=("workflow", "status"))
+        counts = metrics._requests.copy()
         requests_created = metrics._requests_created.copy()
-        for (workflow, status), count in metrics._requests.copy().items():
+        for (workflow, status), count in counts.items():
             requests.add_metric(
                 (workflow, str(status)),
                 float(count),
@@ -262,14 +263,16 @@ class MetricsCollector:
         yield in_progress
 
         executions = CounterMetricFamily(*EXECUTIONS, labels=("workflow", "status"))
+        finished = metrics._executions.copy()
         executions_created = metrics._executions_created.copy()
-        for key, count in metrics._executions.copy().items():
+        for key, count in finished.items():
             executions.add_metric(key, float(count), executions_created[key] if created else None)
         yield executions
 
         limited = CounterMetricFamily(*RATE_LIMITED, labels=("workflow",))
+        refused = metrics._limited.copy()
         limited_created = metrics._limited_created.copy()
-        for workflow, count in metrics._limited.copy().items():
+        for workflow, count in refused.items():
             limited.add_metric(
                 (workflow,), float(count), limited_created[workflow] if created else None
             )
