@@ -187,3 +187,32 @@ async def test_metrics_is_never_rate_limited(nexus_server, http):
     url = await nexus_server(make_app(rate_limit=1))
     for _ in range(3):
         await scrape(http, url)  # asserts 200 each time
+
+
+async def test_scrape_text_has_every_family_with_help_type_and_created_series(nexus_server, http):
+    url = await nexus_server(make_app())
+    async with http.post(f"{url}/workflows/sum/execute", json=SUM_OK) as resp:
+        assert resp.status == 200
+    async with http.get(f"{url}/metrics") as resp:
+        text = await resp.text()
+    for name, kind in (
+        ("nexus_requests_total", "counter"),
+        ("nexus_request_duration_seconds", "histogram"),
+        ("nexus_executions_in_progress", "gauge"),
+        ("nexus_executions_total", "counter"),
+        ("nexus_rate_limited_total", "counter"),
+    ):
+        assert f"\n# TYPE {name} {kind}\n" in f"\n{text}"
+        assert f"\n# HELP {name} " in f"\n{text}"
+    lines = text.splitlines()
+    assert 'nexus_requests_total{status="200",workflow="sum"} 1.0' in lines
+    assert 'nexus_request_duration_seconds_bucket{le="+Inf",workflow="sum"} 1.0' in lines
+    assert 'nexus_request_duration_seconds_count{workflow="sum"} 1.0' in lines
+    assert 'nexus_executions_total{status="succeeded",workflow="sum"} 1.0' in lines
+    for created in (
+        'nexus_requests_created{status="200",workflow="sum"} ',
+        'nexus_request_duration_seconds_created{workflow="sum"} ',
+        'nexus_executions_created{status="succeeded",workflow="sum"} ',
+    ):
+        assert any(line.startswith(created) for line in lines)
+    assert not any(line.startswith("nexus_executions_in_progress_created") for line in lines)
