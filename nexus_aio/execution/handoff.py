@@ -36,8 +36,8 @@ _Call = tuple[Callable[[], Any], "asyncio.Future[Any]", "ThreadHandoff"]
 
 
 class SyncPool:
-    """Up to ``max_workers`` threads named ``<prefix>_<n>``, each started when a call finds no
-    idle one, running the calls of :class:`ThreadHandoff` in order of arrival."""
+    """Up to ``max_workers`` threads named ``<prefix>_<n>``, each started when woken calls find
+    no idle one, running the calls of :class:`ThreadHandoff` in order of arrival."""
 
     def __init__(self, max_workers: int, thread_name_prefix: str) -> None:
         if max_workers <= 0:
@@ -52,18 +52,14 @@ class SyncPool:
         self._closed = False
         _pools.add(self)
 
-    def submit(self, call: _Call, *, wake: bool = True) -> bool:
-        """Queue ``call``; returns whether a thread must be woken for it, which ``wake=True``
-        does now and ``wake=False`` leaves to a later :meth:`wake`."""
+    def submit(self, call: _Call) -> bool:
+        """Queue ``call``; returns whether a thread must be woken for it (by :meth:`wake`:
+        :class:`ThreadHandoff` has that done once for all the calls of a loop iteration)."""
         with self._lock:
             if self._closed:
                 raise RuntimeError("cannot schedule new calls after shutdown")
             self._calls.append(call)
-            if self._awake:
-                return False  # an awake thread takes it (and wakes another if need be)
-            if wake:
-                self._wake_locked()
-            return True
+            return not self._awake  # else an awake thread takes it (and wakes another if need be)
 
     def wake(self) -> None:
         """Wake a thread for the calls queued, unless one is awake already."""
@@ -159,7 +155,8 @@ threading._register_atexit(_shutdown_all)  # type: ignore[attr-defined]
 
 
 class ThreadHandoff:
-    """Runs calls in ``pool`` for the coroutines of ``loop``; one wake-up per batch of results."""
+    """Runs calls in ``pool`` for the coroutines of ``loop``: a thread is woken once per loop
+    iteration that queued calls, the loop once per batch of results."""
 
     __slots__ = ("_done", "_lock", "_scheduled", "_waking", "loop", "pool")
 
@@ -173,7 +170,7 @@ class ThreadHandoff:
 
     async def run(self, fn: Callable[[], Any]) -> Any:
         future: asyncio.Future[Any] = self.loop.create_future()
-        if self.pool.submit((fn, future, self), wake=False) and not self._waking:
+        if self.pool.submit((fn, future, self)) and not self._waking:
             # The thread is woken once the loop is through its current batch of callbacks,
             # for every call queued meanwhile, instead of at once to wait for the GIL.
             self._waking = True
