@@ -22,7 +22,6 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -41,7 +40,7 @@ from nexus_aio.errors import (
 )
 from nexus_aio.execution.deadlines import Deadlines
 from nexus_aio.execution.events import EventLog, start_data
-from nexus_aio.execution.handoff import ThreadHandoff
+from nexus_aio.execution.handoff import SyncPool, ThreadHandoff
 from nexus_aio.execution.locks import SessionLocks
 from nexus_aio.execution.retry import RetryLater, retry_data, retry_delay
 from nexus_aio.stores.executions import ExecutionRecord, ExecutionStore
@@ -138,9 +137,7 @@ class Runtime:
         self.sessions = sessions
         self.session_locks = SessionLocks()
         self.deadlines = Deadlines()
-        self.pool = ThreadPoolExecutor(
-            max_workers=settings.sync_workers, thread_name_prefix="nexus-sync"
-        )
+        self.pool = SyncPool(settings.sync_workers, thread_name_prefix="nexus-sync")
         self._handoff: ThreadHandoff | None = None
         self.running = 0
         self.max_running = settings.max_concurrent_requests
