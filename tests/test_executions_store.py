@@ -259,6 +259,34 @@ async def test_sqlite_a_finished_runs_whole_log_is_kept_in_its_row_and_reads_the
     ]
 
 
+async def test_sqlite_fields_a_record_does_not_have_are_stored_as_null(
+    sqlite: SQLiteExecutionStore, db_path: Path
+) -> None:
+    """Other readers of the file (sqlite3, backups, ``WHERE actor IS NULL``) see SQL NULL for an
+    absent field, whatever the store binds to write it; present fields keep their types."""
+    bare = ExecutionRecord("ex-bare", "wf", "async", "queued", {}, T0)
+    full = ExecutionRecord(
+        "ex-full", "wf", "sync", "failed", {"n": 1}, T0, [1], {"type": "X"}, T0 + 1, T0 + 2,
+        "sess", "req", "alice", 2, "trace", "schedule", "sch-1", "host:1",
+    )  # fmt: skip
+    await sqlite.save(bare)
+    await sqlite.add_events("ex-full", events("start", "error"))
+    await sqlite.save(full)
+    await sqlite.flush()
+    columns = (
+        "result, error, started_at, finished_at, session_id, request_id, actor, trace_id,"
+        " trigger, schedule_id, owner, events"
+    )
+    types = ", ".join(f"typeof({c.strip()})" for c in columns.split(","))
+    assert db_rows(db_path, f"SELECT id, {types} FROM executions ORDER BY id") == [
+        ("ex-bare", *["null"] * 12),
+        ("ex-full", "text", "text", "real", "real", *["text"] * 8),
+    ]
+    assert db_rows(db_path, "SELECT count(*) FROM executions WHERE actor IS NULL") == [(1,)]
+    assert await sqlite.get("ex-bare") == bare
+    assert await sqlite.get("ex-full") == full
+
+
 def spy_on_flushes(store: SQLiteExecutionStore) -> asyncio.Event:
     """An event set after each flush the store runs (white-box: wraps the private method)."""
     flushed = asyncio.Event()
