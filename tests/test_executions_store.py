@@ -11,6 +11,7 @@ refuses writes with SQLITE_READONLY).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import sqlite3
@@ -285,6 +286,25 @@ async def test_sqlite_fields_a_record_does_not_have_are_stored_as_null(
     assert db_rows(db_path, "SELECT count(*) FROM executions WHERE actor IS NULL") == [(1,)]
     assert await sqlite.get("ex-bare") == bare
     assert await sqlite.get("ex-full") == full
+
+
+@pytest.mark.parametrize("runs", [1, 9, 10, 99, 100, 347])
+async def test_sqlite_one_flush_of_any_size_writes_every_record_and_event(
+    sqlite: SQLiteExecutionStore, db_path: Path, runs: int
+) -> None:
+    """A batch goes in statements of many rows (full ones, then tens, then units)."""
+    for n in range(runs):
+        await sqlite.add_events(f"ex-{n:04d}", events("start", "complete"))  # kept in the row
+        await sqlite.add_events(f"live-{n:04d}", events("start"))  # rows of their own
+        await sqlite.save(record(n))
+        await sqlite.save(dataclasses.replace(record(n, status="running"), id=f"live-{n:04d}"))
+    await sqlite.flush()
+    assert db_rows(db_path, "SELECT count(*) FROM executions") == [(2 * runs,)]
+    assert db_rows(db_path, "SELECT count(*) FROM execution_events") == [(runs,)]
+    for n in (0, runs // 2, runs - 1):
+        assert await sqlite.get(f"ex-{n:04d}") == record(n)
+        assert [e.type for e in db_events(db_path, f"ex-{n:04d}")] == ["start", "complete"]
+        assert [e.type for e in db_events(db_path, f"live-{n:04d}")] == ["start"]
 
 
 def spy_on_flushes(store: SQLiteExecutionStore) -> asyncio.Event:

@@ -116,10 +116,25 @@ _INSERT_EVENT = (
 _ROWS_PER_STATEMENT = 100
 
 
-@functools.lru_cache(maxsize=256)
+def _chunk_sizes(rows: int) -> list[int]:
+    """How :func:`_insert_many` splits ``rows``: full chunks, then the rest as a multiple of ten
+    and the units (so 347 rows go as 100, 100, 100, 40, 7).
+
+    Preparing a statement of many rows costs about three times running it (0.9 ms against 0.3
+    for 100 upserts), and sqlite3 keeps prepared statements by their text in a cache of 128: a
+    last chunk of any size made up to a hundred texts per template, each prepared when first seen
+    and again whenever other statements had pushed it out. These sizes make 19 texts per
+    template.
+    """
+    sizes = [_ROWS_PER_STATEMENT] * (rows // _ROWS_PER_STATEMENT)
+    rest = rows % _ROWS_PER_STATEMENT
+    sizes.extend(size for size in (rest - rest % 10, rest % 10) if size)
+    return sizes
+
+
+@functools.lru_cache(maxsize=64)
 def _statement(template: str, width: int, count: int) -> str:
-    """``template`` with its ``{values}`` slot filled for ``count`` rows of ``width`` values (the
-    same text for the same shape: sqlite3's statement cache keeps it prepared)."""
+    """``template`` with its ``{values}`` slot filled for ``count`` rows of ``width`` values."""
     one = "(" + ",".join("?" * width) + ")"
     return template.format(values=",".join([one] * count))
 
@@ -127,9 +142,11 @@ def _statement(template: str, width: int, count: int) -> str:
 def _insert_many(conn: sqlite3.Connection, template: str, rows: list[tuple[Any, ...]]) -> None:
     """``template`` (with a ``{values}`` slot) for ``rows``, many rows per statement."""
     width = len(rows[0])
-    for start in range(0, len(rows), _ROWS_PER_STATEMENT):
-        chunk = rows[start : start + _ROWS_PER_STATEMENT]
-        conn.execute(_statement(template, width, len(chunk)), list(chain.from_iterable(chunk)))
+    start = 0
+    for count in _chunk_sizes(len(rows)):
+        chunk = rows[start : start + count]
+        conn.execute(_statement(template, width, count), list(chain.from_iterable(chunk)))
+        start += count
 
 
 _PUT_IDEMPOTENCY = (
