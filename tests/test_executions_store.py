@@ -11,6 +11,7 @@ refuses writes with SQLITE_READONLY).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import sqlite3
@@ -257,6 +258,53 @@ async def test_sqlite_a_finished_runs_whole_log_is_kept_in_its_row_and_reads_the
         ("ex-0001", 4),
         ("ex-0002", 1),
     ]
+
+
+async def test_sqlite_fields_a_record_does_not_have_are_stored_as_null(
+    sqlite: SQLiteExecutionStore, db_path: Path
+) -> None:
+    """Other readers of the file (sqlite3, backups, ``WHERE actor IS NULL``) see SQL NULL for an
+    absent field, whatever the store binds to write it; present fields keep their types."""
+    bare = ExecutionRecord("ex-bare", "wf", "async", "queued", {}, T0)
+    full = ExecutionRecord(
+        "ex-full", "wf", "sync", "failed", {"n": 1}, T0, [1], {"type": "X"}, T0 + 1, T0 + 2,
+        "sess", "req", "alice", 2, "trace", "schedule", "sch-1", "host:1",
+    )  # fmt: skip
+    await sqlite.save(bare)
+    await sqlite.add_events("ex-full", events("start", "error"))
+    await sqlite.save(full)
+    await sqlite.flush()
+    columns = (
+        "result, error, started_at, finished_at, session_id, request_id, actor, trace_id,"
+        " trigger, schedule_id, owner, events"
+    )
+    types = ", ".join(f"typeof({c.strip()})" for c in columns.split(","))
+    assert db_rows(db_path, f"SELECT id, {types} FROM executions ORDER BY id") == [
+        ("ex-bare", *["null"] * 12),
+        ("ex-full", "text", "text", "real", "real", *["text"] * 8),
+    ]
+    assert db_rows(db_path, "SELECT count(*) FROM executions WHERE actor IS NULL") == [(1,)]
+    assert await sqlite.get("ex-bare") == bare
+    assert await sqlite.get("ex-full") == full
+
+
+@pytest.mark.parametrize("runs", [1, 9, 10, 99, 100, 347])
+async def test_sqlite_one_flush_of_any_size_writes_every_record_and_event(
+    sqlite: SQLiteExecutionStore, db_path: Path, runs: int
+) -> None:
+    """A batch goes in statements of many rows (full ones, then tens, then units)."""
+    for n in range(runs):
+        await sqlite.add_events(f"ex-{n:04d}", events("start", "complete"))  # kept in the row
+        await sqlite.add_events(f"live-{n:04d}", events("start"))  # rows of their own
+        await sqlite.save(record(n))
+        await sqlite.save(dataclasses.replace(record(n, status="running"), id=f"live-{n:04d}"))
+    await sqlite.flush()
+    assert db_rows(db_path, "SELECT count(*) FROM executions") == [(2 * runs,)]
+    assert db_rows(db_path, "SELECT count(*) FROM execution_events") == [(runs,)]
+    for n in (0, runs // 2, runs - 1):
+        assert await sqlite.get(f"ex-{n:04d}") == record(n)
+        assert [e.type for e in db_events(db_path, f"ex-{n:04d}")] == ["start", "complete"]
+        assert [e.type for e in db_events(db_path, f"live-{n:04d}")] == ["start"]
 
 
 def spy_on_flushes(store: SQLiteExecutionStore) -> asyncio.Event:

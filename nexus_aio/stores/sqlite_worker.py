@@ -87,6 +87,11 @@ class SQLiteWorker:
                 conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
+            # A multi-row upsert inside a transaction keeps a statement journal (the pages it
+            # changed, to undo just that statement); above 64 KiB SQLite spills it to a temporary
+            # file: a file created, written and deleted for every statement of a batch write.
+            # In memory it is a copy of those pages, freed at the statement's end.
+            conn.execute("PRAGMA temp_store = MEMORY")
         except BaseException:
             conn.close()
             raise
