@@ -28,6 +28,7 @@ from nexus_aio.stores.executions import (
 )
 
 _T = TypeVar("_T")
+_I = TypeVar("_I")
 
 SCHEMA_VERSION = 4
 COMPONENT = "executions"
@@ -139,13 +140,23 @@ def _statement(template: str, width: int, count: int) -> str:
     return template.format(values=",".join([one] * count))
 
 
-def _insert_many(conn: sqlite3.Connection, template: str, rows: list[tuple[Any, ...]]) -> None:
-    """``template`` (with a ``{values}`` slot) for ``rows``, many rows per statement."""
-    width = len(rows[0])
+def _insert_many(
+    conn: sqlite3.Connection,
+    template: str,
+    items: Sequence[_I],
+    make_row: Callable[[_I], tuple[Any, ...]],
+) -> None:
+    """``template`` (with a ``{values}`` slot) for the rows of ``items``, many rows per statement.
+
+    Each chunk's rows are made (JSON, with the GIL held) just before its statement runs (without
+    it): the writer never holds the GIL for more than one chunk, so a big batch cannot stall the
+    event loop's thread for the time its whole serialisation takes."""
     start = 0
-    for count in _chunk_sizes(len(rows)):
-        chunk = rows[start : start + count]
-        conn.execute(_statement(template, width, count), list(chain.from_iterable(chunk)))
+    width = 0
+    for count in _chunk_sizes(len(items)):
+        rows = [make_row(item) for item in items[start : start + count]]
+        width = width or len(rows[0])
+        conn.execute(_statement(template, width, count), list(chain.from_iterable(rows)))
         start += count
 
 
@@ -303,36 +314,42 @@ def write_batch(
     records: list[ExecutionRecord],
     events: dict[str, list[ExecutionEvent]],
 ) -> None:
-    """One transaction for a whole write-behind batch (serialised here, off the event loop).
+    """One transaction for a whole write-behind batch (serialised here, off the event loop, a
+    statement's rows at a time).
 
     A finished run whose whole event log (from seq 1) is in the batch with its record, as a
     synchronous run's always is, keeps that log in its record's row: one row instead of one per
     event (each row is an insert into the events table's B-tree, at a random place). Later
     events, if any, go to the events table; :func:`read_events` merges both.
     """
-    record_rows = []
     logged: set[str] = set()
     for r in records:
         log = events.get(r.id)
         if log and log[0].seq == 1 and r.status in TERMINAL:
-            record_rows.append(record_row(r, _event_log_text(log)))
             logged.add(r.id)
-        else:
-            record_rows.append(record_row(r, None))
-    event_rows = [
-        (execution_id, e.seq, e.type, json_text(e.data), e.ts)
+
+    def record_with_log(r: ExecutionRecord) -> tuple[Any, ...]:
+        return record_row(r, _event_log_text(events[r.id]) if r.id in logged else None)
+
+    event_items = [
+        (execution_id, e)
         for execution_id, evs in events.items()
         if execution_id not in logged
         for e in evs
     ]
 
     def work(conn: sqlite3.Connection) -> None:
-        if record_rows:
-            _insert_many(conn, _UPSERT_RECORD, record_rows)
-        if event_rows:
-            _insert_many(conn, _INSERT_EVENT, event_rows)
+        if records:
+            _insert_many(conn, _UPSERT_RECORD, records, record_with_log)
+        if event_items:
+            _insert_many(conn, _INSERT_EVENT, event_items, _event_row)
 
     transaction(conn, work)
+
+
+def _event_row(item: tuple[str, ExecutionEvent]) -> tuple[Any, ...]:
+    execution_id, e = item
+    return (execution_id, e.seq, e.type, json_text(e.data), e.ts)
 
 
 def read_events(
