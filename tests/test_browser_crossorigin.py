@@ -11,18 +11,16 @@ answer, so the test counts the runs in the server.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from typing import Any
 
-import pytest
 from aiohttp import web
+from chromium import dump_dom, needs_chromium
 
 from nexus_aio import hookimpl
 from nexus_aio.testing import make_app
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian package chromium not installed")
+pytestmark = needs_chromium
+MAP_EVIL = "--host-resolver-rules=MAP evil.test 127.0.0.1"
 
 PAGE = """<!doctype html>
 <html><body><p id="state">waiting</p>
@@ -72,30 +70,6 @@ class Page:
         return [web.get("/xo-page", page)]
 
 
-def dump_dom(url: str, profile: str) -> str:
-    assert CHROMIUM is not None
-    args = [
-        CHROMIUM,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--host-resolver-rules=MAP evil.test 127.0.0.1",
-        f"--user-data-dir={profile}",
-        "--virtual-time-budget=5000",
-        "--dump-dom",
-        url,
-    ]
-    result = subprocess.run(args, capture_output=True, text=True, timeout=45)
-    assert result.returncode == 0, result.stderr[-2000:]
-    return result.stdout
-
-
 def test_a_page_on_another_site_posting_to_the_server_is_refused(nexus_thread_server, tmp_path):
     page = Page()
     app = make_app(plugins=[page], load_entry_points=False)
@@ -109,13 +83,13 @@ def test_a_page_on_another_site_posting_to_the_server_is_refused(nexus_thread_se
     url = nexus_thread_server(app)  # http://127.0.0.1:PORT
     port = url.rsplit(":", 1)[1]
     attack = f"http://evil.test:{port}/xo-page?target={url}"
-    dom = dump_dom(attack, str(tmp_path / "attack"))
+    dom = dump_dom(attack, str(tmp_path / "attack"), MAP_EVIL)
     assert 'id="state">answered:opaque:0<' in dom, dom  # sent, and the page learns nothing
     assert runs == []
     assert page.seen == [("cross-site", f"http://evil.test:{port}", 403)]
 
     own = f"{url}/xo-page?mode=same-origin"
-    dom = dump_dom(own, str(tmp_path / "own"))
+    dom = dump_dom(own, str(tmp_path / "own"), MAP_EVIL)
     assert 'id="state">answered:basic:200<' in dom, dom
     assert runs == [1]
     assert page.seen[1] == ("same-origin", url, 200)

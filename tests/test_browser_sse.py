@@ -10,22 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
 import socket
-import subprocess
 import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
 import requests
 from aiohttp import web
+from chromium import dump_dom, needs_chromium
 
 from nexus_aio import hookimpl
 from nexus_aio.testing import make_app
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian package chromium not installed")
+pytestmark = needs_chromium
 
 PAGE = """<!doctype html>
 <html><body><ol id="log"></ol><p id="state">waiting</p>
@@ -68,29 +65,6 @@ class SsePage:
             return web.Response(text=PAGE, content_type="text/html")
 
         return [web.get("/sse-test-page", page)]
-
-
-def dump_dom(url: str, profile: str) -> str:
-    assert CHROMIUM is not None
-    args = [
-        CHROMIUM,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={profile}",
-        "--virtual-time-budget=5000",
-        "--dump-dom",
-        url,
-    ]
-    result = subprocess.run(args, capture_output=True, text=True, timeout=45)
-    assert result.returncode == 0, result.stderr[-2000:]
-    return result.stdout
 
 
 def test_browser_event_source_receives_start_chunks_then_complete(nexus_thread_server, tmp_path):

@@ -4,11 +4,11 @@ request in flight on either worker get the original's answer, and the workflow r
 from __future__ import annotations
 
 import json
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
+from worker_probe import wait_for_workers
 
 from nexus_aio.testing import ServerProcess, parse_sse
 
@@ -58,17 +58,6 @@ async def slow(n: int, ctx: Context) -> dict:
 REPEATS = 12
 
 
-def _wait_for_both_workers(url: str) -> None:
-    pids: set[int] = set()
-    deadline = time.monotonic() + 30
-    while len(pids) < 2 and time.monotonic() < deadline:
-        resp = requests.post(
-            f"{url}/workflows/pid/execute", json={}, headers={"Connection": "close"}, timeout=10
-        )
-        pids.add(resp.json()["result"])
-    assert len(pids) == 2
-
-
 def _burst(url: str, body: dict, key: str) -> list[requests.Response]:
     """``REPEATS`` identical requests at once, each on a new connection (either worker)."""
 
@@ -97,7 +86,7 @@ def test_repeats_in_flight_across_two_workers_get_the_original_answer_and_run_on
         env={"NEXUS_DATABASE": str(tmp_path / "nexus.db")},
     )
     with server:
-        _wait_for_both_workers(server.url)
+        wait_for_workers(server.url)
 
         # sync: every repeat waits for the original's envelope, on whichever worker it landed
         answers: list[requests.Response] = []

@@ -4,10 +4,10 @@ across processes, so concurrent steps of one session take turns and lose no upda
 from __future__ import annotations
 
 import asyncio
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import requests
+from worker_probe import wait_for_workers
 
 from nexus_aio.testing import ServerProcess
 
@@ -36,18 +36,6 @@ async def increment(ctx: Context) -> dict:
 INCREMENTS = 40
 
 
-def _wait_for_both_workers(url: str) -> None:
-    """The port answers once the first worker listens; the second may bind a moment later."""
-    pids: set[int] = set()
-    deadline = time.monotonic() + 30
-    while len(pids) < 2 and time.monotonic() < deadline:
-        resp = requests.post(
-            f"{url}/workflows/pid/execute", json={}, headers={"Connection": "close"}, timeout=10
-        )
-        pids.add(resp.json()["result"])
-    assert len(pids) == 2
-
-
 def test_concurrent_steps_of_one_session_across_two_workers_lose_no_update(tmp_path):
     (tmp_path / "counterapp.py").write_text(APP)
     server = ServerProcess(
@@ -56,7 +44,7 @@ def test_concurrent_steps_of_one_session_across_two_workers_lose_no_update(tmp_p
         env={"NEXUS_DATABASE": str(tmp_path / "nexus.db")},
     )
     with server:
-        _wait_for_both_workers(server.url)
+        wait_for_workers(server.url)
 
         def step(_: int) -> dict:
             resp = requests.post(
