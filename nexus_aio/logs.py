@@ -12,6 +12,7 @@ from typing import Any, Final
 
 import orjson
 
+from nexus_aio.envelope import iso_timestamp
 from nexus_aio.tracing import TraceLogFilter
 
 ACCESS_LOGGER: Final = "nexus_aio.access"
@@ -47,8 +48,7 @@ def escape_controls(text: str) -> str:
 class JSONFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         data: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "ts": iso_timestamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -136,7 +136,7 @@ class LineHandler(logging.StreamHandler):
             def write_json(message: str, trace_id: str, fields: Mapping[str, Any]) -> None:
                 now = time.time()
                 data: dict[str, Any] = {
-                    "ts": _utc_second(now) + f".{int((now - int(now)) * 1000):03d}Z",
+                    "ts": iso_timestamp(now),
                     "level": "info",
                     "logger": name,
                     "message": message,
@@ -163,22 +163,16 @@ class LineHandler(logging.StreamHandler):
         return None
 
 
-def _second_cache(convert: Callable[[float], time.struct_time], fmt: str) -> Callable[[float], str]:
-    """``time.strftime(fmt, convert(t))``, computed once per second."""
-    last = [-1, ""]
-
-    def text(t: float) -> str:
-        second = int(t)
-        if second != last[0]:
-            last[1] = time.strftime(fmt, convert(second))
-            last[0] = second
-        return last[1]  # type: ignore[return-value]
-
-    return text
+_asctime_second: tuple[int, str] = (-1, "")
 
 
-_utc_second = _second_cache(time.gmtime, "%Y-%m-%dT%H:%M:%S")
-_local_second = _second_cache(time.localtime, "%Y-%m-%d %H:%M:%S")  # logging's asctime
+def _local_second(t: float) -> str:
+    """logging's ``asctime`` to the second (local time), computed once per second."""
+    global _asctime_second
+    second = int(t)
+    if second != _asctime_second[0]:
+        _asctime_second = (second, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second)))
+    return _asctime_second[1]
 
 
 def line_writer_for(logger: logging.Logger) -> Callable[[str, str, Mapping[str, Any]], None] | None:

@@ -12,13 +12,13 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from nexus_aio.logs import escape_controls, line_writer_for
+from nexus_aio.logs import ACCESS_LOGGER, escape_controls, line_writer_for
 from nexus_aio.web.keys import REQUEST_ID, TRACE, WORKFLOW_NAME
 
 if TYPE_CHECKING:
     from nexus_aio.settings import Settings
 
-ACCESS = logging.getLogger("nexus_aio.access")
+ACCESS = logging.getLogger(ACCESS_LOGGER)
 
 
 def access_logger(
