@@ -34,10 +34,11 @@ format: install
 docs: install
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -d site
 
-# The figures of docs/benchmarks.md (the FastAPI peer installs into .bench/ on first use);
-# BENCH_ARGS adds options, e.g. BENCH_ARGS=--with-kailash or BENCH_ARGS=--quick (a temp report).
+# The figures of docs/benchmarks.md, every peer of issue 13 (FastAPI and Kailash Nexus install
+# into .bench/ on first use); BENCH_ARGS adds options, e.g. BENCH_ARGS=--profile (py-spy) or
+# BENCH_ARGS=--quick (a temp report).
 bench: install
-	$(BIN)/python scripts/bench.py --with-fastapi $(BENCH_ARGS)
+	$(BIN)/python scripts/bench.py --with-fastapi --with-kailash $(BENCH_ARGS)
 
 soak: install
 	$(BIN)/python scripts/soak.py $(SOAK_ARGS)

@@ -1474,15 +1474,19 @@ def _render_profile(pr: dict[str, Any]) -> list[str]:
 
 
 # -- main -----------------------------------------------------------------------------------------
+# The release issue 13's goal names; a later one would move the goal's baseline.
+KAILASH_REQUIREMENT = "kailash-nexus~=2.16.0"
+
+
 def ensure_kailash(log: Any) -> None:
-    """``pip install kailash-nexus`` into ``.bench/kailash-venv`` (ignored by git) once."""
+    """``pip install kailash-nexus`` (2.16.x) into ``.bench/kailash-venv`` (ignored by git) once."""
     python = KAILASH_VENV / "bin" / "python"
     if python.exists():
         return
-    log(f"installing kailash-nexus into {KAILASH_VENV.relative_to(ROOT)} ...")
+    log(f"installing {KAILASH_REQUIREMENT} into {KAILASH_VENV.relative_to(ROOT)} ...")
     KAILASH_VENV.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run([sys.executable, "-m", "venv", str(KAILASH_VENV)], check=True)
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "kailash-nexus"], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", KAILASH_REQUIREMENT], check=True)
 
 
 def ensure_fastapi(log: Any) -> None:

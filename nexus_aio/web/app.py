@@ -171,7 +171,7 @@ def make_core_middleware(nexus: Nexus) -> Any:
             if BODY_FAILED in request and not response.prepared:
                 await answer_and_close(request, response)
         if access is not None:
-            access(request, response, time.perf_counter() - started)
+            access(request, response, time.perf_counter() - started, rid, trace)
         current_trace.reset(token)
         return response
 

@@ -42,8 +42,8 @@ WRITE_BUFFER: Final = 1024 * 1024  # bytes gathered before one write (and hash) 
 async def read_body(request: web.Request) -> bytes:
     """The raw body within ``max_request_size``: a declared ``Content-Length`` over the limit is
     refused before reading anything; a chunked body as soon as it crosses it (aiohttp's
-    ``client_max_size``)."""
-    limit = nexus_of(request).settings.max_request_size
+    ``client_max_size``, which the app sets to ``max_request_size``)."""
+    limit = request.client_max_size
     length = request.content_length
     if length is not None and length > limit:
         raise PayloadTooLarge(

@@ -25,7 +25,6 @@ from nexus_aio.web.keys import (
     REQUEST_ID,
     WORKFLOW_NAME,
     nexus_of,
-    service_of,
 )
 from nexus_aio.web.permissions import check_permission
 from nexus_aio.web.request import MULTIPART, read_execute_request
@@ -42,6 +41,8 @@ def make_execute_handler(nexus: Nexus) -> Any:
     service, render its answer (JSON, SSE or 202)."""
     workflows = nexus.workflows
     needs_permission = nexus.hooks.implemented("permission_allowed", builtin=False)
+    # Only the core middleware sets ACTOR, and only when a plugin resolves actors.
+    has_actor = nexus.hooks.implemented("actor_from_request")
     from nexus_aio.web.idempotency import IDEMPOTENCY_HEADER, IDEMPOTENT_PASS, handle_idempotent
     from nexus_aio.web.sse import LAST_EVENT_ID, parse_event_id, stream_run
 
@@ -66,9 +67,12 @@ def make_execute_handler(nexus: Nexus) -> Any:
         request[WORKFLOW_NAME] = name
         if needs_permission:
             await check_permission(request, "execute", name)
-        execution_id = request[EXECUTION_ID] = request.get(IDEMPOTENT_PASS) or new_execution_id()
-        service = service_of(request)
-        actor = request.get(ACTOR)
+        execution_id = request[EXECUTION_ID] = (
+            request.get(IDEMPOTENT_PASS) if IDEMPOTENCY_HEADER in request.headers else None
+        ) or new_execution_id()
+        service = nexus.service
+        assert service is not None, "execution routes run only while the app serves"
+        actor = request[ACTOR] if has_actor else None
         try:
             parsed = await read_execute_request(request, workflow)
         except NexusError as exc:  # the client sees this workflow_id: keep a record of it
