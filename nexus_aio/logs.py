@@ -154,7 +154,11 @@ class LineHandler(logging.StreamHandler):
 
             def write_text(message: str, trace_id: str, fields: Mapping[str, Any]) -> None:
                 now = time.time()
-                line = f"{_local_second(now)},{int((now - int(now)) * 1000):03d}{prefix}{message}"
+                second = int(now)
+                stamp = _asctime_second
+                if second != stamp[0]:
+                    stamp = _local_second(second)
+                line = f"{stamp[1]},{int((now - second) * 1000):03d}{prefix}{message}"
                 if names_trace and trace_id != "-":
                     line += f" trace={trace_id}"
                 add(line + "\n")
@@ -166,13 +170,11 @@ class LineHandler(logging.StreamHandler):
 _asctime_second: tuple[int, str] = (-1, "")
 
 
-def _local_second(t: float) -> str:
-    """logging's ``asctime`` to the second (local time), computed once per second."""
+def _local_second(second: int) -> tuple[int, str]:
+    """logging's ``asctime`` to the second (local time), kept for the rest of that second."""
     global _asctime_second
-    second = int(t)
-    if second != _asctime_second[0]:
-        _asctime_second = (second, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second)))
-    return _asctime_second[1]
+    _asctime_second = (second, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second)))
+    return _asctime_second
 
 
 def line_writer_for(logger: logging.Logger) -> Callable[[str, str, Mapping[str, Any]], None] | None:

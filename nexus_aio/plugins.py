@@ -51,6 +51,9 @@ DEFAULT_PLUGINS = (
     "nexus_aio.builtin.schedules",
 )
 ENTRY_POINT_GROUP = "nexus_aio"
+# The per-execution arguments of the observer hooks, in the order the runtime passes them.
+STARTED_ARGS = ("execution",)
+FINISHED_ARGS = ("execution", "events")
 
 
 async def await_me_maybe(value: Any) -> Any:
@@ -325,20 +328,28 @@ class Hooks:
             "handle_exception", nexus=self.nexus, request=request, exception=exception
         )
 
+    def observers(self, name: str, per_call: tuple[str, ...]) -> list[Callable[..., Any]]:
+        """What to call, each with the ``per_call`` arguments positionally, to notify every
+        implementation of observer hook ``name`` (empty when it has none). The runtime takes
+        these once, when it starts, and loops over them per execution itself."""
+        if not self.implemented(name):
+            return []
+        observers = self._observers(name, per_call)
+        if observers is not None:
+            return observers
+        caller, nexus = getattr(self.pm.hook, name), self.nexus  # a wrapper: pluggy's own loop
+
+        def via_pluggy(*args: Any) -> None:
+            caller(nexus=nexus, **dict(zip(per_call, args, strict=True)))
+
+        return [via_pluggy]
+
     def execution_started(self, execution: Any) -> None:
-        observers = self._observers("execution_started", ("execution",))
-        if observers is None:
-            self.pm.hook.execution_started(nexus=self.nexus, execution=execution)
-            return
-        for observer in observers:
+        for observer in self.observers("execution_started", STARTED_ARGS):
             observer(execution)
 
     def execution_finished(self, execution: Any, events: Sequence[Any] = ()) -> None:
-        observers = self._observers("execution_finished", ("execution", "events"))
-        if observers is None:
-            self.pm.hook.execution_finished(nexus=self.nexus, execution=execution, events=events)
-            return
-        for observer in observers:
+        for observer in self.observers("execution_finished", FINISHED_ARGS):
             observer(execution, events)
 
     def webhook_attempted(

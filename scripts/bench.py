@@ -44,8 +44,10 @@ import datetime
 import json
 import os
 import platform
+import pstats
 import shlex
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -800,6 +802,62 @@ def run_profile(cfg: Config, wrk: Wrk, log: Any) -> dict[str, Any]:
                 f"profile {server.spec.label}: {res.rps:,.0f} req/s under py-spy; CPU us/req main"
                 f" thread {main_us:,.0f}, other threads {busiest}"
             )
+    out["calls"] = run_calls(cfg, wrk, log)
+    return out
+
+
+CALL_LAYERS = ("aiohttp", "nexus_aio", "handler", "python", "other")
+
+
+def call_layer(filename: str) -> str:
+    """The layer a profiled function belongs to: aiohttp, nexus_aio (with its plugins), the
+    bench's own handler (``scripts/``), Python (builtins and the standard library), other."""
+    if filename.startswith("~") or filename.startswith("<"):
+        return "python"  # builtins (``~``) and frozen modules (``<frozen abc>``)
+    if "site-packages/" in filename:
+        package = filename.split("site-packages/", 1)[1].split("/", 1)[0]
+        if package.startswith("nexus_aio"):
+            return "nexus_aio"
+        return "aiohttp" if package == "aiohttp" else "other"
+    if "/nexus_aio/" in filename or "/plugins/nexus-aio-" in filename:
+        return "nexus_aio"
+    if "/scripts/" in filename:
+        return "handler"
+    if "/lib/python3" in filename:
+        return "python"
+    return "other"
+
+
+def count_calls(stats_path: Path, requests: int) -> dict[str, float]:
+    """Python-level calls per request in each layer, from a cProfile dump over ``requests``."""
+    stats = pstats.Stats(str(stats_path)).stats  # type: ignore[attr-defined]
+    per_layer = dict.fromkeys(CALL_LAYERS, 0.0)
+    for (filename, _, _), (_, calls, *_) in stats.items():
+        per_layer[call_layer(filename)] += calls / max(requests, 1)
+    return per_layer
+
+
+def run_calls(cfg: Config, wrk: Wrk, log: Any) -> dict[str, Any]:
+    """cProfile (``scripts/bench_calls.py``) over one c=16 wrk run of the floor and of each
+    nexus_aio workflow kind, after the warm-up: exact Python calls per request, by layer."""
+    out: dict[str, Any] = {}
+    for name in ("bare", *NEXUS_SERVERS):
+        spec = server_specs([name], cfg.workdir)[name]
+        stats_path = cfg.workdir / f"calls-{name}.pstats"
+        python, *args = spec.argv
+        spec = dataclasses.replace(
+            spec, argv=[python, str(SCRIPTS / "bench_calls.py"), str(stats_path), *args]
+        )
+        with running({name: spec}, cfg.workdir) as servers:
+            server = servers[name]
+            wrk.run(server.url + EXECUTE_PATH, MAIN_CONCURRENCY, cfg.warmup)
+            os.kill(server.proc.pid, signal.SIGUSR2)
+            res = wrk.run(server.url + EXECUTE_PATH, MAIN_CONCURRENCY, min(cfg.duration, 3.0))
+            os.kill(server.proc.pid, signal.SIGUSR1)
+            server.proc.wait(60)
+        layers = count_calls(stats_path, res.requests)
+        out[name] = {"label": spec.label, "requests": res.requests, "layers": layers}
+        log(f"calls {spec.label}: {sum(layers.values()):,.0f} Python calls per request")
     return out
 
 
@@ -1470,6 +1528,32 @@ def _render_profile(pr: dict[str, Any]) -> list[str]:
                 f" {'' if own[1] is None else f'{own[1]:.1f}'} | `{own[0]}` |"
             )
         lines.append("")
+    if "calls" in pr:
+        lines += _render_calls(pr["calls"])
+    return lines
+
+
+def _render_calls(calls: dict[str, Any]) -> list[str]:
+    lines = [
+        "### Python calls per request (cProfile)",
+        "",
+        "`scripts/bench_calls.py` serves each one under cProfile, switched on after the warm-up,"
+        " over one c=16 wrk run: every Python-level call (functions, methods, builtins) is"
+        " counted exactly, by the layer it belongs to. The server's CPU per request above grows"
+        " with this count.",
+        "",
+        "| server | calls/request | aiohttp | nexus_aio + plugins | handler | Python builtins"
+        " + stdlib | other | vs floor |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    floor = sum(calls["bare"]["layers"].values()) if "bare" in calls else 0.0
+    for row in calls.values():
+        layers = row["layers"]
+        total = sum(layers.values())
+        ratio = f"{total / floor:.2f}x" if floor and row is not calls.get("bare") else ""
+        cells = " | ".join(f"{layers[k]:,.0f}" for k in CALL_LAYERS)
+        lines.append(f"| {row['label']} | {total:,.0f} | {cells} | {ratio} |")
+    lines.append("")
     return lines
 
 

@@ -298,6 +298,69 @@ def test_summarise_pyspy_ranks_functions_lines_and_threads() -> None:
     assert out["self"][0] == ("run_app (aiohttp/web.py:502)", 60.0)
 
 
+def test_call_counts_put_each_function_in_its_layer() -> None:
+    bench = load_script("bench")
+    layer = bench.call_layer
+    assert layer("~") == "python"  # builtins
+    assert layer("<frozen abc>") == "python"
+    assert layer("/v/lib/python3.11/asyncio/tasks.py") == "python"
+    assert layer("/v/lib/python3.11/site-packages/aiohttp/web_app.py") == "aiohttp"
+    assert layer("/v/lib/python3.11/site-packages/yarl/_url.py") == "other"
+    assert layer("/repo/nexus_aio/web/app.py") == "nexus_aio"
+    assert layer("/repo/plugins/nexus-aio-metrics/nexus_aio_metrics/__init__.py") == "nexus_aio"
+    assert layer("/v/lib/python3.11/site-packages/nexus_aio_otel/__init__.py") == "nexus_aio"
+    assert layer("/repo/scripts/bench_bare_aiohttp.py") == "handler"
+
+
+def test_calls_per_request_are_counted_on_a_served_floor(tmp_path: Path) -> None:
+    """``bench_calls.py`` profiles a real server only between its two signals: the floor's
+    handler makes exactly two Python calls a request (itself and its timestamp)."""
+    import signal
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+
+    bench = load_script("bench")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    stats = tmp_path / "floor.pstats"
+    argv = [sys.executable, str(SCRIPTS / "bench_calls.py"), str(stats)]
+    argv += [str(SCRIPTS / "bench_bare_aiohttp.py"), "--port", str(port)]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+
+    def execute(a: int) -> dict:
+        body = json.dumps({"inputs": {"a": a, "b": 1}}).encode()
+        request = urllib.request.Request(url + "/workflows/sum/execute", data=body)
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return json.loads(resp.read())
+
+    try:
+        for _ in range(200):
+            try:
+                urllib.request.urlopen(url + "/health", timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        execute(0)  # before the first signal: not counted
+        # Handled before the server runs any more Python code (it has one thread): on from here.
+        proc.send_signal(signal.SIGUSR2)
+        results = [execute(a)["result"] for a in range(1, 21)]
+        proc.send_signal(signal.SIGUSR1)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert results == [a + 1 for a in range(1, 21)]
+    layers = bench.count_calls(stats, 20)
+    assert layers["handler"] == 2.0
+    assert layers["nexus_aio"] == 0.0
+    assert layers["aiohttp"] > 10 and layers["python"] > 10
+
+
 def test_soak_report_replaces_its_own_section_and_keeps_the_rest(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(SCRIPTS))  # soak.py imports its sibling soak_hostile.py
     soak = load_script("soak")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from nexus_aio.hookspecs import hookimpl
@@ -17,7 +18,9 @@ def register_cleanup_ctx(nexus: Nexus) -> list[Any] | None:
 
 
 @hookimpl
-def execution_finished(nexus: Nexus, execution: Any) -> None:
+def execution_finished(nexus: Nexus, execution: Any, events: Sequence[Any]) -> None:
+    """Make this run's delivery due (``events`` unused: taking every argument, this observer
+    is called without a wrapper)."""
     service = nexus.service
     if service is not None:
         service.webhooks.finished(execution.id)

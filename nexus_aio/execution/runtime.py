@@ -43,6 +43,7 @@ from nexus_aio.execution.events import EventLog, start_data
 from nexus_aio.execution.handoff import SyncPool, ThreadHandoff
 from nexus_aio.execution.locks import SessionLocks
 from nexus_aio.execution.retry import RetryLater, retry_data, retry_delay
+from nexus_aio.plugins import FINISHED_ARGS, STARTED_ARGS
 from nexus_aio.stores.executions import ExecutionRecord, ExecutionStore
 from nexus_aio.stores.sessions import Session, SessionStore
 from nexus_aio.tracing import continue_trace, current_trace
@@ -146,8 +147,9 @@ class Runtime:
         self.on_slot_free: Callable[[], bool] | None = None
         # Set once the server stops: a run cancelled from then on ends ``interrupted``.
         self.interrupting = False
-        self._observe_started = hooks.implemented("execution_started")
-        self._observe_finished = hooks.implemented("execution_finished")
+        # Bound once: a per-execution call is one call per implementation.
+        self._started = hooks.observers("execution_started", STARTED_ARGS)
+        self._finished = hooks.observers("execution_finished", FINISHED_ARGS)
 
     # -- plumbing -------------------------------------------------------------------------
     async def run_sync_fn(self, fn: Callable[[], Any]) -> Any:
@@ -234,8 +236,10 @@ class Runtime:
                 record.status = "interrupted"
             else:
                 record.status = "failed"
-        if self._observe_finished:
-            self.hooks.execution_finished(record, events.events if events is not None else ())
+        if self._finished:
+            logged = events.events if events is not None else ()
+            for observe in self._finished:
+                observe(record, logged)
 
     async def _save(self, record: ExecutionRecord, events: EventLog, durable: bool = False) -> None:
         if events.events:  # first, so that a durable save commits the events too
@@ -334,8 +338,9 @@ class Runtime:
         )
         if sub.mode != "sync":  # deferred write: history filters and other processes see it
             await self.executions.save(record)
-        if self._observe_started and record.attempts == 1:
-            self.hooks.execution_started(record)
+        if self._started and record.attempts == 1:
+            for observe in self._started:
+                observe(record)
         task = asyncio.current_task()
         assert task is not None
         self.deadlines.add(task, seconds)

@@ -159,8 +159,9 @@ def make_core_middleware(nexus: Nexus) -> Any:
                     request, errors.NexusError("Internal server error"), custom_errors, exc
                 )
         if not response.prepared:
-            response.headers["X-Request-ID"] = rid
-            response.headers["traceparent"] = trace.traceparent
+            response_headers = response.headers
+            response_headers["X-Request-ID"] = rid
+            response_headers["traceparent"] = trace.traceparent
             if compress and isinstance(response, web.Response):
                 body = response.body
                 if isinstance(body, bytes | bytearray) and len(body) > COMPRESS_MIN_BYTES:

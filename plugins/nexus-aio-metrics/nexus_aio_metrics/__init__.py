@@ -343,7 +343,8 @@ def execution_started(nexus: Nexus, execution: Any) -> None:
 
 
 @hookimpl
-def execution_finished(nexus: Nexus, execution: Any) -> None:
+def execution_finished(nexus: Nexus, execution: Any, events: Any) -> None:
+    """(``events`` is declared, unused: an observer taking every argument is called directly.)"""
     app, metrics = _last
     if metrics is None or app() is not nexus:
         metrics = metrics_for(nexus)

@@ -39,15 +39,21 @@ def test_execution_hooks_move_the_gauge_and_count_final_statuses():
     nexus_aio_metrics.execution_started(nexus=app, execution=record("b"))
     metrics = metrics_for(app)
     assert value(metrics, "nexus_executions_in_progress", workflow="sum") == 2
-    nexus_aio_metrics.execution_finished(nexus=app, execution=record("a", status="succeeded"))
-    nexus_aio_metrics.execution_finished(nexus=app, execution=record("b", status="timed_out"))
+    nexus_aio_metrics.execution_finished(
+        nexus=app, execution=record("a", status="succeeded"), events=()
+    )
+    nexus_aio_metrics.execution_finished(
+        nexus=app, execution=record("b", status="timed_out"), events=()
+    )
     assert value(metrics, "nexus_executions_in_progress", workflow="sum") == 0
     assert value(metrics, "nexus_executions_total", workflow="sum", status="timed_out") == 1
 
 
 def test_a_finish_without_a_start_does_not_push_the_gauge_below_zero():
     app = make_app()
-    nexus_aio_metrics.execution_finished(nexus=app, execution=record("x", status="cancelled"))
+    nexus_aio_metrics.execution_finished(
+        nexus=app, execution=record("x", status="cancelled"), events=()
+    )
     metrics = metrics_for(app)
     assert value(metrics, "nexus_executions_in_progress", workflow="sum") is None
     assert value(metrics, "nexus_executions_total", workflow="sum", status="cancelled") == 1
@@ -210,7 +216,7 @@ def test_metrics_text_is_what_prometheus_clients_own_metrics_print_for_the_same_
         if event == "started":
             nexus_aio_metrics.execution_started(nexus=app, execution=execution)
         else:
-            nexus_aio_metrics.execution_finished(nexus=app, execution=execution)
+            nexus_aio_metrics.execution_finished(nexus=app, execution=execution, events=())
     expected = reference_text(app, requests, runs)
     assert mask_created(metrics.render().decode()) == mask_created(expected)
     for family in ("requests", "request_duration_seconds", "executions", "rate_limited"):
@@ -258,10 +264,14 @@ def test_execution_hooks_of_two_apps_interleaved_count_each_in_its_own_app():
     nexus_aio_metrics.execution_started(nexus=first, execution=record("a"))
     nexus_aio_metrics.execution_started(nexus=second, execution=record("b"))
     nexus_aio_metrics.execution_started(nexus=second, execution=record("c"))
-    nexus_aio_metrics.execution_finished(nexus=first, execution=record("b", status="succeeded"))
+    nexus_aio_metrics.execution_finished(
+        nexus=first, execution=record("b", status="succeeded"), events=()
+    )
     assert value(metrics_for(first), "nexus_executions_in_progress", workflow="sum") == 1
     assert value(metrics_for(second), "nexus_executions_in_progress", workflow="sum") == 2
-    nexus_aio_metrics.execution_finished(nexus=second, execution=record("b", status="succeeded"))
+    nexus_aio_metrics.execution_finished(
+        nexus=second, execution=record("b", status="succeeded"), events=()
+    )
     assert value(metrics_for(second), "nexus_executions_in_progress", workflow="sum") == 1
     key = {"workflow": "sum", "status": "succeeded"}
     assert metrics_for(first).registry.get_sample_value("nexus_executions_total", key) == 1
