@@ -314,7 +314,7 @@ def test_call_counts_put_each_function_in_its_layer() -> None:
 
 def test_calls_per_request_are_counted_on_a_served_floor(tmp_path: Path) -> None:
     """``bench_calls.py`` profiles a real server only between its two signals: the floor's
-    handler makes exactly two Python calls a request (itself and its timestamp)."""
+    handler makes two Python calls a request (itself and its timestamp)."""
     import signal
     import socket
     import subprocess
@@ -356,7 +356,9 @@ def test_calls_per_request_are_counted_on_a_served_floor(tmp_path: Path) -> None
             proc.wait()
     assert results == [a + 1 for a in range(1, 21)]
     layers = bench.count_calls(stats, 20)
-    assert layers["handler"] == 2.0
+    # Two calls (cProfile counts a coroutine again each time it resumes: a body that arrived in
+    # two reads adds one); startup, counted by mistake, would add thousands.
+    assert 2.0 <= layers["handler"] <= 2.25
     assert layers["nexus_aio"] == 0.0
     assert layers["aiohttp"] > 10 and layers["python"] > 10
 
