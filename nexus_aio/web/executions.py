@@ -26,6 +26,7 @@ from nexus_aio.errors import (
     ValidationError,
 )
 from nexus_aio.execution.runtime import Runtime, actor_id
+from nexus_aio.execution.webhooks import WEBHOOK_MODES
 from nexus_aio.stores.executions import (
     LIST_VALUE_LIMIT,
     TERMINAL,
@@ -136,9 +137,10 @@ async def get_execution(request: web.Request) -> web.Response:
     if seconds > 0 and record.status not in TERMINAL:
         record = await service_of(request).wait(record.id, seconds) or record
     data = record.to_dict()
-    delivery = await service_of(request).webhooks.outbox.get(record.id)
-    if delivery is not None:
-        data["webhook"] = delivery.to_dict()
+    if record.mode in WEBHOOK_MODES:  # a sync run never has a delivery: no outbox read for it
+        delivery = await service_of(request).webhooks.outbox.get(record.id)
+        if delivery is not None:
+            data["webhook"] = delivery.to_dict()
     return json_response(data)
 
 
