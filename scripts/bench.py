@@ -856,8 +856,12 @@ def run_calls(cfg: Config, wrk: Wrk, log: Any) -> dict[str, Any]:
             os.kill(server.proc.pid, signal.SIGUSR2)
             res = wrk.run(server.url + EXECUTE_PATH, MAIN_CONCURRENCY, min(cfg.duration, 3.0))
             os.kill(server.proc.pid, signal.SIGUSR1)
-            server.proc.wait(60)
-        layers = count_calls(stats_path, res.requests)
+            try:
+                server.proc.wait(60)
+                layers = count_calls(stats_path, res.requests)
+            except (OSError, TypeError, EOFError, subprocess.TimeoutExpired) as exc:
+                log(f"calls {spec.label}: no profile written ({exc}); left out of the report")
+                continue
         out[name] = {"label": spec.label, "requests": res.requests, "layers": layers}
         log(f"calls {spec.label}: {sum(layers.values()):,.0f} Python calls per request")
     return out
