@@ -20,7 +20,7 @@ import importlib
 import importlib.metadata
 import inspect
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -79,7 +79,7 @@ class PluginManager(pluggy.PluginManager):
         self.builtin: set[str] = set()
         self.implemented_cache: dict[tuple[str, bool], bool] = {}
         self.call_order_cache: dict[str, list[pluggy.HookImpl]] = {}
-        self.observer_cache: dict[str, list[Callable[..., Any]] | None] = {}
+        self.observer_cache: dict[str, list[Callable[..., Any]]] = {}
 
     def clear_caches(self) -> None:
         self.implemented_cache.clear()
@@ -196,21 +196,6 @@ class Hooks:
                 )
             self.pm.call_order_cache[name] = impls
         return impls
-
-    def _observers(self, name: str, per_call: tuple[str, ...]) -> list[Callable[..., Any]] | None:
-        """The implementations of an observer hook (every one called, results ignored) in
-        pluggy's call order, each bound once to ``nexus`` and taking the ``per_call`` arguments
-        it declares positionally, so a per-execution call skips pluggy's argument checks and
-        any per-call dict; None when one is a wrapper (then pluggy's own loop calls them)."""
-        cache = self.pm.observer_cache
-        if name in cache:
-            return cache[name]
-        impls = getattr(self.pm.hook, name).get_hookimpls()[::-1]
-        bound: list[Callable[..., Any]] | None = None
-        if not any(i.hookwrapper or i.wrapper for i in impls):
-            bound = [self._bind(impl, per_call) for impl in impls]
-        cache[name] = bound
-        return bound
 
     def _bind(self, impl: pluggy.HookImpl, per_call: tuple[str, ...]) -> Callable[..., Any]:
         """``impl`` as a callable of all ``per_call`` arguments, in that order (it gets those
@@ -330,27 +315,27 @@ class Hooks:
 
     def observers(self, name: str, per_call: tuple[str, ...]) -> list[Callable[..., Any]]:
         """What to call, each with the ``per_call`` arguments positionally, to notify every
-        implementation of observer hook ``name`` (empty when it has none). The runtime takes
-        these once, when it starts, and loops over them per execution itself."""
-        if not self.implemented(name):
-            return []
-        observers = self._observers(name, per_call)
-        if observers is not None:
-            return observers
-        caller, nexus = getattr(self.pm.hook, name), self.nexus  # a wrapper: pluggy's own loop
+        implementation of observer hook ``name`` (empty when it has none), in pluggy's call
+        order. Each is bound once to ``nexus`` and takes the arguments it declares, so a
+        per-execution call skips pluggy's argument checks and any per-call dict; with a
+        wrapper among them, pluggy's own loop calls them all. The runtime takes these once,
+        when it starts, and loops over them per execution itself."""
+        cache = self.pm.observer_cache
+        bound = cache.get(name)
+        if bound is not None:
+            return bound
+        impls = getattr(self.pm.hook, name).get_hookimpls()[::-1]
+        if any(i.hookwrapper or i.wrapper for i in impls):
+            caller, nexus = getattr(self.pm.hook, name), self.nexus
 
-        def via_pluggy(*args: Any) -> None:
-            caller(nexus=nexus, **dict(zip(per_call, args, strict=True)))
+            def via_pluggy(*args: Any) -> None:
+                caller(nexus=nexus, **dict(zip(per_call, args, strict=True)))
 
-        return [via_pluggy]
-
-    def execution_started(self, execution: Any) -> None:
-        for observer in self.observers("execution_started", STARTED_ARGS):
-            observer(execution)
-
-    def execution_finished(self, execution: Any, events: Sequence[Any] = ()) -> None:
-        for observer in self.observers("execution_finished", FINISHED_ARGS):
-            observer(execution, events)
+            bound = [via_pluggy]
+        else:
+            bound = [self._bind(impl, per_call) for impl in impls]
+        cache[name] = bound
+        return bound
 
     def webhook_attempted(
         self, delivery: Any, execution: Any, started_at: float, finished_at: float

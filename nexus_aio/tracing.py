@@ -60,7 +60,7 @@ def _span_id() -> str:
 
 
 def new_trace() -> TraceContext:
-    return TraceContext(f"{_bits(128) or 1:032x}", f"{_bits(64) or 1:016x}")
+    return TraceContext(f"{_bits(128) or 1:032x}", _span_id())
 
 
 def continue_trace(trace_id: str) -> TraceContext:
@@ -93,8 +93,6 @@ def parse_traceparent(header: str | None) -> tuple[str, str, str] | None:
 def trace_from_headers(traceparent: str | None, tracestate: str | None) -> TraceContext:
     """Our span for a request: a child of the caller's span, or the root of a new trace
     (``tracestate`` is passed on only with a valid ``traceparent``, as the W3C rules say)."""
-    if not traceparent:
-        return new_trace()
     parsed = parse_traceparent(traceparent)
     if parsed is None:
         return new_trace()

@@ -208,7 +208,7 @@ class Runtime:
             created_at=time.time(),
             session_id=sub.session_id,
             request_id=sub.request_id,
-            actor=None if sub.actor is None else actor_id(sub.actor),
+            actor=actor_id(sub.actor),
             trace_id=sub.trace_id,
             trigger=sub.trigger,
             schedule_id=sub.schedule_id,

@@ -146,40 +146,33 @@ class SQLiteExecutionStore(ExecutionStore):
             self._full.set()
             await drained.wait()
 
-    def _wrote(self, size: int) -> None:
-        """Rows were buffered (``size`` now pending): wake the flusher, early when full."""
+    def _wrote(self) -> None:
         self._dirty.set()
-        if size >= self._flush_threshold and not self._failures:
+        if self._pending_size() >= self._flush_threshold and not self._failures:
             self._full.set()
 
     async def save(self, record: ExecutionRecord, *, durable: bool = False) -> None:
         pending = self._pending_records
-        if (
-            len(pending) + self._pending_event_count >= self._max_pending
-            and record.id not in pending
-        ):
+        if record.id not in pending and self._pending_size() >= self._max_pending:
             await self._make_room()
-            pending = self._pending_records  # a flush took the old buffer
-        pending[record.id] = record.copy()
-        self._wrote(len(pending) + self._pending_event_count)
+        self._pending_records[record.id] = record.copy()
+        self._wrote()
         if durable:
             await self.flush()
 
     async def add_events(self, execution_id: str, events: Sequence[ExecutionEvent]) -> None:
-        buffered = self._pending_events.get(execution_id)
-        if buffered is not None or execution_id in self._inflight_events:
-            events = newer_events(events, self._buffered_events(execution_id))
+        events = newer_events(events, self._buffered_events(execution_id))
         if not events:
             return
         if self._pending_size() + len(events) > self._max_pending:
             await self._make_room(len(events))
-            buffered = self._pending_events.get(execution_id)
+        buffered = self._pending_events.get(execution_id)
         if buffered is None:
             self._pending_events[execution_id] = list(events)
         else:
             buffered.extend(events)
         self._pending_event_count += len(events)
-        self._wrote(len(self._pending_records) + self._pending_event_count)
+        self._wrote()
 
     async def flush(self) -> None:
         """Return once everything written before the call is committed. Concurrent callers
